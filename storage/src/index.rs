@@ -1,0 +1,130 @@
+//! Sparse indexes of a segment: `<base>.index` maps a relative offset to a file
+//! position, `<base>.timeindex` maps the largest timestamp seen so far to a relative
+//! offset. Both are written the way Kafka lays them out (big-endian, 8 and 12 bytes an
+//! entry) and kept in memory as well, so lookups never touch the disk. Neither is ever
+//! trusted over the log: recovery rebuilds an index that disagrees with it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// One fixed-size entry of an index file.
+pub trait Entry: Copy {
+    const LEN: usize;
+    fn encode(&self, out: &mut Vec<u8>);
+    fn decode(buf: &[u8]) -> Self;
+}
+
+/// `<base>.index`: the relative offset of a batch and its byte position in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+impl Entry for OffsetEntry {
+    const LEN: usize = 8;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+        out.extend_from_slice(&self.position.to_be_bytes());
+    }
+    fn decode(buf: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]),
+            position: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+        }
+    }
+}
+
+/// `<base>.timeindex`: by `relative_offset`, the largest timestamp seen is `timestamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+impl Entry for TimeEntry {
+    const LEN: usize = 12;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+    }
+    fn decode(buf: &[u8]) -> Self {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&buf[0..8]);
+        TimeEntry {
+            timestamp: i64::from_be_bytes(ts),
+            relative_offset: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+        }
+    }
+}
+
+/// An index file and its in-memory copy.
+pub struct IndexFile<E: Entry> {
+    entries: Vec<E>,
+    file: File,
+    scratch: Vec<u8>,
+}
+
+impl<E: Entry> IndexFile<E> {
+    /// Opens (creating if absent) and reads every whole entry. A trailing partial entry
+    /// is dropped; whether the entries agree with the log is for the caller to judge.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len() as usize;
+        let mut raw = vec![0u8; len - len % E::LEN];
+        file.read_exact_at(&mut raw, 0)?;
+        let entries = raw.chunks_exact(E::LEN).map(E::decode).collect();
+        Ok(IndexFile { entries, file, scratch: Vec::with_capacity(E::LEN) })
+    }
+
+    pub fn entries(&self) -> &[E] {
+        &self.entries
+    }
+
+    pub fn last(&self) -> Option<&E> {
+        self.entries.last()
+    }
+
+    pub fn push(&mut self, entry: E) -> io::Result<()> {
+        self.scratch.clear();
+        entry.encode(&mut self.scratch);
+        self.file.write_all_at(&self.scratch, (self.entries.len() * E::LEN) as u64)?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Replaces the whole index, on disk too (recovery and truncation use this).
+    pub fn replace(&mut self, entries: Vec<E>) -> io::Result<()> {
+        let mut raw = Vec::with_capacity(entries.len() * E::LEN);
+        for e in &entries {
+            e.encode(&mut raw);
+        }
+        self.file.set_len(0)?;
+        self.file.write_all_at(&raw, 0)?;
+        self.entries = entries;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl IndexFile<OffsetEntry> {
+    /// The last entry at or before `relative_offset`: where a scan for it starts.
+    pub fn floor(&self, relative_offset: u32) -> Option<OffsetEntry> {
+        let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+}
+
+impl IndexFile<TimeEntry> {
+    /// The last entry whose timestamp is below `timestamp`: every batch up to its
+    /// offset is older than `timestamp`, so a search can start there.
+    pub fn last_below(&self, timestamp: i64) -> Option<TimeEntry> {
+        let i = self.entries.partition_point(|e| e.timestamp < timestamp);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+}

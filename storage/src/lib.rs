@@ -1,0 +1,18 @@
+//! Sluice storage: the partition log.
+//!
+//! A partition is a directory of segments (`<base>.log`, `<base>.index`,
+//! `<base>.timeindex`) holding record batches exactly as producers sent them. This crate
+//! knows record batches and files, never requests or sockets (DESIGN.md, "Storage").
+
+pub mod batch;
+pub mod index;
+pub mod log;
+pub mod offset;
+pub mod segment;
+
+pub use batch::{BatchError, BatchHeader, TimestampType};
+pub use log::{AppendError, AppendInfo, FlushJob, Log, LogConfig, ReadError};
+pub use offset::{LogOffsets, Offset};
+
+#[cfg(test)]
+mod tests;

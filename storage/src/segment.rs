@@ -1,0 +1,384 @@
+//! One segment of a partition log: `<base>.log` with its two sparse indexes.
+//!
+//! A segment only appends. It knows its size, the offset after its last batch and the
+//! largest timestamp it holds; the log decides when to roll to a new one. Positions in
+//! the file are `u64` while offsets are [`Offset`], so the two cannot be mixed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::batch::{crc_matches, for_each_record, BatchHeader, BATCH_HEADER_LEN};
+use crate::index::{IndexFile, OffsetEntry, TimeEntry};
+use crate::offset::Offset;
+
+/// Kafka names segment files by base offset, zero-padded to 20 digits so they sort.
+pub fn file_name(base: Offset, extension: &str) -> String {
+    format!("{:020}.{extension}", base.0)
+}
+
+pub struct Segment {
+    base_offset: Offset,
+    log: File,
+    log_path: PathBuf,
+    offset_index: IndexFile<OffsetEntry>,
+    time_index: IndexFile<TimeEntry>,
+    /// Bytes of whole, valid batches; the next append goes here.
+    size: u64,
+    next_offset: Offset,
+    /// Largest batch max-timestamp in the segment and the last offset of that batch.
+    max_timestamp: Option<(i64, Offset)>,
+    bytes_since_index_entry: u64,
+    /// Wall-clock time of the first append (or of opening an older segment), for `segment.ms`.
+    created_ms: i64,
+}
+
+/// What recovery found while scanning a log file.
+struct Scan {
+    valid_len: u64,
+    next_offset: Offset,
+    offset_entries: Vec<OffsetEntry>,
+    time_entries: Vec<TimeEntry>,
+    max_timestamp: Option<(i64, Offset)>,
+    bytes_since_index_entry: u64,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base_offset: Offset, now_ms: i64) -> io::Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let log = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&log_path)?;
+        let mut offset_index = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
+        offset_index.replace(Vec::new())?;
+        let mut time_index = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
+        time_index.replace(Vec::new())?;
+        Ok(Segment {
+            base_offset,
+            log,
+            log_path,
+            offset_index,
+            time_index,
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: None,
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment. The active (last) segment is always scanned in full:
+    /// a crash may have left a torn batch at its tail, which is cut off, and its indexes
+    /// are rebuilt from what survives. A closed segment keeps its indexes when they are
+    /// consistent with the log, and is rebuilt by a scan when they are not.
+    pub fn open(
+        dir: &Path,
+        base_offset: Offset,
+        is_active: bool,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<Segment> {
+        let log_path = dir.join(file_name(base_offset, "log"));
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let offset_index = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
+        let time_index = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
+        let file_len = log.metadata()?.len();
+        let mut segment = Segment {
+            base_offset,
+            log,
+            log_path,
+            offset_index,
+            time_index,
+            size: file_len,
+            next_offset: base_offset,
+            max_timestamp: None,
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+        };
+        if is_active {
+            segment.recover(index_interval_bytes)?;
+        } else if !segment.indexes_agree_with_log()? {
+            segment.recover(index_interval_bytes)?;
+            segment.seal()?;
+        } else {
+            segment.next_offset = segment.last_batch_next_offset()?;
+            segment.max_timestamp = segment
+                .time_index
+                .last()
+                .map(|e| (e.timestamp, base_offset.plus(e.relative_offset as i64)));
+        }
+        Ok(segment)
+    }
+
+    fn recover(&mut self, index_interval_bytes: u64) -> io::Result<()> {
+        let file_len = self.log.metadata()?.len();
+        let scan = scan(&self.log, self.base_offset, file_len, index_interval_bytes)?;
+        if scan.valid_len < file_len {
+            tracing::warn!(
+                segment = %self.log_path.display(),
+                kept = scan.valid_len,
+                dropped = file_len - scan.valid_len,
+                "truncating a torn or corrupt tail"
+            );
+            self.log.set_len(scan.valid_len)?;
+            self.log.sync_all()?;
+        }
+        if self.offset_index.entries() != scan.offset_entries.as_slice() {
+            self.offset_index.replace(scan.offset_entries)?;
+        }
+        if self.time_index.entries() != scan.time_entries.as_slice() {
+            self.time_index.replace(scan.time_entries)?;
+        }
+        self.size = scan.valid_len;
+        self.next_offset = scan.next_offset;
+        self.max_timestamp = scan.max_timestamp;
+        self.bytes_since_index_entry = scan.bytes_since_index_entry;
+        Ok(())
+    }
+
+    /// A cheap plausibility check of a closed segment's indexes: entries ascend, point
+    /// inside the file, and each offset entry points at a batch with that base offset.
+    fn indexes_agree_with_log(&self) -> io::Result<bool> {
+        let entries = self.offset_index.entries();
+        if entries.is_empty() && self.size > 0 {
+            return Ok(false);
+        }
+        for pair in entries.windows(2) {
+            if pair[0].relative_offset >= pair[1].relative_offset || pair[0].position >= pair[1].position {
+                return Ok(false);
+            }
+        }
+        for entry in entries {
+            match self.header_at(entry.position as u64)? {
+                Some(h) if h.base_offset == self.base_offset.plus(entry.relative_offset as i64) => {}
+                _ => return Ok(false),
+            }
+        }
+        let times = self.time_index.entries();
+        if self.size > 0 && times.is_empty() {
+            return Ok(false);
+        }
+        Ok(times.windows(2).all(|p| p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset))
+    }
+
+    fn last_batch_next_offset(&self) -> io::Result<Offset> {
+        let mut next = self.base_offset;
+        let mut pos = self.offset_index.last().map(|e| e.position as u64).unwrap_or(0);
+        while let Some(h) = self.header_at(pos)? {
+            next = h.next_offset();
+            pos += h.size as u64;
+        }
+        Ok(next)
+    }
+
+    /// The header of the batch at `position`, if a whole one starts there.
+    fn header_at(&self, position: u64) -> io::Result<Option<BatchHeader>> {
+        if position + BATCH_HEADER_LEN as u64 > self.size {
+            return Ok(None);
+        }
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        self.log.read_exact_at(&mut buf, position)?;
+        Ok(BatchHeader::parse(&buf).ok().filter(|h| position + h.size as u64 <= self.size))
+    }
+
+    pub fn base_offset(&self) -> Offset {
+        self.base_offset
+    }
+
+    pub fn next_offset(&self) -> Offset {
+        self.next_offset
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    pub fn max_timestamp(&self) -> Option<(i64, Offset)> {
+        self.max_timestamp
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends one batch whose offsets were already assigned.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64) -> io::Result<()> {
+        self.log.write_all_at(batch, self.size)?;
+        if self.size == 0 || self.bytes_since_index_entry >= index_interval_bytes {
+            let relative_offset = (header.base_offset.0 - self.base_offset.0) as u32;
+            self.offset_index.push(OffsetEntry { relative_offset, position: self.size as u32 })?;
+            self.bytes_since_index_entry = 0;
+            self.maybe_add_time_entry(header.max_timestamp, header.last_offset())?;
+        }
+        if self.max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
+            self.max_timestamp = Some((header.max_timestamp, header.last_offset()));
+        }
+        self.size += batch.len() as u64;
+        self.bytes_since_index_entry += batch.len() as u64;
+        self.next_offset = header.next_offset();
+        Ok(())
+    }
+
+    fn maybe_add_time_entry(&mut self, timestamp: i64, offset: Offset) -> io::Result<()> {
+        if self.time_index.last().is_none_or(|e| timestamp > e.timestamp) {
+            let relative_offset = (offset.0 - self.base_offset.0) as u32;
+            self.time_index.push(TimeEntry { timestamp, relative_offset })?;
+        }
+        Ok(())
+    }
+
+    /// Called when the log rolls past this segment: its time index then ends with the
+    /// segment's largest timestamp, so a reopened closed segment knows it without a scan.
+    pub fn seal(&mut self) -> io::Result<()> {
+        if let Some((ts, offset)) = self.max_timestamp {
+            self.maybe_add_time_entry(ts, offset)?;
+        }
+        Ok(())
+    }
+
+    /// File handles whose data a flush must make durable.
+    pub fn sync_handles(&self, with_indexes: bool) -> io::Result<Vec<File>> {
+        let mut files = vec![self.log.try_clone()?];
+        if with_indexes {
+            files.push(self.offset_index_file()?);
+            files.push(self.time_index_file()?);
+        }
+        Ok(files)
+    }
+
+    fn offset_index_file(&self) -> io::Result<File> {
+        File::open(self.log_path.with_extension("index"))
+    }
+
+    fn time_index_file(&self) -> io::Result<File> {
+        File::open(self.log_path.with_extension("timeindex"))
+    }
+
+    /// Position of the first batch that holds an offset at or after `offset`.
+    fn position_of(&self, offset: Offset) -> io::Result<Option<u64>> {
+        let relative = (offset.0 - self.base_offset.0).clamp(0, u32::MAX as i64) as u32;
+        let mut pos = self.offset_index.floor(relative).map(|e| e.position as u64).unwrap_or(0);
+        while let Some(h) = self.header_at(pos)? {
+            if h.next_offset() > offset {
+                return Ok(Some(pos));
+            }
+            pos += h.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
+    /// of them, or the first batch alone when it is larger and `min_one` is set (KIP-74).
+    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> io::Result<Vec<u8>> {
+        let Some(start) = self.position_of(offset)? else {
+            return Ok(Vec::new());
+        };
+        let available = self.size - start;
+        let want = (max_bytes as u64).min(available) as usize;
+        let mut buf = vec![0u8; want];
+        self.log.read_exact_at(&mut buf, start)?;
+        let mut whole = 0usize;
+        while let Ok(h) = BatchHeader::parse(&buf[whole..]) {
+            if whole + h.size > buf.len() {
+                break;
+            }
+            whole += h.size;
+        }
+        if whole == 0 && min_one {
+            if let Some(h) = self.header_at(start)? {
+                buf.resize(h.size, 0);
+                self.log.read_exact_at(&mut buf, start)?;
+                return Ok(buf);
+            }
+        }
+        buf.truncate(whole);
+        Ok(buf)
+    }
+
+    /// The first record whose timestamp is at or after `timestamp`, with its timestamp.
+    /// Uncompressed batches are searched record by record; in a compressed batch the
+    /// answer is its first offset and max timestamp (records are not decompressed).
+    pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(Offset, i64)>> {
+        let start_relative = self.time_index.last_below(timestamp).map(|e| e.relative_offset).unwrap_or(0);
+        let mut pos = self.position_of(self.base_offset.plus(start_relative as i64))?.unwrap_or(self.size);
+        while let Some(h) = self.header_at(pos)? {
+            if h.max_timestamp >= timestamp {
+                if h.compression() != 0 || h.timestamp_type() == crate::batch::TimestampType::LogAppendTime {
+                    return Ok(Some((h.base_offset, h.max_timestamp)));
+                }
+                let mut batch = vec![0u8; h.size];
+                self.log.read_exact_at(&mut batch, pos)?;
+                let mut found = None;
+                let _ = for_each_record(&batch[BATCH_HEADER_LEN..], |r| {
+                    let ts = h.base_timestamp + r.timestamp_delta;
+                    if found.is_none() && ts >= timestamp {
+                        found = Some((h.base_offset.plus(r.offset_delta), ts));
+                    }
+                    Ok(())
+                });
+                return Ok(found.or(Some((h.base_offset, h.max_timestamp))));
+            }
+            pos += h.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Removes the segment's files.
+    pub fn delete(self) -> io::Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            match fs::remove_file(self.log_path.with_extension(ext)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a log file batch by batch from the start, checking each CRC, and stops at the
+/// first batch that is torn, corrupt, or does not follow its predecessor's offsets.
+fn scan(log: &File, base_offset: Offset, file_len: u64, index_interval_bytes: u64) -> io::Result<Scan> {
+    let mut out = Scan {
+        valid_len: 0,
+        next_offset: base_offset,
+        offset_entries: Vec::new(),
+        time_entries: Vec::new(),
+        max_timestamp: None,
+        bytes_since_index_entry: 0,
+    };
+    let mut batch = Vec::new();
+    let mut header = [0u8; BATCH_HEADER_LEN];
+    let mut pos = 0u64;
+    while pos + BATCH_HEADER_LEN as u64 <= file_len {
+        log.read_exact_at(&mut header, pos)?;
+        let Ok(h) = BatchHeader::parse(&header) else { break };
+        if pos + h.size as u64 > file_len || h.base_offset < out.next_offset || h.last_offset_delta < 0 {
+            break;
+        }
+        batch.resize(h.size, 0);
+        log.read_exact_at(&mut batch, pos)?;
+        if !crc_matches(&batch, &h) {
+            break;
+        }
+        if pos == 0 || out.bytes_since_index_entry >= index_interval_bytes {
+            let relative_offset = (h.base_offset.0 - base_offset.0) as u32;
+            out.offset_entries.push(OffsetEntry { relative_offset, position: pos as u32 });
+            out.bytes_since_index_entry = 0;
+            if out.time_entries.last().is_none_or(|e| h.max_timestamp > e.timestamp) {
+                let relative_offset = (h.last_offset().0 - base_offset.0) as u32;
+                out.time_entries.push(TimeEntry { timestamp: h.max_timestamp, relative_offset });
+            }
+        }
+        if out.max_timestamp.is_none_or(|(ts, _)| h.max_timestamp > ts) {
+            out.max_timestamp = Some((h.max_timestamp, h.last_offset()));
+        }
+        pos += h.size as u64;
+        out.bytes_since_index_entry += h.size as u64;
+        out.next_offset = h.next_offset();
+        out.valid_len = pos;
+    }
+    Ok(out)
+}

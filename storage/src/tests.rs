@@ -1,0 +1,246 @@
+//! Log behaviour as a reader of the partition would see it: append, read, roll,
+//! recover from a torn tail and a corrupt index, and a model-checked random workload.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use proptest::prelude::*;
+
+use crate::batch::tests::build_batch;
+use crate::batch::BatchHeader;
+use crate::{Log, LogConfig, Offset};
+
+fn small_config() -> LogConfig {
+    LogConfig { segment_bytes: 1_000, index_interval_bytes: 150, ..LogConfig::default() }
+}
+
+/// Splits a read result into whole batches and returns (base offset, record count) pairs.
+fn batches(mut bytes: &[u8]) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let h = BatchHeader::parse(bytes).expect("whole batch");
+        out.push((h.base_offset.0, h.record_count));
+        bytes = &bytes[h.size..];
+    }
+    out
+}
+
+#[test]
+fn appended_batches_read_back_with_their_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let a = log.append(&mut build_batch(10, &[b"a", b"b", b"c"]), 0).unwrap();
+    let b = log.append(&mut build_batch(20, &[b"d", b"e"]), 0).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (Offset(0), Offset(2)));
+    assert_eq!((b.base_offset, b.last_offset), (Offset(3), Offset(4)));
+    assert_eq!(log.offsets().high_watermark, Offset(5));
+    assert_eq!(batches(&log.read(Offset(0), 1 << 20, true).unwrap()), vec![(0, 3), (3, 2)]);
+    // An offset inside a batch returns that whole batch, as Kafka does.
+    assert_eq!(batches(&log.read(Offset(4), 1 << 20, true).unwrap()), vec![(3, 2)]);
+    assert!(log.read(Offset(5), 1 << 20, true).unwrap().is_empty());
+    assert!(log.read(Offset(6), 1 << 20, true).is_err());
+}
+
+#[test]
+fn max_bytes_cuts_at_whole_batches_but_returns_one_oversized_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let mut first = build_batch(1, &[&[1u8; 500]]);
+    let size = first.len();
+    log.append(&mut first, 0).unwrap();
+    log.append(&mut build_batch(2, &[&[2u8; 500]]), 0).unwrap();
+    assert_eq!(batches(&log.read(Offset(0), size + 10, true).unwrap()), vec![(0, 1)]);
+    assert_eq!(batches(&log.read(Offset(0), 10, true).unwrap()), vec![(0, 1)]);
+    assert!(log.read(Offset(0), 10, false).unwrap().is_empty());
+}
+
+#[test]
+fn segments_roll_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+    for i in 0..40 {
+        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
+    }
+    assert!(log.segment_count() > 3, "1000-byte segments must roll");
+    let before = read_all(&log);
+    assert_eq!(batches(&before).len(), 40);
+    log.flush_now(0).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(log.offsets().log_end, Offset(40));
+    assert_eq!(read_all(&log), before);
+}
+
+/// Reads from offset 0 to the end the way a consumer does, one fetch after another.
+fn read_all(log: &Log) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut next = Offset(0);
+    while next < log.offsets().high_watermark {
+        let chunk = log.read(next, 1 << 20, true).unwrap();
+        let got = batches(&chunk);
+        next = Offset(got.last().map(|(b, n)| b + *n as i64).unwrap());
+        all.extend_from_slice(&chunk);
+    }
+    all
+}
+
+#[test]
+fn a_torn_final_batch_is_cut_off_at_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append(&mut build_batch(1, &[b"kept"]), 0).unwrap();
+    log.append(&mut build_batch(2, &[b"kept too"]), 0).unwrap();
+    drop(log);
+    // A crash in the middle of the third write leaves half a batch at the tail.
+    let torn = build_batch(3, &[b"lost in the crash"]);
+    let path = dir.path().join("00000000000000000000.log");
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&torn[..torn.len() / 2]).unwrap();
+    drop(f);
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    assert_eq!(log.offsets().log_end, Offset(2));
+    assert_eq!(batches(&log.read(Offset(0), 1 << 20, true).unwrap()), vec![(0, 1), (1, 1)]);
+    let next = log.append(&mut build_batch(4, &[b"after"]), 0).unwrap();
+    assert_eq!(next.base_offset, Offset(2));
+    assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
+}
+
+#[test]
+fn a_corrupt_batch_in_the_tail_truncates_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append(&mut build_batch(1, &[b"one"]), 0).unwrap();
+    log.append(&mut build_batch(2, &[b"two"]), 0).unwrap();
+    drop(log);
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    assert_eq!(log.offsets().log_end, Offset(1));
+}
+
+#[test]
+fn a_corrupt_index_of_a_closed_segment_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+    for i in 0..30 {
+        log.append(&mut build_batch(i, &[&[7u8; 120]]), 0).unwrap();
+    }
+    let expected: Vec<Vec<u8>> = (0..30).map(|o| log.read(Offset(o), 1 << 20, true).unwrap()).collect();
+    drop(log);
+    std::fs::write(dir.path().join("00000000000000000000.index"), [0xAB; 24]).unwrap();
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    for (o, want) in expected.iter().enumerate() {
+        assert_eq!(&log.read(Offset(o as i64), 1 << 20, true).unwrap(), want, "offset {o}");
+    }
+}
+
+#[test]
+fn offsets_by_timestamp_and_max_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+    // Batch i holds 3 records with timestamps 1000*i, 1000*i+1, 1000*i+2.
+    for i in 1..=20 {
+        log.append(&mut build_batch(1000 * i, &[b"x", b"y", b"z"]), 0).unwrap();
+    }
+    // Timestamp 5001 is the second record of the fifth batch (offsets 12..14).
+    assert_eq!(log.offset_for_timestamp(5001).unwrap(), Some((Offset(13), 5001)));
+    assert_eq!(log.offset_for_timestamp(5003).unwrap(), Some((Offset(15), 6000)));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((Offset(0), 1000)));
+    assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((Offset(59), 20002)));
+}
+
+#[test]
+fn log_append_time_overrides_the_producers_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { timestamp_type: crate::TimestampType::LogAppendTime, ..LogConfig::default() };
+    let mut log = Log::open(dir.path(), config, 0).unwrap();
+    let info = log.append(&mut build_batch(5, &[b"x"]), 777_000).unwrap();
+    assert_eq!(info.log_append_time_ms, Some(777_000));
+    let bytes = log.read(Offset(0), 1 << 20, true).unwrap();
+    assert_eq!(BatchHeader::parse(&bytes).unwrap().max_timestamp, 777_000);
+}
+
+#[test]
+fn flush_jobs_cover_what_was_appended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.flush_now(0).unwrap();
+    assert!(log.flush_job().unwrap().is_none());
+    log.append(&mut build_batch(5, &[b"x", b"y"]), 0).unwrap();
+    let job = log.flush_job().unwrap().expect("unflushed data");
+    log.append(&mut build_batch(6, &[b"z"]), 0).unwrap();
+    job.run().unwrap();
+    log.complete_flush(job.upto(), 0);
+    assert_eq!(log.flushed(), Offset(2));
+    assert_eq!(log.flush_job().unwrap().map(|j| j.upto()), Some(Offset(3)));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<usize>),
+    Read { at: usize, max_bytes: usize },
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec(0usize..300, 1..5).prop_map(Op::Append),
+        3 => (0usize..1000, 0usize..2000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random appends, reads and reopenings agree with a list of the batches appended.
+    #[test]
+    fn log_matches_a_model(ops in prop::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+        // The model: each appended batch's bytes as stored, in order.
+        let mut model: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut next = 0i64;
+        for op in ops {
+            match op {
+                Op::Append(sizes) => {
+                    let values: Vec<Vec<u8>> = sizes.iter().map(|n| vec![next as u8; *n]).collect();
+                    let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
+                    let mut batch = build_batch(next, &refs);
+                    let info = log.append(&mut batch, 0).unwrap();
+                    prop_assert_eq!(info.base_offset, Offset(next));
+                    model.push((next, batch));
+                    next += sizes.len() as i64;
+                }
+                Op::Read { at, max_bytes } => {
+                    let at = if next == 0 { 0 } else { (at as i64) % (next + 1) };
+                    let got = log.read(Offset(at), max_bytes, true).unwrap();
+                    let first = model.iter().position(|(base, b)| {
+                        let h = BatchHeader::parse(b).unwrap();
+                        *base <= at && at <= h.last_offset().0
+                    });
+                    let mut want = Vec::new();
+                    if let Some(first) = first {
+                        for (i, (_, b)) in model[first..].iter().enumerate() {
+                            if i > 0 && want.len() + b.len() > max_bytes { break; }
+                            if i == 0 || want.len() + b.len() <= max_bytes { want.extend_from_slice(b); }
+                        }
+                    }
+                    // Segment boundaries may end a read early; it must be a prefix of `want`.
+                    prop_assert!(want.starts_with(&got), "read at {} returned bytes not in the model", at);
+                    prop_assert_eq!(got.is_empty(), want.is_empty());
+                }
+                Op::Reopen => {
+                    log.flush_now(0).unwrap();
+                    drop(log);
+                    log = Log::open(dir.path(), small_config(), 0).unwrap();
+                    prop_assert_eq!(log.offsets().log_end, Offset(next));
+                }
+            }
+        }
+    }
+}
