@@ -1,0 +1,155 @@
+//! The embedded single-node controller: metadata in `<data-dir>/metadata.json`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use uuid::Uuid;
+
+use crate::{ClusterMetadata, Controller, ControllerError, NewTopic, TopicMetadata};
+
+const FILE_NAME: &str = "metadata.json";
+
+pub struct LocalController {
+    path: PathBuf,
+    /// Readers clone the `Arc` under a brief read lock; writers serialize here, so
+    /// two concurrent CreateTopics for one name cannot both succeed.
+    current: RwLock<Arc<ClusterMetadata>>,
+}
+
+impl LocalController {
+    /// Loads the metadata file in `data_dir`, or starts a new cluster with a new id.
+    pub fn open(data_dir: &Path) -> Result<LocalController, ControllerError> {
+        fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(FILE_NAME);
+        let metadata = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ControllerError::Corrupt(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let fresh = ClusterMetadata { cluster_id: new_cluster_id(), topics: Default::default() };
+                write_atomically(&path, &fresh)?;
+                fresh
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LocalController { path, current: RwLock::new(Arc::new(metadata)) })
+    }
+
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut ClusterMetadata) -> Result<T, ControllerError>,
+    ) -> Result<T, ControllerError> {
+        let mut guard = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = ClusterMetadata::clone(&guard);
+        let out = change(&mut next)?;
+        write_atomically(&self.path, &next)?;
+        *guard = Arc::new(next);
+        Ok(out)
+    }
+}
+
+impl Controller for LocalController {
+    fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata, ControllerError> {
+        crate::validate_topic_name(&topic.name).map_err(ControllerError::InvalidTopicName)?;
+        if topic.partitions < 1 {
+            return Err(ControllerError::InvalidPartitions(topic.partitions));
+        }
+        if topic.replication_factor != 1 {
+            return Err(ControllerError::InvalidReplicationFactor(topic.replication_factor, 1));
+        }
+        self.update(|meta| {
+            if meta.topics.contains_key(&topic.name) {
+                return Err(ControllerError::TopicExists(topic.name.clone()));
+            }
+            let created = TopicMetadata {
+                name: topic.name.clone(),
+                id: Uuid::new_v4(),
+                partitions: topic.partitions,
+                replication_factor: topic.replication_factor,
+                configs: topic.configs,
+                internal: topic.internal,
+            };
+            meta.topics.insert(topic.name, created.clone());
+            Ok(created)
+        })
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<TopicMetadata, ControllerError> {
+        self.update(|meta| meta.topics.remove(name).ok_or_else(|| ControllerError::UnknownTopic(name.to_string())))
+    }
+}
+
+/// Write to a temporary file, fsync it, rename it over the old one, fsync the
+/// directory: after a crash the file is either the old or the new version, whole.
+fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(metadata).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Kafka's cluster ids are a random UUID in URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = Uuid::new_v4().into_bytes();
+    let mut out = String::with_capacity(22);
+    let mut bits = 0u32;
+    let mut nbits = 0;
+    for b in bytes {
+        bits = (bits << 8) | b as u32;
+        nbits += 8;
+        while nbits >= 6 {
+            nbits -= 6;
+            out.push(ALPHABET[((bits >> nbits) & 63) as usize] as char);
+        }
+    }
+    if nbits > 0 {
+        out.push(ALPHABET[((bits << (6 - nbits)) & 63) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, partitions: i32) -> NewTopic {
+        NewTopic { name: name.into(), partitions, replication_factor: 1, configs: Default::default(), internal: false }
+    }
+
+    #[test]
+    fn cluster_id_and_topic_ids_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalController::open(dir.path()).unwrap();
+        let created = c.create_topic(topic("orders", 6)).unwrap();
+        let cluster_id = c.metadata().cluster_id.clone();
+        assert_eq!(cluster_id.len(), 22);
+        drop(c);
+        let c = LocalController::open(dir.path()).unwrap();
+        assert_eq!(c.metadata().cluster_id, cluster_id);
+        assert_eq!(c.metadata().topic("orders"), Some(&created));
+    }
+
+    #[test]
+    fn duplicates_bad_names_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalController::open(dir.path()).unwrap();
+        c.create_topic(topic("a", 1)).unwrap();
+        assert!(matches!(c.create_topic(topic("a", 1)), Err(ControllerError::TopicExists(_))));
+        assert!(matches!(c.create_topic(topic("a/b", 1)), Err(ControllerError::InvalidTopicName(_))));
+        assert!(matches!(c.create_topic(topic("b", 0)), Err(ControllerError::InvalidPartitions(0))));
+        let old_id = c.delete_topic("a").unwrap().id;
+        assert!(c.metadata().topic("a").is_none());
+        assert_ne!(c.create_topic(topic("a", 1)).unwrap().id, old_id, "a recreated topic gets a new id");
+    }
+}
