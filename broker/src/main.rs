@@ -1,1 +1,48 @@
-fn main(){}
+//! `sluice`: a Kafka wire-protocol compatible broker.
+//!
+//! With no flags it serves 127.0.0.1:9092 from `./data` on the embedded local
+//! controller. See `sluice --help` and DESIGN.md for the shape: one pinned shard per
+//! core, partitions owned by shards, a segment log per partition.
+
+mod admin;
+mod config;
+mod connection;
+mod handlers;
+mod server;
+mod shard;
+mod topic_config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = config::Cli::parse();
+    let config = match config::BrokerConfig::resolve(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_json);
+    match server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,211 @@
+//! Broker configuration: command-line flags, each also settable in a TOML file given by
+//! `--config` (keys are the flag names without dashes in front, e.g. `data-dir`). A flag
+//! on the command line wins over the file, the file over the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Kafka's `message.max.bytes`: 1 MiB of records plus the batch overhead.
+pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_048_588;
+/// Kafka's `socket.request.max.bytes`: 100 MiB. A frame announcing more is refused
+/// before anything is allocated for it.
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 104_857_600;
+/// Shards beyond this would each own almost nothing; it also bounds per-shard state.
+const SHARDS_MAX: usize = 1024;
+
+#[derive(Debug, Parser, Default)]
+#[command(name = "sluice", version, about = "A Kafka wire-protocol compatible broker", long_about = None)]
+pub struct Cli {
+    /// TOML file with any of these settings (keys as the long flag names, e.g. data-dir).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to accept Kafka clients on [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address clients are told to connect to [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_listener: Option<String>,
+    /// Directory for partition logs and metadata [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Shards, one pinned thread each [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// This broker's node id [default: 1].
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<i32>,
+    /// Partitions of an auto-created topic (Kafka's num.partitions) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub num_partitions: Option<i32>,
+    /// Create unknown topics when a client's Metadata request asks to [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_create_topics: Option<bool>,
+    /// Largest record batch accepted (Kafka's message.max.bytes) [default: 1048588].
+    #[arg(long, value_name = "BYTES")]
+    pub message_max_bytes: Option<usize>,
+    /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// Roll a segment at this size (log.segment.bytes) [default: 1073741824].
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Roll a segment at this age (log.roll.ms) [default: 604800000].
+    #[arg(long, value_name = "MS")]
+    pub segment_ms: Option<i64>,
+    /// Flush a partition after this many records (log.flush.interval.messages) [default: never].
+    #[arg(long, value_name = "N")]
+    pub flush_messages: Option<u64>,
+    /// Flush a partition's data older than this (log.flush.interval.ms) [default: never].
+    #[arg(long, value_name = "MS")]
+    pub flush_ms: Option<i64>,
+    /// Answer acks=all only after fdatasync; false relies on replication alone, as Kafka
+    /// does by default [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub acks_all_fsync: Option<bool>,
+    /// Log format: human or json [default: human].
+    #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as they may appear in the TOML file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    advertised_listener: Option<String>,
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    node_id: Option<i32>,
+    num_partitions: Option<i32>,
+    auto_create_topics: Option<bool>,
+    message_max_bytes: Option<usize>,
+    socket_request_max_bytes: Option<usize>,
+    segment_bytes: Option<u64>,
+    segment_ms: Option<i64>,
+    flush_messages: Option<u64>,
+    flush_ms: Option<i64>,
+    acks_all_fsync: Option<bool>,
+    log_format: Option<String>,
+}
+
+/// The resolved configuration the broker runs with.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: SocketAddr,
+    pub advertised_listener: Option<(String, u16)>,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub node_id: i32,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub flush_messages: u64,
+    pub flush_ms: i64,
+    pub acks_all_fsync: bool,
+    pub log_json: bool,
+}
+
+impl BrokerConfig {
+    pub fn resolve(cli: Cli) -> Result<BrokerConfig, String> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let config = BrokerConfig {
+            listen: cli.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+            advertised_listener: match cli.advertised_listener.or(file.advertised_listener) {
+                Some(s) => Some(parse_host_port(&s)?),
+                None => None,
+            },
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+            shards: cli.shards.or(file.shards).unwrap_or(cores),
+            node_id: cli.node_id.or(file.node_id).unwrap_or(1),
+            num_partitions: cli.num_partitions.or(file.num_partitions).unwrap_or(1),
+            auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
+            message_max_bytes: cli.message_max_bytes.or(file.message_max_bytes).unwrap_or(MESSAGE_MAX_BYTES_DEFAULT),
+            socket_request_max_bytes: cli
+                .socket_request_max_bytes
+                .or(file.socket_request_max_bytes)
+                .unwrap_or(SOCKET_REQUEST_MAX_BYTES_DEFAULT),
+            segment_bytes: cli.segment_bytes.or(file.segment_bytes).unwrap_or(sluice_storage::log::SEGMENT_BYTES_DEFAULT),
+            segment_ms: cli.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
+            flush_messages: cli.flush_messages.or(file.flush_messages).unwrap_or(u64::MAX),
+            flush_ms: cli.flush_ms.or(file.flush_ms).unwrap_or(i64::MAX),
+            acks_all_fsync: cli.acks_all_fsync.or(file.acks_all_fsync).unwrap_or(true),
+            log_json: cli.log_format.or(file.log_format).is_some_and(|f| f == "json"),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return Err(format!("--shards must be between 1 and {SHARDS_MAX}, not {}", self.shards));
+        }
+        if self.node_id < 0 {
+            return Err(format!("--node-id must not be negative, not {}", self.node_id));
+        }
+        if self.num_partitions < 1 {
+            return Err(format!("--num-partitions must be at least 1, not {}", self.num_partitions));
+        }
+        if self.message_max_bytes < 64 || self.message_max_bytes > self.socket_request_max_bytes {
+            return Err("--message-max-bytes must be between 64 and --socket-request-max-bytes".into());
+        }
+        if self.socket_request_max_bytes > i32::MAX as usize {
+            return Err("--socket-request-max-bytes must fit a Kafka frame length (2147483647)".into());
+        }
+        if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {
+            return Err("--segment-bytes must be between 1024 and 4294967295".into());
+        }
+        if self.segment_ms < 1 || self.flush_ms < 1 || self.flush_messages < 1 {
+            return Err("--segment-ms, --flush-ms and --flush-messages must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("advertised listener '{s}' is not HOST:PORT"))?;
+    let port = port.parse::<u16>().map_err(|_| format!("advertised listener '{s}' has a bad port"))?;
+    if host.is_empty() {
+        return Err(format!("advertised listener '{s}' has no host"));
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "num-partitions = 6\nnode-id = 7\n").unwrap();
+        let cli = Cli::parse_from(["sluice", "--config", path.to_str().unwrap(), "--node-id", "3"]);
+        let c = BrokerConfig::resolve(cli).unwrap();
+        assert_eq!((c.num_partitions, c.node_id, c.auto_create_topics), (6, 3, true));
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_refused() {
+        assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--shards", "0"])).is_err());
+        assert!(Cli::try_parse_from(["sluice", "--no-such-flag"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "colour = 'blue'\n").unwrap();
+        assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--config", path.to_str().unwrap()])).is_err());
+    }
+}

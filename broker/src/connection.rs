@@ -1,0 +1,113 @@
+//! One client connection: frames in, responses out in request order.
+//!
+//! The reader decodes each frame and starts its handler at once, so a client's
+//! pipelined requests (librdkafka keeps up to 5 or more in flight) run concurrently;
+//! the writer awaits the handlers strictly in arrival order, so responses leave in
+//! request order even when a later request finishes first, as Kafka clients require.
+//! A frame that cannot be framed or decoded closes only this connection.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::handlers;
+use crate::shard::Shard;
+
+/// Requests decoded but not yet answered, per connection. Past this the reader stops
+/// reading the socket until the oldest answer is written: backpressure, not growth.
+const IN_FLIGHT_MAX: usize = 64;
+/// Buffers for a large frame grow by at most this much per read, so a client that
+/// announces 100 MB and sends 10 bytes costs 1 MiB, not 100 MB.
+const READ_CHUNK_MAX: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("frame length {0} is outside 0..={1} (socket.request.max.bytes)")]
+    FrameSize(i32, usize),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (queue, mut answers) = mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
+    let write_task = tokio::task::spawn_local(async move {
+        while let Some(pending) = answers.recv().await {
+            match pending.await {
+                Ok(Some(frame)) => {
+                    if writer.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(%peer, "request handler failed: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let max = shard.config().socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut shutdown = shard.cluster.shutdown.clone();
+    loop {
+        let frame = tokio::select! {
+            frame = read_frame(&mut reader, &mut buf, max) => frame,
+            _ = shutdown.changed() => break,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%peer, "closing connection: {e}");
+                break;
+            }
+        };
+        match handlers::dispatch(&shard, frame) {
+            Ok(pending) => {
+                if queue.send(tokio::task::spawn_local(pending)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "closing connection: {e}");
+                break;
+            }
+        }
+    }
+    drop(queue);
+    let _ = write_task.await;
+}
+
+/// Reads one length-prefixed frame. The length is checked against the limit before
+/// any buffer grows for it. Ok(None) is a clean end of stream between frames.
+async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
+    loop {
+        if buf.len() >= 4 {
+            let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if len < 0 || len as usize > max {
+                return Err(ReadError::FrameSize(len, max));
+            }
+            let need = 4 + len as usize;
+            if buf.len() >= need {
+                buf.advance(4);
+                return Ok(Some(buf.split_to(len as usize).freeze()));
+            }
+            buf.reserve((need - buf.len()).min(READ_CHUNK_MAX));
+        } else {
+            buf.reserve(4);
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return if buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+        }
+    }
+}

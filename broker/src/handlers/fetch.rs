@@ -1,0 +1,153 @@
+//! Fetch: read stored batches from each partition's owning shard and return them as
+//! stored, without re-encoding. Long-polls (`max_wait_ms`, `min_bytes`) by registering
+//! a waker with every partition read, so an append wakes the fetch at once; applies
+//! `partition_max_bytes` and `max_bytes` with KIP-74's rule that the first batch of the
+//! response is returned whole even when larger. Fetch sessions (KIP-227) are answered
+//! sessionless (session id 0), which every client accepts.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
+use kafka_protocol::ResponseError;
+use sluice_storage::BatchHeader;
+use tokio::sync::Notify;
+
+use super::{error_code, Handler};
+use crate::shard::{FetchItem, FetchOutcome, Shard, ShardCall, TopicPartition};
+
+pub(crate) struct FetchHandler;
+
+impl Handler for FetchHandler {
+    type Request = FetchRequest;
+    type Response = FetchResponse;
+    // v13+ names topics by id only; capped until topic ids are routed in Fetch.
+    const VERSIONS: (i16, i16) = (4, 12);
+
+    async fn handle(shard: Rc<Shard>, _: RequestHeader, request: FetchRequest) -> Option<FetchResponse> {
+        let metadata = shard.controller().metadata();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        let waker = Arc::new(Notify::new());
+        let mut shutdown = shard.cluster.shutdown.clone();
+        loop {
+            let mut items = Vec::new();
+            let mut slots = Vec::new();
+            let mut outcomes: Vec<FetchOutcome> = Vec::new();
+            for topic in &request.topics {
+                let name = topic.topic.as_str();
+                let known = metadata.topic(name).map(|t| t.partitions);
+                for p in &topic.partitions {
+                    if known.is_some_and(|n| (0..n).contains(&p.partition)) {
+                        let tp = TopicPartition { topic: name.to_string(), partition: p.partition };
+                        let max_bytes = p.partition_max_bytes.max(0) as usize;
+                        slots.push(outcomes.len());
+                        items.push((
+                            shard.cluster.owner_of(name, p.partition),
+                            FetchItem { tp, offset: p.fetch_offset, max_bytes },
+                        ));
+                    }
+                    outcomes.push(FetchOutcome {
+                        error: Some(ResponseError::UnknownTopicOrPartition),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records: Bytes::new(),
+                    });
+                }
+            }
+            let reads = shard
+                .fan_out(items, |items, reply| ShardCall::Fetch { items, waker: Some(waker.clone()), reply })
+                .await;
+            for (slot, read) in slots.into_iter().zip(reads) {
+                if let Some(read) = read {
+                    outcomes[slot] = read;
+                }
+            }
+            let partition_limits = request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.partition_max_bytes));
+            let total = apply_byte_limits(&mut outcomes, partition_limits, request.max_bytes);
+            let has_error = outcomes.iter().any(|o| o.error.is_some());
+            let done = total >= request.min_bytes.max(0) as usize
+                || has_error
+                || tokio::time::Instant::now() >= deadline
+                || *shutdown.borrow();
+            if done {
+                return Some(response(&request, outcomes));
+            }
+            tokio::select! {
+                _ = waker.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// KIP-74: walk partitions in request order; each keeps the whole batches that fit both
+/// its `partition_max_bytes` and what is left of `max_bytes`, except that the first
+/// partition with data keeps at least its first batch. Returns the bytes kept.
+fn apply_byte_limits(outcomes: &mut [FetchOutcome], partition_limits: impl Iterator<Item = i32>, max_bytes: i32) -> usize {
+    let mut remaining = max_bytes.max(0) as usize;
+    let mut total = 0;
+    for (o, limit) in outcomes.iter_mut().zip(partition_limits) {
+        if o.records.is_empty() {
+            continue;
+        }
+        let limit = (limit.max(0) as usize).min(remaining);
+        let mut keep = whole_batches_within(&o.records, limit);
+        if keep == 0 && total == 0 {
+            keep = whole_batches_within(&o.records, usize::MAX).min(first_batch_len(&o.records));
+        }
+        o.records = o.records.slice(..keep);
+        remaining = remaining.saturating_sub(keep);
+        total += keep;
+    }
+    total
+}
+
+fn first_batch_len(records: &[u8]) -> usize {
+    BatchHeader::parse(records).map(|h| h.size.min(records.len())).unwrap_or(records.len())
+}
+
+/// Length of the longest run of whole batches at the start of `records` within `limit`.
+fn whole_batches_within(records: &[u8], limit: usize) -> usize {
+    let mut end = 0;
+    while let Ok(h) = BatchHeader::parse(&records[end..]) {
+        if end + h.size > records.len() || end + h.size > limit {
+            break;
+        }
+        end += h.size;
+    }
+    end
+}
+
+fn response(request: &FetchRequest, outcomes: Vec<FetchOutcome>) -> FetchResponse {
+    let mut outcomes = outcomes.into_iter();
+    let responses = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let o = outcomes.next().unwrap_or_default();
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_error_code(error_code(o.error))
+                        .with_high_watermark(o.high_watermark)
+                        // No transactions yet: everything below the high watermark is stable.
+                        .with_last_stable_offset(o.high_watermark)
+                        .with_log_start_offset(o.log_start_offset)
+                        .with_records(Some(o.records))
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    FetchResponse::default().with_session_id(0).with_responses(responses)
+}

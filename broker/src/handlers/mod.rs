@@ -1,0 +1,150 @@
+//! The handler table: one module per Kafka API, each declaring its version range. This
+//! table is the only source of the ApiVersions answer, so Sluice never advertises an
+//! API it does not route (STYLE.md, "One handler per API").
+
+mod api_versions;
+mod create_topics;
+mod delete_topics;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::shard::Shard;
+
+/// One Kafka API: the request it decodes, the versions it serves, and what it does.
+pub(crate) trait Handler {
+    type Request: Decodable;
+    type Response: Encodable + HeaderVersion;
+    /// Lowest and highest version served; within what kafka-protocol can decode.
+    const VERSIONS: (i16, i16);
+    /// The response, or None when Kafka sends none (Produce with acks=0).
+    fn handle(
+        shard: Rc<Shard>,
+        header: RequestHeader,
+        request: Self::Request,
+    ) -> impl Future<Output = Option<Self::Response>>;
+}
+
+/// A decoded request on its way to an encoded response frame (or to no answer).
+pub type Pending = Pin<Box<dyn Future<Output = Option<BytesMut>>>>;
+
+/// Why a frame cannot be answered: the connection is closed, as Kafka does.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is too short for a request header")]
+    Short(usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("{0:?} version {1} is not supported")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("cannot decode {0:?} v{1}: {2}")]
+    Decode(ApiKey, i16, String),
+}
+
+macro_rules! handler_table {
+    ($($key:ident => $handler:ty),* $(,)?) => {
+        /// (API key, min version, max version) of every routed API.
+        pub fn supported() -> Vec<(i16, i16, i16)> {
+            vec![$((ApiKey::$key as i16, <$handler as Handler>::VERSIONS.0, <$handler as Handler>::VERSIONS.1)),*]
+        }
+
+        fn route(shard: Rc<Shard>, key: ApiKey, header: RequestHeader, body: Bytes) -> Result<Pending, FrameError> {
+            match key {
+                $(ApiKey::$key => run::<$handler>(shard, key, header, body),)*
+                _ => Err(FrameError::UnknownApi(key as i16)),
+            }
+        }
+    };
+}
+
+handler_table! {
+    Produce => produce::ProduceHandler,
+    Fetch => fetch::FetchHandler,
+    ListOffsets => list_offsets::ListOffsetsHandler,
+    Metadata => metadata::MetadataHandler,
+    ApiVersions => api_versions::ApiVersionsHandler,
+    CreateTopics => create_topics::CreateTopicsHandler,
+    DeleteTopics => delete_topics::DeleteTopicsHandler,
+}
+
+/// Decodes one request frame (without its length prefix) and returns the work that
+/// answers it. Errors mean the connection must close.
+pub fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Pending, FrameError> {
+    // api_key, api_version and correlation_id must be there before anything is read.
+    if frame.len() < 8 {
+        return Err(FrameError::Short(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(raw_key).map_err(|_| FrameError::UnknownApi(raw_key))?;
+    let Some((_, min, max)) = supported().into_iter().find(|(k, _, _)| *k == raw_key) else {
+        return Err(FrameError::UnknownApi(raw_key));
+    };
+    if key == ApiKey::ApiVersions && version > max {
+        // KIP-511: answer a too-new ApiVersions with UNSUPPORTED_VERSION in a v0 body so
+        // the client can retry with a version both sides know.
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        return Ok(Box::pin(std::future::ready(api_versions::unsupported_version(correlation_id))));
+    }
+    if version < min || version > max {
+        return Err(FrameError::UnsupportedVersion(key, version));
+    }
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(|e| FrameError::Decode(key, version, format!("header: {e}")))?;
+    route(shard.clone(), key, header, frame)
+}
+
+fn run<H: Handler + 'static>(
+    shard: Rc<Shard>,
+    key: ApiKey,
+    header: RequestHeader,
+    mut body: Bytes,
+) -> Result<Pending, FrameError>
+where
+    H::Request: 'static,
+{
+    let version = header.request_api_version;
+    let request = H::Request::decode(&mut body, version).map_err(|e| FrameError::Decode(key, version, e.to_string()))?;
+    Ok(Box::pin(async move {
+        let correlation_id = header.correlation_id;
+        let response = H::handle(shard, header, request).await?;
+        match encode_response(correlation_id, version, &response) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                tracing::error!(api = ?key, version, "cannot encode response: {e}");
+                None
+            }
+        }
+    }))
+}
+
+/// Length prefix, response header, body.
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+) -> Result<BytesMut, String> {
+    let header_version = R::header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let size = header.compute_size(header_version).map_err(|e| e.to_string())?
+        + body.compute_size(version).map_err(|e| e.to_string())?;
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.put_i32(size as i32);
+    header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+/// Helpers shared by handlers.
+pub(crate) fn error_code(error: Option<kafka_protocol::ResponseError>) -> i16 {
+    error.map(|e| e.code()).unwrap_or(0)
+}

@@ -1,0 +1,208 @@
+//! Start-up and shutdown: open the controller, bind one SO_REUSEPORT listener per
+//! shard on the same port, start the pinned shard threads, and stop them cleanly.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_controller::{ClusterMetadata, Controller, LocalController};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::BrokerConfig;
+use crate::connection;
+use crate::shard::{Cluster, Shard, ShardCall, INBOX_DEPTH};
+
+/// How long shutdown waits for connections to finish their in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(config: BrokerConfig) -> Result<(), String> {
+    let controller = LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
+    remove_orphan_partitions(&config.data_dir, &controller.metadata());
+    let listeners = bind(config.listen, config.shards)?;
+    let bound = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    let advertised = config.advertised_listener.clone().unwrap_or_else(|| {
+        let host = if bound.ip().is_unspecified() { "localhost".to_string() } else { bound.ip().to_string() };
+        (host, bound.port())
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (peers, inboxes): (Vec<_>, Vec<_>) = (0..config.shards).map(|_| mpsc::channel::<ShardCall>(INBOX_DEPTH)).unzip();
+    let shards = config.shards;
+    let cluster = Arc::new(Cluster {
+        config,
+        controller: Arc::new(controller),
+        advertised: advertised.clone(),
+        peers,
+        shutdown: shutdown_rx,
+    });
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
+        let cluster = cluster.clone();
+        let ready = ready_tx.clone();
+        let core = if cores.is_empty() { None } else { Some(cores[id % cores.len()]) };
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run_shard(id, cluster, listener, inbox, ready)
+            })
+            .map_err(|e| format!("cannot start shard thread: {e}"))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a shard stopped during start-up".to_string()),
+        }
+    }
+    if failure.is_none() {
+        tracing::info!(listen = %bound, advertised = %format!("{}:{}", advertised.0, advertised.1), shards, "sluice is ready");
+        // Tests and scripts read this line to learn the port when started with port 0.
+        println!("sluice listening on {bound}");
+        wait_for_signal();
+        tracing::info!("shutting down");
+    }
+    let _ = shutdown_tx.send(true);
+    for t in threads {
+        let _ = t.join();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn wait_for_signal() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    rt.block_on(async {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+}
+
+/// One listener per shard on the same address. The first binds (port 0 picks a free
+/// port); the rest join it through SO_REUSEPORT, and the kernel spreads connections.
+fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<StdListener>, String> {
+    /// The accept queue Linux and Kafka commonly use.
+    const BACKLOG: u32 = 1024;
+    // tokio registers a listener with the reactor of the runtime it is created in; a
+    // throwaway runtime lets us create them here and hand plain std sockets to shards.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|e| e.to_string())?;
+    let _guard = rt.enter();
+    let mut listeners: Vec<StdListener> = Vec::with_capacity(shards);
+    let mut addr = addr;
+    for _ in 0..shards {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(|e| format!("socket: {e}"))?;
+        socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+        socket.set_reuseport(true).map_err(|e| e.to_string())?;
+        socket.bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = socket.listen(BACKLOG).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = listener.into_std().map_err(|e| e.to_string())?;
+        addr = listener.local_addr().map_err(|e| e.to_string())?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn run_shard(
+    id: usize,
+    cluster: Arc<Cluster>,
+    listener: StdListener,
+    mut inbox: mpsc::Receiver<ShardCall>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: runtime: {e}")));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let shard = Rc::new(Shard::new(id, cluster.clone()));
+        for topic in cluster.controller.metadata().topics.values() {
+            if let Err(e) = shard.open_topic(topic) {
+                let _ = ready.send(Err(format!("shard {id}: cannot open {}: {e}", topic.name)));
+                return;
+            }
+        }
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {id}: listener: {e}")));
+                return;
+            }
+        };
+        tokio::task::spawn_local(shard.clone().run_flusher());
+        let serving = shard.clone();
+        tokio::task::spawn_local(async move {
+            while let Some(call) = inbox.recv().await {
+                let shard = serving.clone();
+                tokio::task::spawn_local(async move { shard.serve(call).await });
+            }
+        });
+        let _ = ready.send(Ok(()));
+        let mut connections = JoinSet::new();
+        let mut shutdown = cluster.shutdown.clone();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn_local(connection::serve(shard.clone(), stream, peer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = id, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(_) = connections.join_next() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(shard = id, "connections still busy after {DRAIN_TIMEOUT:?}; closing them");
+        }
+        shard.flush_all();
+    });
+}
+
+/// Partition directories whose topic no longer exists (a delete interrupted by a crash)
+/// are removed at start-up, as Kafka does with its `-delete` directories.
+fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
+        let Ok(partition) = partition.parse::<i32>() else { continue };
+        if metadata.topic(topic).is_some_and(|t| partition < t.partitions) {
+            continue;
+        }
+        tracing::warn!(dir = %entry.path().display(), "removing data of a deleted partition");
+        if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+            tracing::error!(dir = %entry.path().display(), "cannot remove: {e}");
+        }
+    }
+}

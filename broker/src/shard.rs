@@ -1,0 +1,508 @@
+//! A shard: one pinned thread running a tokio current-thread runtime, owning a fixed
+//! subset of partitions (DESIGN.md, "Thread-per-core").
+//!
+//! Only the owning shard touches a partition's log, so the logs live in a plain
+//! `RefCell` with no lock; a borrow never spans an `.await`. Work for partitions of
+//! other shards travels as a [`ShardCall`] over a bounded channel and comes back on a
+//! oneshot. The same code serves a call whether it came from this shard's own
+//! connections or from a peer.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use sluice_controller::{Controller, TopicMetadata};
+use sluice_storage::{AppendError, BatchError, Log, Offset, ReadError};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::config::BrokerConfig;
+use crate::topic_config;
+
+/// Depth of each shard's inbox. Enough for every connection of a busy peer to have a
+/// few requests queued; beyond it senders wait, which is the backpressure we want.
+pub const INBOX_DEPTH: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// State every shard shares; immutable after start-up, so `Arc` without a lock.
+pub struct Cluster {
+    pub config: BrokerConfig,
+    pub controller: Arc<dyn Controller>,
+    /// The address clients are told to use (the advertised listener).
+    pub advertised: (String, u16),
+    pub peers: Vec<mpsc::Sender<ShardCall>>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Cluster {
+    /// The shard that owns a partition. Consecutive partitions of a topic land on
+    /// consecutive shards, so a topic spreads evenly.
+    pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
+        let h = crc32c::crc32c(topic.as_bytes()) as usize;
+        h.wrapping_add(partition as usize) % self.peers.len()
+    }
+}
+
+pub struct ProduceItem {
+    pub tp: TopicPartition,
+    pub records: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProduceOutcome {
+    pub error: Option<ResponseError>,
+    pub message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+impl ProduceOutcome {
+    pub fn refused(error: ResponseError) -> Self {
+        Self::failed(error, None)
+    }
+
+    fn failed(error: ResponseError, message: Option<String>) -> Self {
+        ProduceOutcome { error: Some(error), message, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    }
+}
+
+pub struct FetchItem {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutcome {
+    pub error: Option<ResponseError>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+pub struct OffsetQuery {
+    pub tp: TopicPartition,
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetOutcome {
+    pub error: Option<ResponseError>,
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// ListOffsets' special timestamps (KIP-79, KIP-734, KIP-405).
+pub const LATEST_TIMESTAMP: i64 = -1;
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+
+/// Work one shard asks of another.
+pub enum ShardCall {
+    Produce { items: Vec<ProduceItem>, acks: i16, timeout_ms: i32, reply: oneshot::Sender<Vec<ProduceOutcome>> },
+    Fetch { items: Vec<FetchItem>, waker: Option<Arc<Notify>>, reply: oneshot::Sender<Vec<FetchOutcome>> },
+    ListOffsets { items: Vec<OffsetQuery>, reply: oneshot::Sender<Vec<OffsetOutcome>> },
+    OpenTopic { topic: TopicMetadata, reply: oneshot::Sender<Result<(), String>> },
+    DeleteTopic { topic: TopicMetadata, reply: oneshot::Sender<Result<(), String>> },
+}
+
+/// How far a partition's log is durable, published to acks=all waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Durability {
+    flushed: Offset,
+    /// A flush failed: the partition takes no more writes (KAFKA_STORAGE_ERROR) rather
+    /// than acknowledge data it cannot vouch for.
+    failed: bool,
+}
+
+struct Partition {
+    log: Log,
+    /// Fetches waiting for data here. Weak, so a finished fetch leaves nothing behind.
+    readers: Vec<Weak<Notify>>,
+    durability: watch::Sender<Durability>,
+    flush_requested: bool,
+}
+
+impl Partition {
+    fn wake_readers(&mut self) {
+        for reader in self.readers.drain(..) {
+            if let Some(n) = reader.upgrade() {
+                n.notify_one();
+            }
+        }
+    }
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub cluster: Arc<Cluster>,
+    partitions: RefCell<HashMap<TopicPartition, Partition>>,
+    /// Partitions with an acks=all append waiting for the next group commit.
+    flush_queue: RefCell<Vec<TopicPartition>>,
+    flush_wake: Notify,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn append_error(e: &AppendError) -> ResponseError {
+    match e {
+        AppendError::Batch(BatchError::Corrupt(_)) => ResponseError::CorruptMessage,
+        AppendError::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
+        AppendError::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
+        AppendError::Batch(BatchError::InvalidRecord(_)) => ResponseError::InvalidRecord,
+        AppendError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+impl Shard {
+    pub fn new(id: usize, cluster: Arc<Cluster>) -> Shard {
+        Shard {
+            id,
+            cluster,
+            partitions: RefCell::new(HashMap::new()),
+            flush_queue: RefCell::new(Vec::new()),
+            flush_wake: Notify::new(),
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.cluster.config
+    }
+
+    pub fn controller(&self) -> &dyn Controller {
+        self.cluster.controller.as_ref()
+    }
+
+    /// Opens the logs of every partition of `topic` that this shard owns.
+    pub fn open_topic(&self, topic: &TopicMetadata) -> Result<(), String> {
+        let log_config = topic_config::log_config(self.config(), &topic.configs);
+        for partition in 0..topic.partitions {
+            if self.cluster.owner_of(&topic.name, partition) != self.id {
+                continue;
+            }
+            let tp = TopicPartition { topic: topic.name.clone(), partition };
+            if self.partitions.borrow().contains_key(&tp) {
+                continue;
+            }
+            let dir = self.config().data_dir.join(format!("{}-{}", topic.name, partition));
+            let log = Log::open(&dir, log_config.clone(), now_ms()).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let flushed = log.flushed();
+            let (durability, _) = watch::channel(Durability { flushed, failed: false });
+            self.partitions
+                .borrow_mut()
+                .insert(tp, Partition { log, readers: Vec::new(), durability, flush_requested: false });
+        }
+        Ok(())
+    }
+
+    fn delete_topic(&self, topic: &TopicMetadata) -> Result<(), String> {
+        let mut removed = Vec::new();
+        {
+            let mut parts = self.partitions.borrow_mut();
+            for partition in 0..topic.partitions {
+                let tp = TopicPartition { topic: topic.name.clone(), partition };
+                if let Some(mut p) = parts.remove(&tp) {
+                    p.wake_readers();
+                    removed.push(p.log);
+                }
+            }
+        }
+        for log in removed {
+            let dir = log.dir().to_path_buf();
+            log.delete().map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Sends `call` to the shard that should run it, or runs it here.
+    pub async fn route(self: &Rc<Self>, shard: usize, call: ShardCall) {
+        if shard == self.id {
+            self.serve(call).await;
+        } else if let Some(peer) = self.cluster.peers.get(shard) {
+            // A closed peer means shutdown; the dropped reply tells the caller.
+            let _ = peer.send(call).await;
+        }
+    }
+
+    /// Splits `items` by owning shard (the `usize` of each pair), sends each shard its
+    /// share in one call, and returns the answers in the order of `items`. An answer is
+    /// None only when its shard is gone (shutdown).
+    pub async fn fan_out<I, O>(
+        self: &Rc<Self>,
+        items: Vec<(usize, I)>,
+        make: impl Fn(Vec<I>, oneshot::Sender<Vec<O>>) -> ShardCall,
+    ) -> Vec<Option<O>> {
+        let count = items.len();
+        let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<I>)> = BTreeMap::new();
+        for (i, (owner, item)) in items.into_iter().enumerate() {
+            let entry = by_shard.entry(owner).or_default();
+            entry.0.push(i);
+            entry.1.push(item);
+        }
+        let mut pending = Vec::with_capacity(by_shard.len());
+        for (owner, (positions, items)) in by_shard {
+            let (reply, answer) = oneshot::channel();
+            let call = make(items, reply);
+            let this = self.clone();
+            tokio::task::spawn_local(async move { this.route(owner, call).await });
+            pending.push((positions, answer));
+        }
+        let mut out: Vec<Option<O>> = (0..count).map(|_| None).collect();
+        for (positions, answer) in pending {
+            if let Ok(results) = answer.await {
+                for (i, r) in positions.into_iter().zip(results) {
+                    out[i] = Some(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs one call against this shard's partitions.
+    pub async fn serve(self: &Rc<Self>, call: ShardCall) {
+        match call {
+            ShardCall::Produce { items, acks, timeout_ms, reply } => {
+                let out = self.produce(items, acks, timeout_ms).await;
+                let _ = reply.send(out);
+            }
+            ShardCall::Fetch { items, waker, reply } => {
+                let _ = reply.send(self.read(items, waker));
+            }
+            ShardCall::ListOffsets { items, reply } => {
+                let _ = reply.send(self.list_offsets(items));
+            }
+            ShardCall::OpenTopic { topic, reply } => {
+                let _ = reply.send(self.open_topic(&topic));
+            }
+            ShardCall::DeleteTopic { topic, reply } => {
+                let _ = reply.send(self.delete_topic(&topic));
+            }
+        }
+    }
+
+    async fn produce(self: &Rc<Self>, items: Vec<ProduceItem>, acks: i16, timeout_ms: i32) -> Vec<ProduceOutcome> {
+        let now = now_ms();
+        let wait_for_disk = acks == -1 && self.config().acks_all_fsync;
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut waits = Vec::new();
+        {
+            let mut parts = self.partitions.borrow_mut();
+            let mut queue = self.flush_queue.borrow_mut();
+            for item in items {
+                let Some(p) = parts.get_mut(&item.tp) else {
+                    outcomes.push(ProduceOutcome::failed(ResponseError::UnknownTopicOrPartition, None));
+                    continue;
+                };
+                if p.durability.borrow().failed {
+                    outcomes.push(ProduceOutcome::failed(ResponseError::KafkaStorageError, None));
+                    continue;
+                }
+                // The frame is shared by every partition of the request, so the batch is
+                // copied once here to patch its offsets; see the io_uring issue.
+                let mut batch = item.records.to_vec();
+                match p.log.append(&mut batch, now) {
+                    Ok(info) => {
+                        p.wake_readers();
+                        if (wait_for_disk || p.log.flush_due(now)) && !p.flush_requested {
+                            p.flush_requested = true;
+                            queue.push(item.tp.clone());
+                        }
+                        if wait_for_disk {
+                            waits.push((outcomes.len(), p.durability.subscribe(), info.last_offset.plus(1)));
+                        }
+                        outcomes.push(ProduceOutcome {
+                            error: None,
+                            message: None,
+                            base_offset: info.base_offset.value(),
+                            log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
+                            log_start_offset: info.log_start_offset.value(),
+                        });
+                    }
+                    Err(e) => {
+                        if let AppendError::Io(io) = &e {
+                            tracing::error!(topic = %item.tp.topic, partition = item.tp.partition, "append failed: {io}");
+                        }
+                        outcomes.push(ProduceOutcome::failed(append_error(&e), Some(e.to_string())));
+                    }
+                }
+            }
+        }
+        if !self.flush_queue.borrow().is_empty() {
+            self.flush_wake.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+        for (i, mut rx, target) in waits {
+            let durable = tokio::time::timeout_at(deadline, rx.wait_for(|d| d.flushed >= target || d.failed)).await;
+            let error = match durable {
+                Ok(Ok(d)) if !d.failed => None,
+                Ok(_) => Some(ResponseError::KafkaStorageError),
+                Err(_) => Some(ResponseError::RequestTimedOut),
+            };
+            if let Some(error) = error {
+                outcomes[i] = ProduceOutcome::failed(error, None);
+            }
+        }
+        outcomes
+    }
+
+    fn read(&self, items: Vec<FetchItem>, waker: Option<Arc<Notify>>) -> Vec<FetchOutcome> {
+        let mut parts = self.partitions.borrow_mut();
+        items
+            .into_iter()
+            .map(|item| {
+                let Some(p) = parts.get_mut(&item.tp) else {
+                    return FetchOutcome {
+                        error: Some(ResponseError::UnknownTopicOrPartition),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        ..Default::default()
+                    };
+                };
+                let offsets = p.log.offsets();
+                let mut out = FetchOutcome {
+                    error: None,
+                    high_watermark: offsets.high_watermark.value(),
+                    log_start_offset: offsets.log_start.value(),
+                    records: Bytes::new(),
+                };
+                match p.log.read(Offset(item.offset), item.max_bytes, true) {
+                    Ok(bytes) => out.records = Bytes::from(bytes),
+                    Err(ReadError::OffsetOutOfRange { .. }) => out.error = Some(ResponseError::OffsetOutOfRange),
+                    Err(ReadError::Io(e)) => {
+                        tracing::error!(topic = %item.tp.topic, partition = item.tp.partition, "read failed: {e}");
+                        out.error = Some(ResponseError::KafkaStorageError);
+                    }
+                }
+                if let Some(waker) = &waker {
+                    p.readers.retain(|r| r.strong_count() > 0);
+                    if !p.readers.iter().any(|r| std::ptr::eq(r.as_ptr(), Arc::as_ptr(waker))) {
+                        p.readers.push(Arc::downgrade(waker));
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    fn list_offsets(&self, items: Vec<OffsetQuery>) -> Vec<OffsetOutcome> {
+        let parts = self.partitions.borrow();
+        items
+            .into_iter()
+            .map(|q| {
+                let Some(p) = parts.get(&q.tp) else {
+                    return OffsetOutcome { error: Some(ResponseError::UnknownTopicOrPartition), offset: -1, timestamp: -1 };
+                };
+                let offsets = p.log.offsets();
+                let found = match q.timestamp {
+                    LATEST_TIMESTAMP => Ok(Some((offsets.high_watermark, -1))),
+                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((offsets.log_start, -1))),
+                    MAX_TIMESTAMP => Ok(p.log.max_timestamp()),
+                    ts if ts < 0 => {
+                        return OffsetOutcome { error: Some(ResponseError::InvalidRequest), offset: -1, timestamp: -1 }
+                    }
+                    ts => p.log.offset_for_timestamp(ts),
+                };
+                match found {
+                    Ok(Some((offset, timestamp))) => OffsetOutcome { error: None, offset: offset.value(), timestamp },
+                    Ok(None) => OffsetOutcome { error: None, offset: -1, timestamp: -1 },
+                    Err(_) => OffsetOutcome { error: Some(ResponseError::KafkaStorageError), offset: -1, timestamp: -1 },
+                }
+            })
+            .collect()
+    }
+
+    /// Group commit: each round takes every partition with a pending acks=all append
+    /// (or a due flush.messages / flush.ms), fdatasyncs them off the shard thread, and
+    /// publishes the new durable offsets. Appends that arrive meanwhile join the next
+    /// round, so under load one sync covers many requests.
+    pub async fn run_flusher(self: Rc<Self>) {
+        let mut shutdown = self.cluster.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = self.flush_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => self.queue_due_flushes(),
+                _ = shutdown.changed() => return,
+            }
+            let jobs = {
+                let mut parts = self.partitions.borrow_mut();
+                let mut jobs = Vec::new();
+                for tp in self.flush_queue.borrow_mut().drain(..) {
+                    let Some(p) = parts.get_mut(&tp) else { continue };
+                    p.flush_requested = false;
+                    match p.log.flush_job() {
+                        Ok(Some(job)) => jobs.push((tp, job)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(topic = %tp.topic, partition = tp.partition, "cannot prepare flush: {e}");
+                            p.durability.send_modify(|d| d.failed = true);
+                        }
+                    }
+                }
+                jobs
+            };
+            if jobs.is_empty() {
+                continue;
+            }
+            let done = tokio::task::spawn_blocking(move || {
+                jobs.into_iter().map(|(tp, job)| {
+                    let result = job.run();
+                    (tp, job.upto(), result)
+                }).collect::<Vec<_>>()
+            })
+            .await;
+            let Ok(done) = done else { continue };
+            let now = now_ms();
+            let mut parts = self.partitions.borrow_mut();
+            for (tp, upto, result) in done {
+                let Some(p) = parts.get_mut(&tp) else { continue };
+                match result {
+                    Ok(()) => {
+                        p.log.complete_flush(upto, now);
+                        p.durability.send_modify(|d| d.flushed = d.flushed.max(upto));
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, "fdatasync failed, partition now refuses writes: {e}");
+                        p.durability.send_modify(|d| d.failed = true);
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_due_flushes(&self) {
+        let now = now_ms();
+        let mut parts = self.partitions.borrow_mut();
+        let mut queue = self.flush_queue.borrow_mut();
+        for (tp, p) in parts.iter_mut() {
+            if !p.flush_requested && p.log.flush_due(now) {
+                p.flush_requested = true;
+                queue.push(tp.clone());
+            }
+        }
+    }
+
+    /// Syncs every log; called once at shutdown after connections have drained.
+    pub fn flush_all(&self) {
+        let now = now_ms();
+        for (tp, p) in self.partitions.borrow_mut().iter_mut() {
+            if let Err(e) = p.log.flush_now(now) {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, "final flush failed: {e}");
+            }
+        }
+    }
+}
