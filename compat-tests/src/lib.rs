@@ -1,1 +1,257 @@
+//! Test harness: starts the real `sluice` binary on an ephemeral port with its own data
+//! directory, and speaks raw Kafka protocol where a test needs exact control. Imports
+//! no workspace library: tests see only the binary and the wire.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// The `sluice` binary: `SLUICE_BIN`, or the one cargo built beside this test.
+pub fn sluice_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SLUICE_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/<test-exe> → target/<profile>/sluice
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("sluice");
+    assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (it builds the broker)", bin.display());
+    bin
+}
+
+/// A running broker. Dropping it kills the process.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: String,
+    data: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Broker {
+    /// Starts a broker with 2 shards (so cross-shard paths run) and `extra` flags.
+    pub fn start(extra: &[&str]) -> Broker {
+        let data = tempfile::tempdir().expect("temp dir");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut broker = Broker { child: None, addr: String::new(), data, args };
+        broker.spawn("127.0.0.1:0");
+        broker
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    fn spawn(&mut self, listen: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("broker.log"))
+            .expect("broker log");
+        let mut child = Command::new(sluice_bin())
+            .arg("--listen")
+            .arg(listen)
+            .arg("--data-dir")
+            .arg(self.data.path().join("data"))
+            .arg("--shards")
+            .arg("2")
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("sluice listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => self.addr = addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sluice did not start; log:\n{}", self.log());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// The broker's stderr so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// Starts the broker again on the same address and data.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let addr = self.addr.clone();
+        self.spawn(&addr);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A raw Kafka protocol connection, for exact requests and bad input.
+pub struct RawClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        RawClient { stream, correlation_id: 0 }
+    }
+
+    /// Sends a request and decodes the response of type `R`.
+    pub fn call<Q: Encodable, R: Decodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &Q) -> R {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("compat-tests")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, key.request_header_version(version)).expect("encode header");
+        request.encode(&mut body, version).expect("encode request");
+        self.send_frame(&body);
+        let mut frame = self.read_frame().expect("response frame");
+        let response_header = ResponseHeader::decode(&mut frame, R::header_version(version)).expect("response header");
+        assert_eq!(response_header.correlation_id, self.correlation_id);
+        R::decode(&mut frame, version).expect("decode response")
+    }
+
+    pub fn send_frame(&mut self, body: &[u8]) {
+        let mut framed = BytesMut::with_capacity(body.len() + 4);
+        framed.put_i32(body.len() as i32);
+        framed.put_slice(body);
+        self.stream.write_all(&framed).expect("write");
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one response frame; None when the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut frame).ok()?;
+        Some(Bytes::from(frame))
+    }
+
+    /// True once the broker has closed this connection (read returns EOF or reset).
+    pub fn is_closed_by_broker(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.stream.read(&mut buf), Ok(0) | Err(_))
+    }
+}
+
+/// Builds an uncompressed magic-v2 record batch, as a producer would, with `values` as
+/// records (null keys) and `timestamp` as every record's time.
+pub fn record_batch(values: &[&[u8]], timestamp: i64) -> Bytes {
+    let mut records = BytesMut::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = BytesMut::new();
+        r.put_i8(0);
+        put_varint(&mut r, 0);
+        put_varint(&mut r, i as i64);
+        put_varint(&mut r, -1);
+        put_varint(&mut r, v.len() as i64);
+        r.put_slice(v);
+        put_varint(&mut r, 0);
+        put_varint(&mut records, r.len() as i64);
+        records.put_slice(&r);
+    }
+    let n = values.len() as i32;
+    let mut b = BytesMut::new();
+    b.put_i64(0);
+    b.put_i32(49 + records.len() as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(0);
+    b.put_i32(n - 1);
+    b.put_i64(timestamp);
+    b.put_i64(timestamp);
+    b.put_i64(-1);
+    b.put_i16(-1);
+    b.put_i32(-1);
+    b.put_i32(n);
+    b.put_slice(&records);
+    let crc = crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+fn put_varint(out: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.put_u8(z as u8);
+}
+
+/// CRC-32C (Castagnoli), bitwise: tests build few batches, so speed does not matter and
+/// the harness stays free of the broker's own dependencies.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// Splits fetched bytes into (base offset, record count) per batch.
+pub fn batch_offsets(mut bytes: Bytes) -> Vec<(i64, i32)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 61 {
+        let base = (&bytes[0..8]).get_i64();
+        let len = (&bytes[8..12]).get_i32() as usize + 12;
+        let count = (&bytes[57..61]).get_i32();
+        out.push((base, count));
+        if len > bytes.len() {
+            break;
+        }
+        bytes.advance(len);
+    }
+    out
+}

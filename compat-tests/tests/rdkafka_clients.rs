@@ -1,0 +1,271 @@
+//! librdkafka (through the `rdkafka` crate) producing to and consuming from the real
+//! broker: every message back exactly, in order per partition, every key in one
+//! partition, for each compression codec, and across a `kill -9`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use compat_tests::Broker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 6;
+
+/// Counts delivery failures so a test can assert none happened.
+#[derive(Default, Clone)]
+struct Deliveries {
+    failed: Arc<AtomicUsize>,
+}
+impl ClientContext for Deliveries {}
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            eprintln!("delivery failed: {e}");
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("admin client")
+}
+
+async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
+    let results = admin(broker)
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create topics");
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// Produces `count` keyed messages with acks=all; keys cycle through 1000 values and each
+/// value is `key/sequence-of-that-key`, so order per key can be checked on the way back.
+fn produce_keyed(broker: &Broker, topic: &str, count: usize, codec: &str) -> HashMap<String, Vec<String>> {
+    let context = Deliveries::default();
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("acks", "all")
+        .set("compression.type", codec)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create_with_context(context.clone())
+        .expect("producer");
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..count {
+        let key = format!("key-{}", i % 1000);
+        let seq = sent.get(&key).map_or(0, Vec::len);
+        let value = format!("{key}/{seq}/{}", "x".repeat(i % 50));
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("send failed: {e}"),
+            }
+        }
+        sent.entry(key).or_default().push(value);
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    assert_eq!(context.failed.load(Ordering::Relaxed), 0, "every message must be acknowledged");
+    sent
+}
+
+/// Reads every partition from the beginning until `expected` messages arrived.
+fn consume_all(broker: &Broker, topic: &str, expected: usize) -> Vec<(i32, i64, String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("enable.partition.eof", "false")
+        // rdkafka requires a group id even for assign(); nothing is committed.
+        .set("group.id", "compat-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut got = Vec::with_capacity(expected);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got.len() < expected && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            let key = String::from_utf8(m.key().expect("key").to_vec()).expect("utf8");
+            let value = String::from_utf8(m.payload().expect("value").to_vec()).expect("utf8");
+            got.push((m.partition(), m.offset(), key, value));
+        }
+    }
+    // Nothing more than what was produced may arrive.
+    if let Some(extra) = consumer.poll(Duration::from_millis(500)) {
+        panic!("unexpected extra message: {:?}", extra.map(|m| m.offset()));
+    }
+    got
+}
+
+/// Every message back exactly once; per key, in production order and in one partition;
+/// offsets per partition dense from 0.
+fn assert_round_trip(sent: &HashMap<String, Vec<String>>, got: &[(i32, i64, String, String)]) {
+    let total: usize = sent.values().map(Vec::len).sum();
+    assert_eq!(got.len(), total, "consumed count");
+    let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut partition_of: HashMap<&str, i32> = HashMap::new();
+    let mut next_offset: HashMap<i32, i64> = HashMap::new();
+    for (partition, offset, key, value) in got {
+        let expected_offset = next_offset.entry(*partition).or_insert(0);
+        assert_eq!(offset, expected_offset, "offsets of partition {partition} must be dense and ordered");
+        *expected_offset += 1;
+        let first = *partition_of.entry(key).or_insert(*partition);
+        assert_eq!(first, *partition, "key {key} appeared in two partitions");
+        by_key.entry(key).or_default().push(value);
+    }
+    for (key, values) in sent {
+        let got: Vec<&str> = by_key.get(key.as_str()).cloned().unwrap_or_default();
+        let want: Vec<&str> = values.iter().map(String::as_str).collect();
+        assert_eq!(got, want, "messages of {key}");
+    }
+}
+
+async fn round_trip_with(codec: &str) {
+    let broker = Broker::start(&[]);
+    let topic = format!("keyed-{codec}");
+    create_topic(&broker, &topic, PARTITIONS).await;
+    let sent = produce_keyed(&broker, &topic, 100_000, codec);
+    let got = consume_all(&broker, &topic, 100_000);
+    assert_round_trip(&sent, &got);
+}
+
+#[tokio::test]
+async fn keyed_messages_round_trip_uncompressed() {
+    round_trip_with("none").await;
+}
+
+#[tokio::test]
+async fn keyed_messages_round_trip_gzip() {
+    round_trip_with("gzip").await;
+}
+
+#[tokio::test]
+async fn keyed_messages_round_trip_snappy() {
+    round_trip_with("snappy").await;
+}
+
+#[tokio::test]
+async fn keyed_messages_round_trip_lz4() {
+    round_trip_with("lz4").await;
+}
+
+#[tokio::test]
+async fn keyed_messages_round_trip_zstd() {
+    round_trip_with("zstd").await;
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9() {
+    let mut broker = Broker::start(&[]);
+    create_topic(&broker, "durable", PARTITIONS).await;
+    let sent = produce_keyed(&broker, "durable", 100_000, "lz4");
+    broker.kill9();
+    broker.restart();
+    let got = consume_all(&broker, "durable", 100_000);
+    assert_round_trip(&sent, &got);
+    // And the log keeps going where it stopped: new offsets follow the recovered ones.
+    let more = produce_keyed(&broker, "durable", 600, "none");
+    assert_eq!(more.values().map(Vec::len).sum::<usize>(), 600);
+    let all = consume_all(&broker, "durable", 100_600);
+    assert_eq!(all.len(), 100_600);
+}
+
+#[tokio::test]
+async fn auto_created_topic_round_trip_and_clean_shutdown() {
+    let mut broker = Broker::start(&["--num-partitions", "3"]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .expect("producer");
+    for i in 0..10 {
+        producer.send(BaseRecord::to("auto").key("k").payload(&format!("v{i}"))).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let metadata = producer.client().fetch_metadata(Some("auto"), Duration::from_secs(10)).expect("metadata");
+    assert_eq!(metadata.topics()[0].partitions().len(), 3, "--num-partitions applies to auto-created topics");
+    drop(producer);
+    assert!(broker.stop(), "SIGTERM must exit cleanly; log:\n{}", broker.log());
+}
+
+#[tokio::test]
+async fn admin_creates_and_deletes_topics_with_kafka_errors() {
+    let broker = Broker::start(&[]);
+    let admin = admin(&broker);
+    let opts = AdminOptions::new();
+    let results = admin
+        .create_topics(
+            &[
+                NewTopic::new("orders", 4, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime"),
+                NewTopic::new("bad/name", 1, TopicReplication::Fixed(1)),
+                NewTopic::new("replicated", 1, TopicReplication::Fixed(3)),
+                NewTopic::new("badconfig", 1, TopicReplication::Fixed(1)).set("no.such.config", "1"),
+            ],
+            &opts,
+        )
+        .await
+        .expect("create");
+    assert!(results[0].is_ok());
+    assert_eq!(results[1].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
+    assert_eq!(results[2].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidReplicationFactor);
+    assert_eq!(results[3].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidConfig);
+    let again = admin
+        .create_topics(&[NewTopic::new("orders", 4, TopicReplication::Fixed(1))], &opts)
+        .await
+        .expect("create");
+    assert_eq!(again[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
+    let dir_of = |p: i32| broker.data_dir().join("data").join(format!("orders-{p}"));
+    assert!(dir_of(3).is_dir(), "partition directories exist");
+    let deleted = admin.delete_topics(&["orders", "missing"], &opts).await.expect("delete");
+    assert!(deleted[0].is_ok());
+    assert_eq!(deleted[1].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
+    for p in 0..4 {
+        assert!(!dir_of(p).exists(), "partition {p} data must be removed from disk");
+    }
+}
+
+#[tokio::test]
+async fn watermarks_and_offsets_for_times() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "times", 1).await;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    for i in 0..5i64 {
+        producer
+            .send(BaseRecord::to("times").key("k").payload("v").timestamp(1_000_000 + i * 1000))
+            .expect("send");
+        producer.flush(Duration::from_secs(10)).expect("flush");
+    }
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("consumer");
+    let (low, high) = consumer.fetch_watermarks("times", 0, Duration::from_secs(10)).expect("watermarks");
+    assert_eq!((low, high), (0, 5));
+    let mut query = TopicPartitionList::new();
+    query.add_partition_offset("times", 0, Offset::Offset(1_002_500)).expect("tpl");
+    let found = consumer.offsets_for_times(query, Duration::from_secs(10)).expect("offsets for times");
+    assert_eq!(found.elements()[0].offset(), Offset::Offset(3), "first message at or after the time");
+    let mut late = TopicPartitionList::new();
+    late.add_partition_offset("times", 0, Offset::Offset(9_000_000)).expect("tpl");
+    let found = consumer.offsets_for_times(late, Duration::from_secs(10)).expect("offsets for times");
+    assert_eq!(found.elements()[0].offset(), Offset::End, "no message that late");
+}
