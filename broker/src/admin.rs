@@ -19,7 +19,10 @@ pub struct AdminError {
 
 impl AdminError {
     pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
-        AdminError { code, message: message.into() }
+        AdminError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -30,17 +33,25 @@ impl From<ControllerError> for AdminError {
             ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             ControllerError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
             ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-            ControllerError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
-            ControllerError::Storage(_) | ControllerError::Corrupt(_) => ResponseError::KafkaStorageError,
+            ControllerError::InvalidReplicationFactor(..) => {
+                ResponseError::InvalidReplicationFactor
+            }
+            ControllerError::Storage(_) | ControllerError::Corrupt(_) => {
+                ResponseError::KafkaStorageError
+            }
         };
-        AdminError { code, message: e.to_string() }
+        AdminError {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
 /// Checks a topic's requested configs against what Sluice knows.
 pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), AdminError> {
     for (key, value) in configs {
-        topic_config::validate(key, value).map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
+        topic_config::validate(key, value)
+            .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
     }
     Ok(())
 }
@@ -60,14 +71,22 @@ pub async fn create_topic(
         configs,
         internal: false,
     })?;
-    broadcast(shard, |reply| ShardCall::OpenTopic { topic: topic.clone(), reply }).await?;
+    broadcast(shard, |reply| ShardCall::OpenTopic {
+        topic: topic.clone(),
+        reply,
+    })
+    .await?;
     tracing::info!(topic = name, partitions, "created topic");
     Ok(topic)
 }
 
 pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMetadata, AdminError> {
     let topic = shard.controller().delete_topic(name)?;
-    broadcast(shard, |reply| ShardCall::DeleteTopic { topic: topic.clone(), reply }).await?;
+    broadcast(shard, |reply| ShardCall::DeleteTopic {
+        topic: topic.clone(),
+        reply,
+    })
+    .await?;
     tracing::info!(topic = name, "deleted topic");
     Ok(topic)
 }
@@ -87,8 +106,15 @@ async fn broadcast(
     for answer in answers {
         match answer.await {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(AdminError::new(ResponseError::KafkaStorageError, message)),
-            Err(_) => return Err(AdminError::new(ResponseError::BrokerNotAvailable, "broker is shutting down")),
+            Ok(Err(message)) => {
+                return Err(AdminError::new(ResponseError::KafkaStorageError, message))
+            }
+            Err(_) => {
+                return Err(AdminError::new(
+                    ResponseError::BrokerNotAvailable,
+                    "broker is shutting down",
+                ))
+            }
         }
     }
     Ok(())

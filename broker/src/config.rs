@@ -117,29 +117,55 @@ impl BrokerConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let config = BrokerConfig {
-            listen: cli.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
             advertised_listener: match cli.advertised_listener.or(file.advertised_listener) {
                 Some(s) => Some(parse_host_port(&s)?),
                 None => None,
             },
-            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
             shards: cli.shards.or(file.shards).unwrap_or(cores),
             node_id: cli.node_id.or(file.node_id).unwrap_or(1),
             num_partitions: cli.num_partitions.or(file.num_partitions).unwrap_or(1),
-            auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
-            message_max_bytes: cli.message_max_bytes.or(file.message_max_bytes).unwrap_or(MESSAGE_MAX_BYTES_DEFAULT),
+            auto_create_topics: cli
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
+            message_max_bytes: cli
+                .message_max_bytes
+                .or(file.message_max_bytes)
+                .unwrap_or(MESSAGE_MAX_BYTES_DEFAULT),
             socket_request_max_bytes: cli
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes)
                 .unwrap_or(SOCKET_REQUEST_MAX_BYTES_DEFAULT),
-            segment_bytes: cli.segment_bytes.or(file.segment_bytes).unwrap_or(sluice_storage::log::SEGMENT_BYTES_DEFAULT),
-            segment_ms: cli.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
-            flush_messages: cli.flush_messages.or(file.flush_messages).unwrap_or(u64::MAX),
+            segment_bytes: cli
+                .segment_bytes
+                .or(file.segment_bytes)
+                .unwrap_or(sluice_storage::log::SEGMENT_BYTES_DEFAULT),
+            segment_ms: cli
+                .segment_ms
+                .or(file.segment_ms)
+                .unwrap_or(7 * 24 * 3600 * 1000),
+            flush_messages: cli
+                .flush_messages
+                .or(file.flush_messages)
+                .unwrap_or(u64::MAX),
             flush_ms: cli.flush_ms.or(file.flush_ms).unwrap_or(i64::MAX),
             acks_all_fsync: cli.acks_all_fsync.or(file.acks_all_fsync).unwrap_or(true),
-            log_json: cli.log_format.or(file.log_format).is_some_and(|f| f == "json"),
+            log_json: cli
+                .log_format
+                .or(file.log_format)
+                .is_some_and(|f| f == "json"),
         };
         config.validate()?;
         Ok(config)
@@ -147,19 +173,32 @@ impl BrokerConfig {
 
     fn validate(&self) -> Result<(), String> {
         if self.shards == 0 || self.shards > SHARDS_MAX {
-            return Err(format!("--shards must be between 1 and {SHARDS_MAX}, not {}", self.shards));
+            return Err(format!(
+                "--shards must be between 1 and {SHARDS_MAX}, not {}",
+                self.shards
+            ));
         }
         if self.node_id < 0 {
-            return Err(format!("--node-id must not be negative, not {}", self.node_id));
+            return Err(format!(
+                "--node-id must not be negative, not {}",
+                self.node_id
+            ));
         }
         if self.num_partitions < 1 {
-            return Err(format!("--num-partitions must be at least 1, not {}", self.num_partitions));
+            return Err(format!(
+                "--num-partitions must be at least 1, not {}",
+                self.num_partitions
+            ));
         }
         if self.message_max_bytes < 64 || self.message_max_bytes > self.socket_request_max_bytes {
-            return Err("--message-max-bytes must be between 64 and --socket-request-max-bytes".into());
+            return Err(
+                "--message-max-bytes must be between 64 and --socket-request-max-bytes".into(),
+            );
         }
         if self.socket_request_max_bytes > i32::MAX as usize {
-            return Err("--socket-request-max-bytes must fit a Kafka frame length (2147483647)".into());
+            return Err(
+                "--socket-request-max-bytes must fit a Kafka frame length (2147483647)".into(),
+            );
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {
             return Err("--segment-bytes must be between 1024 and 4294967295".into());
@@ -172,17 +211,27 @@ impl BrokerConfig {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("advertised listener '{s}' is not HOST:PORT"))?;
-    let port = port.parse::<u16>().map_err(|_| format!("advertised listener '{s}' has a bad port"))?;
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("advertised listener '{s}' is not HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("advertised listener '{s}' has a bad port"))?;
     if host.is_empty() {
         return Err(format!("advertised listener '{s}' has no host"));
     }
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
 }
 
 #[cfg(test)]
@@ -194,9 +243,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, "num-partitions = 6\nnode-id = 7\n").unwrap();
-        let cli = Cli::parse_from(["sluice", "--config", path.to_str().unwrap(), "--node-id", "3"]);
+        let cli = Cli::parse_from([
+            "sluice",
+            "--config",
+            path.to_str().unwrap(),
+            "--node-id",
+            "3",
+        ]);
         let c = BrokerConfig::resolve(cli).unwrap();
-        assert_eq!((c.num_partitions, c.node_id, c.auto_create_topics), (6, 3, true));
+        assert_eq!(
+            (c.num_partitions, c.node_id, c.auto_create_topics),
+            (6, 3, true)
+        );
     }
 
     #[test]
@@ -206,6 +264,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "colour = 'blue'\n").unwrap();
-        assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--config", path.to_str().unwrap()])).is_err());
+        assert!(BrokerConfig::resolve(Cli::parse_from([
+            "sluice",
+            "--config",
+            path.to_str().unwrap()
+        ]))
+        .is_err());
     }
 }

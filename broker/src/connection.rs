@@ -38,7 +38,8 @@ enum ReadError {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut answers) = mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
+    let (queue, mut answers) =
+        mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
     let write_task = tokio::task::spawn_local(async move {
         while let Some(pending) = answers.recv().await {
             match pending.await {
@@ -90,7 +91,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 
 /// Reads one length-prefixed frame. The length is checked against the limit before
 /// any buffer grows for it. Ok(None) is a clean end of stream between frames.
-async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
+async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, ReadError> {
     loop {
         if buf.len() >= 4 {
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -107,7 +112,11 @@ async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) 
             buf.reserve(4);
         }
         if reader.read_buf(buf).await? == 0 {
-            return if buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(ReadError::Truncated)
+            };
         }
     }
 }

@@ -20,16 +20,23 @@ use crate::shard::{Cluster, Shard, ShardCall, INBOX_DEPTH};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(config: BrokerConfig) -> Result<(), String> {
-    let controller = LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
+    let controller =
+        LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
     remove_orphan_partitions(&config.data_dir, &controller.metadata());
     let listeners = bind(config.listen, config.shards)?;
     let bound = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let advertised = config.advertised_listener.clone().unwrap_or_else(|| {
-        let host = if bound.ip().is_unspecified() { "localhost".to_string() } else { bound.ip().to_string() };
+        let host = if bound.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        };
         (host, bound.port())
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (peers, inboxes): (Vec<_>, Vec<_>) = (0..config.shards).map(|_| mpsc::channel::<ShardCall>(INBOX_DEPTH)).unzip();
+    let (peers, inboxes): (Vec<_>, Vec<_>) = (0..config.shards)
+        .map(|_| mpsc::channel::<ShardCall>(INBOX_DEPTH))
+        .unzip();
     let shards = config.shards;
     let cluster = Arc::new(Cluster {
         config,
@@ -37,6 +44,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         advertised: advertised.clone(),
         peers,
         shutdown: shutdown_rx,
+        producer_ids: std::sync::Mutex::new(0..0),
     });
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -44,7 +52,11 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     for (id, (listener, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let cluster = cluster.clone();
         let ready = ready_tx.clone();
-        let core = if cores.is_empty() { None } else { Some(cores[id % cores.len()]) };
+        let core = if cores.is_empty() {
+            None
+        } else {
+            Some(cores[id % cores.len()])
+        };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
@@ -83,9 +95,16 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
 }
 
 fn wait_for_signal() {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
     rt.block_on(async {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
@@ -103,17 +122,28 @@ fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<StdListener>, String> {
     const BACKLOG: u32 = 1024;
     // tokio registers a listener with the reactor of the runtime it is created in; a
     // throwaway runtime lets us create them here and hand plain std sockets to shards.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())?;
     let _guard = rt.enter();
     let mut listeners: Vec<StdListener> = Vec::with_capacity(shards);
     let mut addr = addr;
     for _ in 0..shards {
-        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
-            .map_err(|e| format!("socket: {e}"))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| format!("socket: {e}"))?;
         socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
         socket.set_reuseport(true).map_err(|e| e.to_string())?;
-        socket.bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let listener = socket.listen(BACKLOG).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        socket
+            .bind(addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = socket
+            .listen(BACKLOG)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let listener = listener.into_std().map_err(|e| e.to_string())?;
         addr = listener.local_addr().map_err(|e| e.to_string())?;
         listeners.push(listener);
@@ -128,7 +158,10 @@ fn run_shard(
     mut inbox: mpsc::Receiver<ShardCall>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {id}: runtime: {e}")));
@@ -178,9 +211,15 @@ fn run_shard(
             }
         }
         drop(listener);
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
-            tracing::warn!(shard = id, "connections still busy after {DRAIN_TIMEOUT:?}; closing them");
+            tracing::warn!(
+                shard = id,
+                "connections still busy after {DRAIN_TIMEOUT:?}; closing them"
+            );
         }
         shard.flush_all();
     });
@@ -189,15 +228,24 @@ fn run_shard(
 /// Partition directories whose topic no longer exists (a delete interrupted by a crash)
 /// are removed at start-up, as Kafka does with its `-delete` directories.
 fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
-    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some((topic, partition)) = name.rsplit_once('-') else { continue };
-        let Ok(partition) = partition.parse::<i32>() else { continue };
-        if metadata.topic(topic).is_some_and(|t| partition < t.partitions) {
+        let Some((topic, partition)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(partition) = partition.parse::<i32>() else {
+            continue;
+        };
+        if metadata
+            .topic(topic)
+            .is_some_and(|t| partition < t.partitions)
+        {
             continue;
         }
         tracing::warn!(dir = %entry.path().display(), "removing data of a deleted partition");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::{Controller, TopicMetadata};
-use sluice_storage::{AppendError, BatchError, Log, Offset, ReadError};
+use sluice_storage::{AppendError, BatchError, Log, Offset, ReadError, SequenceError};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::config::BrokerConfig;
@@ -40,6 +40,9 @@ pub struct Cluster {
     pub advertised: (String, u16),
     pub peers: Vec<mpsc::Sender<ShardCall>>,
     pub shutdown: watch::Receiver<bool>,
+    /// Producer ids reserved from the controller and not yet handed out. Only
+    /// InitProducerId takes this lock, never the produce or fetch path.
+    pub producer_ids: std::sync::Mutex<std::ops::Range<i64>>,
 }
 
 impl Cluster {
@@ -71,7 +74,13 @@ impl ProduceOutcome {
     }
 
     fn failed(error: ResponseError, message: Option<String>) -> Self {
-        ProduceOutcome { error: Some(error), message, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+        ProduceOutcome {
+            error: Some(error),
+            message,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
     }
 }
 
@@ -109,11 +118,29 @@ pub const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
 /// Work one shard asks of another.
 pub enum ShardCall {
-    Produce { items: Vec<ProduceItem>, acks: i16, timeout_ms: i32, reply: oneshot::Sender<Vec<ProduceOutcome>> },
-    Fetch { items: Vec<FetchItem>, waker: Option<Arc<Notify>>, reply: oneshot::Sender<Vec<FetchOutcome>> },
-    ListOffsets { items: Vec<OffsetQuery>, reply: oneshot::Sender<Vec<OffsetOutcome>> },
-    OpenTopic { topic: TopicMetadata, reply: oneshot::Sender<Result<(), String>> },
-    DeleteTopic { topic: TopicMetadata, reply: oneshot::Sender<Result<(), String>> },
+    Produce {
+        items: Vec<ProduceItem>,
+        acks: i16,
+        timeout_ms: i32,
+        reply: oneshot::Sender<Vec<ProduceOutcome>>,
+    },
+    Fetch {
+        items: Vec<FetchItem>,
+        waker: Option<Arc<Notify>>,
+        reply: oneshot::Sender<Vec<FetchOutcome>>,
+    },
+    ListOffsets {
+        items: Vec<OffsetQuery>,
+        reply: oneshot::Sender<Vec<OffsetOutcome>>,
+    },
+    OpenTopic {
+        topic: TopicMetadata,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    DeleteTopic {
+        topic: TopicMetadata,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// How far a partition's log is durable, published to acks=all waiters.
@@ -162,9 +189,15 @@ pub fn now_ms() -> i64 {
 fn append_error(e: &AppendError) -> ResponseError {
     match e {
         AppendError::Batch(BatchError::Corrupt(_)) => ResponseError::CorruptMessage,
-        AppendError::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
+        AppendError::Batch(BatchError::UnsupportedMagic(_)) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
         AppendError::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         AppendError::Batch(BatchError::InvalidRecord(_)) => ResponseError::InvalidRecord,
+        AppendError::Sequence(SequenceError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
+        AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
         AppendError::Io(_) => ResponseError::KafkaStorageError,
     }
 }
@@ -195,17 +228,33 @@ impl Shard {
             if self.cluster.owner_of(&topic.name, partition) != self.id {
                 continue;
             }
-            let tp = TopicPartition { topic: topic.name.clone(), partition };
+            let tp = TopicPartition {
+                topic: topic.name.clone(),
+                partition,
+            };
             if self.partitions.borrow().contains_key(&tp) {
                 continue;
             }
-            let dir = self.config().data_dir.join(format!("{}-{}", topic.name, partition));
-            let log = Log::open(&dir, log_config.clone(), now_ms()).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let dir = self
+                .config()
+                .data_dir
+                .join(format!("{}-{}", topic.name, partition));
+            let log = Log::open(&dir, log_config.clone(), now_ms())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
             let flushed = log.flushed();
-            let (durability, _) = watch::channel(Durability { flushed, failed: false });
-            self.partitions
-                .borrow_mut()
-                .insert(tp, Partition { log, readers: Vec::new(), durability, flush_requested: false });
+            let (durability, _) = watch::channel(Durability {
+                flushed,
+                failed: false,
+            });
+            self.partitions.borrow_mut().insert(
+                tp,
+                Partition {
+                    log,
+                    readers: Vec::new(),
+                    durability,
+                    flush_requested: false,
+                },
+            );
         }
         Ok(())
     }
@@ -215,7 +264,10 @@ impl Shard {
         {
             let mut parts = self.partitions.borrow_mut();
             for partition in 0..topic.partitions {
-                let tp = TopicPartition { topic: topic.name.clone(), partition };
+                let tp = TopicPartition {
+                    topic: topic.name.clone(),
+                    partition,
+                };
                 if let Some(mut p) = parts.remove(&tp) {
                     p.wake_readers();
                     removed.push(p.log);
@@ -224,7 +276,8 @@ impl Shard {
         }
         for log in removed {
             let dir = log.dir().to_path_buf();
-            log.delete().map_err(|e| format!("{}: {e}", dir.display()))?;
+            log.delete()
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         Ok(())
     }
@@ -276,11 +329,20 @@ impl Shard {
     /// Runs one call against this shard's partitions.
     pub async fn serve(self: &Rc<Self>, call: ShardCall) {
         match call {
-            ShardCall::Produce { items, acks, timeout_ms, reply } => {
+            ShardCall::Produce {
+                items,
+                acks,
+                timeout_ms,
+                reply,
+            } => {
                 let out = self.produce(items, acks, timeout_ms).await;
                 let _ = reply.send(out);
             }
-            ShardCall::Fetch { items, waker, reply } => {
+            ShardCall::Fetch {
+                items,
+                waker,
+                reply,
+            } => {
                 let _ = reply.send(self.read(items, waker));
             }
             ShardCall::ListOffsets { items, reply } => {
@@ -295,7 +357,12 @@ impl Shard {
         }
     }
 
-    async fn produce(self: &Rc<Self>, items: Vec<ProduceItem>, acks: i16, timeout_ms: i32) -> Vec<ProduceOutcome> {
+    async fn produce(
+        self: &Rc<Self>,
+        items: Vec<ProduceItem>,
+        acks: i16,
+        timeout_ms: i32,
+    ) -> Vec<ProduceOutcome> {
         let now = now_ms();
         let wait_for_disk = acks == -1 && self.config().acks_all_fsync;
         let mut outcomes = Vec::with_capacity(items.len());
@@ -305,11 +372,17 @@ impl Shard {
             let mut queue = self.flush_queue.borrow_mut();
             for item in items {
                 let Some(p) = parts.get_mut(&item.tp) else {
-                    outcomes.push(ProduceOutcome::failed(ResponseError::UnknownTopicOrPartition, None));
+                    outcomes.push(ProduceOutcome::failed(
+                        ResponseError::UnknownTopicOrPartition,
+                        None,
+                    ));
                     continue;
                 };
                 if p.durability.borrow().failed {
-                    outcomes.push(ProduceOutcome::failed(ResponseError::KafkaStorageError, None));
+                    outcomes.push(ProduceOutcome::failed(
+                        ResponseError::KafkaStorageError,
+                        None,
+                    ));
                     continue;
                 }
                 // The frame is shared by every partition of the request, so the batch is
@@ -317,13 +390,19 @@ impl Shard {
                 let mut batch = item.records.to_vec();
                 match p.log.append(&mut batch, now) {
                     Ok(info) => {
-                        p.wake_readers();
+                        if !info.duplicate {
+                            p.wake_readers();
+                        }
                         if (wait_for_disk || p.log.flush_due(now)) && !p.flush_requested {
                             p.flush_requested = true;
                             queue.push(item.tp.clone());
                         }
                         if wait_for_disk {
-                            waits.push((outcomes.len(), p.durability.subscribe(), info.last_offset.plus(1)));
+                            waits.push((
+                                outcomes.len(),
+                                p.durability.subscribe(),
+                                info.last_offset.plus(1),
+                            ));
                         }
                         outcomes.push(ProduceOutcome {
                             error: None,
@@ -337,7 +416,10 @@ impl Shard {
                         if let AppendError::Io(io) = &e {
                             tracing::error!(topic = %item.tp.topic, partition = item.tp.partition, "append failed: {io}");
                         }
-                        outcomes.push(ProduceOutcome::failed(append_error(&e), Some(e.to_string())));
+                        outcomes.push(ProduceOutcome::failed(
+                            append_error(&e),
+                            Some(e.to_string()),
+                        ));
                     }
                 }
             }
@@ -345,9 +427,12 @@ impl Shard {
         if !self.flush_queue.borrow().is_empty() {
             self.flush_wake.notify_one();
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
         for (i, mut rx, target) in waits {
-            let durable = tokio::time::timeout_at(deadline, rx.wait_for(|d| d.flushed >= target || d.failed)).await;
+            let durable =
+                tokio::time::timeout_at(deadline, rx.wait_for(|d| d.flushed >= target || d.failed))
+                    .await;
             let error = match durable {
                 Ok(Ok(d)) if !d.failed => None,
                 Ok(_) => Some(ResponseError::KafkaStorageError),
@@ -405,22 +490,44 @@ impl Shard {
             .into_iter()
             .map(|q| {
                 let Some(p) = parts.get(&q.tp) else {
-                    return OffsetOutcome { error: Some(ResponseError::UnknownTopicOrPartition), offset: -1, timestamp: -1 };
+                    return OffsetOutcome {
+                        error: Some(ResponseError::UnknownTopicOrPartition),
+                        offset: -1,
+                        timestamp: -1,
+                    };
                 };
                 let offsets = p.log.offsets();
                 let found = match q.timestamp {
                     LATEST_TIMESTAMP => Ok(Some((offsets.high_watermark, -1))),
-                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((offsets.log_start, -1))),
+                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
+                        Ok(Some((offsets.log_start, -1)))
+                    }
                     MAX_TIMESTAMP => Ok(p.log.max_timestamp()),
                     ts if ts < 0 => {
-                        return OffsetOutcome { error: Some(ResponseError::InvalidRequest), offset: -1, timestamp: -1 }
+                        return OffsetOutcome {
+                            error: Some(ResponseError::InvalidRequest),
+                            offset: -1,
+                            timestamp: -1,
+                        }
                     }
                     ts => p.log.offset_for_timestamp(ts),
                 };
                 match found {
-                    Ok(Some((offset, timestamp))) => OffsetOutcome { error: None, offset: offset.value(), timestamp },
-                    Ok(None) => OffsetOutcome { error: None, offset: -1, timestamp: -1 },
-                    Err(_) => OffsetOutcome { error: Some(ResponseError::KafkaStorageError), offset: -1, timestamp: -1 },
+                    Ok(Some((offset, timestamp))) => OffsetOutcome {
+                        error: None,
+                        offset: offset.value(),
+                        timestamp,
+                    },
+                    Ok(None) => OffsetOutcome {
+                        error: None,
+                        offset: -1,
+                        timestamp: -1,
+                    },
+                    Err(_) => OffsetOutcome {
+                        error: Some(ResponseError::KafkaStorageError),
+                        offset: -1,
+                        timestamp: -1,
+                    },
                 }
             })
             .collect()
@@ -442,7 +549,9 @@ impl Shard {
                 let mut parts = self.partitions.borrow_mut();
                 let mut jobs = Vec::new();
                 for tp in self.flush_queue.borrow_mut().drain(..) {
-                    let Some(p) = parts.get_mut(&tp) else { continue };
+                    let Some(p) = parts.get_mut(&tp) else {
+                        continue;
+                    };
                     p.flush_requested = false;
                     match p.log.flush_job() {
                         Ok(Some(job)) => jobs.push((tp, job)),
@@ -459,21 +568,26 @@ impl Shard {
                 continue;
             }
             let done = tokio::task::spawn_blocking(move || {
-                jobs.into_iter().map(|(tp, job)| {
-                    let result = job.run();
-                    (tp, job.upto(), result)
-                }).collect::<Vec<_>>()
+                jobs.into_iter()
+                    .map(|(tp, job)| {
+                        let result = job.run();
+                        (tp, job.upto(), result)
+                    })
+                    .collect::<Vec<_>>()
             })
             .await;
             let Ok(done) = done else { continue };
             let now = now_ms();
             let mut parts = self.partitions.borrow_mut();
             for (tp, upto, result) in done {
-                let Some(p) = parts.get_mut(&tp) else { continue };
+                let Some(p) = parts.get_mut(&tp) else {
+                    continue;
+                };
                 match result {
                     Ok(()) => {
                         p.log.complete_flush(upto, now);
-                        p.durability.send_modify(|d| d.flushed = d.flushed.max(upto));
+                        p.durability
+                            .send_modify(|d| d.flushed = d.flushed.max(upto));
                     }
                     Err(e) => {
                         tracing::error!(topic = %tp.topic, partition = tp.partition, "fdatasync failed, partition now refuses writes: {e}");

@@ -13,16 +13,33 @@ fn help_explains_every_flag() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--config", "--listen", "--advertised-listener", "--data-dir", "--shards", "--node-id",
-        "--num-partitions", "--auto-create-topics", "--acks-all-fsync", "--flush-messages", "--flush-ms",
+        "--config",
+        "--listen",
+        "--advertised-listener",
+        "--data-dir",
+        "--shards",
+        "--node-id",
+        "--num-partitions",
+        "--auto-create-topics",
+        "--acks-all-fsync",
+        "--flush-messages",
+        "--flush-ms",
     ] {
-        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
     }
 }
 
 #[test]
 fn unknown_flags_and_bad_values_are_refused() {
-    for args in [&["--no-such-flag"][..], &["--shards", "0"], &["--shards", "many"], &["--listen", "nowhere"]] {
+    for args in [
+        &["--no-such-flag"][..],
+        &["--shards", "0"],
+        &["--shards", "many"],
+        &["--listen", "nowhere"],
+    ] {
         let out = sluice().args(args).output().expect("run sluice");
         assert!(!out.status.success(), "sluice {args:?} should fail");
         assert!(!out.stderr.is_empty(), "sluice {args:?} should say why");
@@ -34,7 +51,11 @@ fn a_config_file_with_an_unknown_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     std::fs::write(&path, "lsiten = '127.0.0.1:1'\n").unwrap();
-    let out = sluice().arg("--config").arg(&path).output().expect("run sluice");
+    let out = sluice()
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run sluice");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lsiten"));
 }

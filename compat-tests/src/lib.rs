@@ -20,9 +20,16 @@ pub fn sluice_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> → target/<profile>/sluice
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let bin = profile_dir.join("sluice");
-    assert!(bin.exists(), "{} is missing: run `cargo test --workspace` (it builds the broker)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace` (it builds the broker)",
+        bin.display()
+    );
     bin
 }
 
@@ -39,7 +46,12 @@ impl Broker {
     pub fn start(extra: &[&str]) -> Broker {
         let data = tempfile::tempdir().expect("temp dir");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut broker = Broker { child: None, addr: String::new(), data, args };
+        let mut broker = Broker {
+            child: None,
+            addr: String::new(),
+            data,
+            args,
+        };
         broker.spawn("127.0.0.1:0");
         broker
     }
@@ -100,8 +112,13 @@ impl Broker {
 
     /// SIGTERM and wait for a clean exit; returns whether it exited successfully.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return false };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
@@ -113,7 +130,9 @@ impl Broker {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -132,12 +151,22 @@ pub struct RawClient {
 impl RawClient {
     pub fn connect(addr: &str) -> RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        RawClient { stream, correlation_id: 0 }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        RawClient {
+            stream,
+            correlation_id: 0,
+        }
     }
 
     /// Sends a request and decodes the response of type `R`.
-    pub fn call<Q: Encodable, R: Decodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &Q) -> R {
+    pub fn call<Q: Encodable, R: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Q,
+    ) -> R {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -145,11 +174,14 @@ impl RawClient {
             .with_correlation_id(self.correlation_id)
             .with_client_id(Some(StrBytes::from_static_str("compat-tests")));
         let mut body = BytesMut::new();
-        header.encode(&mut body, key.request_header_version(version)).expect("encode header");
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .expect("encode header");
         request.encode(&mut body, version).expect("encode request");
         self.send_frame(&body);
         let mut frame = self.read_frame().expect("response frame");
-        let response_header = ResponseHeader::decode(&mut frame, R::header_version(version)).expect("response header");
+        let response_header = ResponseHeader::decode(&mut frame, R::header_version(version))
+            .expect("response header");
         assert_eq!(response_header.correlation_id, self.correlation_id);
         R::decode(&mut frame, version).expect("decode response")
     }
@@ -234,7 +266,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

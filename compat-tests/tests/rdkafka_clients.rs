@@ -37,12 +37,18 @@ impl ProducerContext for Deliveries {
 }
 
 fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("admin client")
+    ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .expect("admin client")
 }
 
 async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
     let results = admin(broker)
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .expect("create topics");
     assert!(results[0].is_ok(), "{results:?}");
@@ -50,9 +56,28 @@ async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
 
 /// Produces `count` keyed messages with acks=all; keys cycle through 1000 values and each
 /// value is `key/sequence-of-that-key`, so order per key can be checked on the way back.
-fn produce_keyed(broker: &Broker, topic: &str, count: usize, codec: &str) -> HashMap<String, Vec<String>> {
+fn produce_keyed(
+    broker: &Broker,
+    topic: &str,
+    count: usize,
+    codec: &str,
+) -> HashMap<String, Vec<String>> {
+    produce_keyed_with(broker, topic, count, codec, &[])
+}
+
+fn produce_keyed_with(
+    broker: &Broker,
+    topic: &str,
+    count: usize,
+    codec: &str,
+    extra: &[(&str, &str)],
+) -> HashMap<String, Vec<String>> {
     let context = Deliveries::default();
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer<Deliveries> = config
         .set("bootstrap.servers", &broker.addr)
         .set("acks", "all")
         .set("compression.type", codec)
@@ -80,7 +105,11 @@ fn produce_keyed(broker: &Broker, topic: &str, count: usize, codec: &str) -> Has
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
-    assert_eq!(context.failed.load(Ordering::Relaxed), 0, "every message must be acknowledged");
+    assert_eq!(
+        context.failed.load(Ordering::Relaxed),
+        0,
+        "every message must be acknowledged"
+    );
     sent
 }
 
@@ -96,7 +125,8 @@ fn consume_all(broker: &Broker, topic: &str, expected: usize) -> Vec<(i32, i64, 
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
     let mut got = Vec::with_capacity(expected);
@@ -126,7 +156,10 @@ fn assert_round_trip(sent: &HashMap<String, Vec<String>>, got: &[(i32, i64, Stri
     let mut next_offset: HashMap<i32, i64> = HashMap::new();
     for (partition, offset, key, value) in got {
         let expected_offset = next_offset.entry(*partition).or_insert(0);
-        assert_eq!(offset, expected_offset, "offsets of partition {partition} must be dense and ordered");
+        assert_eq!(
+            offset, expected_offset,
+            "offsets of partition {partition} must be dense and ordered"
+        );
         *expected_offset += 1;
         let first = *partition_of.entry(key).or_insert(*partition);
         assert_eq!(first, *partition, "key {key} appeared in two partitions");
@@ -174,6 +207,21 @@ async fn keyed_messages_round_trip_zstd() {
 }
 
 #[tokio::test]
+async fn idempotent_producer_round_trip() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "idempotent", PARTITIONS).await;
+    let sent = produce_keyed_with(
+        &broker,
+        "idempotent",
+        20_000,
+        "snappy",
+        &[("enable.idempotence", "true")],
+    );
+    let got = consume_all(&broker, "idempotent", 20_000);
+    assert_round_trip(&sent, &got);
+}
+
+#[tokio::test]
 async fn acknowledged_messages_survive_kill_9() {
     let mut broker = Broker::start(&[]);
     create_topic(&broker, "durable", PARTITIONS).await;
@@ -197,13 +245,26 @@ async fn auto_created_topic_round_trip_and_clean_shutdown() {
         .create()
         .expect("producer");
     for i in 0..10 {
-        producer.send(BaseRecord::to("auto").key("k").payload(&format!("v{i}"))).expect("send");
+        producer
+            .send(BaseRecord::to("auto").key("k").payload(&format!("v{i}")))
+            .expect("send");
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
-    let metadata = producer.client().fetch_metadata(Some("auto"), Duration::from_secs(10)).expect("metadata");
-    assert_eq!(metadata.topics()[0].partitions().len(), 3, "--num-partitions applies to auto-created topics");
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some("auto"), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(
+        metadata.topics()[0].partitions().len(),
+        3,
+        "--num-partitions applies to auto-created topics"
+    );
     drop(producer);
-    assert!(broker.stop(), "SIGTERM must exit cleanly; log:\n{}", broker.log());
+    assert!(
+        broker.stop(),
+        "SIGTERM must exit cleanly; log:\n{}",
+        broker.log()
+    );
 }
 
 #[tokio::test]
@@ -214,31 +275,57 @@ async fn admin_creates_and_deletes_topics_with_kafka_errors() {
     let results = admin
         .create_topics(
             &[
-                NewTopic::new("orders", 4, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime"),
+                NewTopic::new("orders", 4, TopicReplication::Fixed(1))
+                    .set("message.timestamp.type", "LogAppendTime"),
                 NewTopic::new("bad/name", 1, TopicReplication::Fixed(1)),
                 NewTopic::new("replicated", 1, TopicReplication::Fixed(3)),
-                NewTopic::new("badconfig", 1, TopicReplication::Fixed(1)).set("no.such.config", "1"),
+                NewTopic::new("badconfig", 1, TopicReplication::Fixed(1))
+                    .set("no.such.config", "1"),
             ],
             &opts,
         )
         .await
         .expect("create");
     assert!(results[0].is_ok());
-    assert_eq!(results[1].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
-    assert_eq!(results[2].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidReplicationFactor);
-    assert_eq!(results[3].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidConfig);
+    assert_eq!(
+        results[1].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidTopic
+    );
+    assert_eq!(
+        results[2].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidReplicationFactor
+    );
+    assert_eq!(
+        results[3].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::InvalidConfig
+    );
     let again = admin
-        .create_topics(&[NewTopic::new("orders", 4, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new("orders", 4, TopicReplication::Fixed(1))],
+            &opts,
+        )
         .await
         .expect("create");
-    assert_eq!(again[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
+    assert_eq!(
+        again[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::TopicAlreadyExists
+    );
     let dir_of = |p: i32| broker.data_dir().join("data").join(format!("orders-{p}"));
     assert!(dir_of(3).is_dir(), "partition directories exist");
-    let deleted = admin.delete_topics(&["orders", "missing"], &opts).await.expect("delete");
+    let deleted = admin
+        .delete_topics(&["orders", "missing"], &opts)
+        .await
+        .expect("delete");
     assert!(deleted[0].is_ok());
-    assert_eq!(deleted[1].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
+    assert_eq!(
+        deleted[1].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::UnknownTopicOrPartition
+    );
     for p in 0..4 {
-        assert!(!dir_of(p).exists(), "partition {p} data must be removed from disk");
+        assert!(
+            !dir_of(p).exists(),
+            "partition {p} data must be removed from disk"
+        );
     }
 }
 
@@ -253,19 +340,44 @@ async fn watermarks_and_offsets_for_times() {
         .expect("producer");
     for i in 0..5i64 {
         producer
-            .send(BaseRecord::to("times").key("k").payload("v").timestamp(1_000_000 + i * 1000))
+            .send(
+                BaseRecord::to("times")
+                    .key("k")
+                    .payload("v")
+                    .timestamp(1_000_000 + i * 1000),
+            )
             .expect("send");
         producer.flush(Duration::from_secs(10)).expect("flush");
     }
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("consumer");
-    let (low, high) = consumer.fetch_watermarks("times", 0, Duration::from_secs(10)).expect("watermarks");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .expect("consumer");
+    let (low, high) = consumer
+        .fetch_watermarks("times", 0, Duration::from_secs(10))
+        .expect("watermarks");
     assert_eq!((low, high), (0, 5));
     let mut query = TopicPartitionList::new();
-    query.add_partition_offset("times", 0, Offset::Offset(1_002_500)).expect("tpl");
-    let found = consumer.offsets_for_times(query, Duration::from_secs(10)).expect("offsets for times");
-    assert_eq!(found.elements()[0].offset(), Offset::Offset(3), "first message at or after the time");
+    query
+        .add_partition_offset("times", 0, Offset::Offset(1_002_500))
+        .expect("tpl");
+    let found = consumer
+        .offsets_for_times(query, Duration::from_secs(10))
+        .expect("offsets for times");
+    assert_eq!(
+        found.elements()[0].offset(),
+        Offset::Offset(3),
+        "first message at or after the time"
+    );
     let mut late = TopicPartitionList::new();
-    late.add_partition_offset("times", 0, Offset::Offset(9_000_000)).expect("tpl");
-    let found = consumer.offsets_for_times(late, Duration::from_secs(10)).expect("offsets for times");
-    assert_eq!(found.elements()[0].offset(), Offset::End, "no message that late");
+    late.add_partition_offset("times", 0, Offset::Offset(9_000_000))
+        .expect("tpl");
+    let found = consumer
+        .offsets_for_times(late, Duration::from_secs(10))
+        .expect("offsets for times");
+    assert_eq!(
+        found.elements()[0].offset(),
+        Offset::End,
+        "no message that late"
+    );
 }

@@ -43,6 +43,9 @@ pub struct ClusterMetadata {
     /// Kafka's 22-character cluster id, chosen once and kept across restarts.
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMetadata>,
+    /// The first producer id not yet handed out (KIP-98); ids are never reused.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl ClusterMetadata {
@@ -87,4 +90,7 @@ pub trait Controller: Send + Sync {
     fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata, ControllerError>;
     /// Deletes a topic and persists that before returning.
     fn delete_topic(&self, name: &str) -> Result<TopicMetadata, ControllerError>;
+    /// Reserves `count` producer ids for this broker, persisted before returning, so
+    /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
+    fn allocate_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, ControllerError>;
 }

@@ -24,22 +24,33 @@ impl LocalController {
         fs::create_dir_all(data_dir)?;
         let path = data_dir.join(FILE_NAME);
         let metadata = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ControllerError::Corrupt(e.to_string()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| ControllerError::Corrupt(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let fresh = ClusterMetadata { cluster_id: new_cluster_id(), topics: Default::default() };
+                let fresh = ClusterMetadata {
+                    cluster_id: new_cluster_id(),
+                    topics: Default::default(),
+                    next_producer_id: 0,
+                };
                 write_atomically(&path, &fresh)?;
                 fresh
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(LocalController { path, current: RwLock::new(Arc::new(metadata)) })
+        Ok(LocalController {
+            path,
+            current: RwLock::new(Arc::new(metadata)),
+        })
     }
 
     fn update<T>(
         &self,
         change: impl FnOnce(&mut ClusterMetadata) -> Result<T, ControllerError>,
     ) -> Result<T, ControllerError> {
-        let mut guard = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next = ClusterMetadata::clone(&guard);
         let out = change(&mut next)?;
         write_atomically(&self.path, &next)?;
@@ -50,7 +61,10 @@ impl LocalController {
 
 impl Controller for LocalController {
     fn metadata(&self) -> Arc<ClusterMetadata> {
-        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata, ControllerError> {
@@ -59,7 +73,10 @@ impl Controller for LocalController {
             return Err(ControllerError::InvalidPartitions(topic.partitions));
         }
         if topic.replication_factor != 1 {
-            return Err(ControllerError::InvalidReplicationFactor(topic.replication_factor, 1));
+            return Err(ControllerError::InvalidReplicationFactor(
+                topic.replication_factor,
+                1,
+            ));
         }
         self.update(|meta| {
             if meta.topics.contains_key(&topic.name) {
@@ -79,7 +96,19 @@ impl Controller for LocalController {
     }
 
     fn delete_topic(&self, name: &str) -> Result<TopicMetadata, ControllerError> {
-        self.update(|meta| meta.topics.remove(name).ok_or_else(|| ControllerError::UnknownTopic(name.to_string())))
+        self.update(|meta| {
+            meta.topics
+                .remove(name)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
+        })
+    }
+
+    fn allocate_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, ControllerError> {
+        self.update(|meta| {
+            let start = meta.next_producer_id;
+            meta.next_producer_id = start + count.max(1);
+            Ok(start..meta.next_producer_id)
+        })
     }
 }
 
@@ -124,7 +153,13 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, partitions: i32) -> NewTopic {
-        NewTopic { name: name.into(), partitions, replication_factor: 1, configs: Default::default(), internal: false }
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            configs: Default::default(),
+            internal: false,
+        }
     }
 
     #[test]
@@ -141,15 +176,38 @@ mod tests {
     }
 
     #[test]
+    fn producer_id_blocks_never_overlap_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalController::open(dir.path()).unwrap();
+        assert_eq!(c.allocate_producer_ids(1000).unwrap(), 0..1000);
+        drop(c);
+        let c = LocalController::open(dir.path()).unwrap();
+        assert_eq!(c.allocate_producer_ids(1000).unwrap(), 1000..2000);
+    }
+
+    #[test]
     fn duplicates_bad_names_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalController::open(dir.path()).unwrap();
         c.create_topic(topic("a", 1)).unwrap();
-        assert!(matches!(c.create_topic(topic("a", 1)), Err(ControllerError::TopicExists(_))));
-        assert!(matches!(c.create_topic(topic("a/b", 1)), Err(ControllerError::InvalidTopicName(_))));
-        assert!(matches!(c.create_topic(topic("b", 0)), Err(ControllerError::InvalidPartitions(0))));
+        assert!(matches!(
+            c.create_topic(topic("a", 1)),
+            Err(ControllerError::TopicExists(_))
+        ));
+        assert!(matches!(
+            c.create_topic(topic("a/b", 1)),
+            Err(ControllerError::InvalidTopicName(_))
+        ));
+        assert!(matches!(
+            c.create_topic(topic("b", 0)),
+            Err(ControllerError::InvalidPartitions(0))
+        ));
         let old_id = c.delete_topic("a").unwrap().id;
         assert!(c.metadata().topic("a").is_none());
-        assert_ne!(c.create_topic(topic("a", 1)).unwrap().id, old_id, "a recreated topic gets a new id");
+        assert_ne!(
+            c.create_topic(topic("a", 1)).unwrap().id,
+            old_id,
+            "a recreated topic gets a new id"
+        );
     }
 }

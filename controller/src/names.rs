@@ -13,10 +13,17 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name cannot be '{name}'"));
     }
     if name.len() > TOPIC_NAME_LEN_MAX {
-        return Err(format!("topic name is longer than {TOPIC_NAME_LEN_MAX} characters"));
+        return Err(format!(
+            "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name '{name}' contains '{c}'; only [a-zA-Z0-9._-] are allowed"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name '{name}' contains '{c}'; only [a-zA-Z0-9._-] are allowed"
+        ));
     }
     Ok(())
 }

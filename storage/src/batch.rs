@@ -28,11 +28,14 @@ const LAST_OFFSET_DELTA_POS: usize = 23;
 const BASE_TIMESTAMP_POS: usize = 27;
 const MAX_TIMESTAMP_POS: usize = 35;
 const PRODUCER_ID_POS: usize = 43;
+const PRODUCER_EPOCH_POS: usize = 51;
+const BASE_SEQUENCE_POS: usize = 53;
 const RECORD_COUNT_POS: usize = 57;
 const LEADER_EPOCH_POS: usize = 12;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
 
 /// Why a batch was refused. Each maps to one Kafka error code in the broker.
@@ -73,6 +76,9 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence of the first record for idempotent producers, -1 otherwise.
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -105,6 +111,8 @@ impl BatchHeader {
             base_timestamp: read_i64(buf, BASE_TIMESTAMP_POS),
             max_timestamp: read_i64(buf, MAX_TIMESTAMP_POS),
             producer_id: read_i64(buf, PRODUCER_ID_POS),
+            producer_epoch: read_i16(buf, PRODUCER_EPOCH_POS),
+            base_sequence: read_i32(buf, BASE_SEQUENCE_POS),
             record_count: read_i32(buf, RECORD_COUNT_POS),
         })
     }
@@ -119,6 +127,16 @@ impl BatchHeader {
 
     pub fn compression(&self) -> i16 {
         self.attributes & COMPRESSION_MASK
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+
+    /// Sequence of the last record; sequences wrap from i32::MAX to 0 (KIP-98).
+    pub fn last_sequence(&self) -> i32 {
+        let last = self.base_sequence as i64 + self.last_offset_delta as i64;
+        (last % (i32::MAX as i64 + 1)) as i32
     }
 
     pub fn is_control(&self) -> bool {
@@ -152,13 +170,23 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
         ));
     }
     if header.size > size_limit {
-        return Err(BatchError::TooLarge { size: header.size, limit: size_limit });
+        return Err(BatchError::TooLarge {
+            size: header.size,
+            limit: size_limit,
+        });
     }
     if !crc_matches(records, &header) {
         return Err(BatchError::Corrupt("CRC-32C mismatch"));
     }
     if header.is_control() {
-        return Err(BatchError::InvalidRecord("clients may not send control batches"));
+        return Err(BatchError::InvalidRecord(
+            "clients may not send control batches",
+        ));
+    }
+    if header.is_transactional() {
+        return Err(BatchError::InvalidRecord(
+            "transactions are not supported yet",
+        ));
     }
     if header.record_count <= 0 || header.last_offset_delta < 0 {
         return Err(BatchError::InvalidRecord("batch has no records"));
@@ -170,13 +198,17 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
         let mut expected_delta = 0i64;
         for_each_record(&records[BATCH_HEADER_LEN..], |record| {
             if record.offset_delta != expected_delta {
-                return Err(BatchError::InvalidRecord("record offsets are not consecutive"));
+                return Err(BatchError::InvalidRecord(
+                    "record offsets are not consecutive",
+                ));
             }
             expected_delta += 1;
             Ok(())
         })?;
         if expected_delta != header.record_count as i64 {
-            return Err(BatchError::InvalidRecord("record count does not match the batch header"));
+            return Err(BatchError::InvalidRecord(
+                "record count does not match the batch header",
+            ));
         }
     } else if header.compression() > 4 {
         return Err(BatchError::InvalidRecord("unknown compression codec"));
@@ -187,7 +219,12 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
 /// Writes the fields the broker assigns: the base offset and the leader epoch, both
 /// outside the CRC, and for LogAppendTime topics the timestamp type and max timestamp,
 /// which are inside it (so the CRC is recomputed, as Kafka does).
-pub fn assign(batch: &mut [u8], base_offset: Offset, leader_epoch: i32, log_append_time_ms: Option<i64>) {
+pub fn assign(
+    batch: &mut [u8],
+    base_offset: Offset,
+    leader_epoch: i32,
+    log_append_time_ms: Option<i64>,
+) {
     batch[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
     batch[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&leader_epoch.to_be_bytes());
     if let Some(now) = log_append_time_ms {
@@ -246,9 +283,14 @@ pub fn for_each_record(
             }
         }
         if !record.is_empty() {
-            return Err(BatchError::InvalidRecord("record length does not match its fields"));
+            return Err(BatchError::InvalidRecord(
+                "record length does not match its fields",
+            ));
         }
-        visit(RecordView { timestamp_delta, offset_delta })?;
+        visit(RecordView {
+            timestamp_delta,
+            offset_delta,
+        })?;
     }
     Ok(())
 }
@@ -356,24 +398,39 @@ pub(crate) mod tests {
         let mut b = build_batch(1000, &[b"hello"]);
         let last = b.len() - 2;
         b[last] ^= 1;
-        assert_eq!(validate_produced(&b, 1 << 20), Err(BatchError::Corrupt("CRC-32C mismatch")));
+        assert_eq!(
+            validate_produced(&b, 1 << 20),
+            Err(BatchError::Corrupt("CRC-32C mismatch"))
+        );
     }
 
     #[test]
     fn old_magic_is_unsupported() {
         let mut b = build_batch(1000, &[b"hello"]);
         b[MAGIC_POS] = 1;
-        assert_eq!(validate_produced(&b, 1 << 20), Err(BatchError::UnsupportedMagic(1)));
+        assert_eq!(
+            validate_produced(&b, 1 << 20),
+            Err(BatchError::UnsupportedMagic(1))
+        );
     }
 
     #[test]
     fn too_large_and_truncated_and_two_batches() {
         let b = build_batch(1000, &[&[7u8; 100]]);
-        assert!(matches!(validate_produced(&b, 50), Err(BatchError::TooLarge { .. })));
-        assert!(matches!(validate_produced(&b[..b.len() - 1], 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            validate_produced(&b, 50),
+            Err(BatchError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            validate_produced(&b[..b.len() - 1], 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
         let mut two = b.clone();
         two.extend_from_slice(&b);
-        assert!(matches!(validate_produced(&two, 1 << 20), Err(BatchError::InvalidRecord(_))));
+        assert!(matches!(
+            validate_produced(&two, 1 << 20),
+            Err(BatchError::InvalidRecord(_))
+        ));
     }
 
     #[test]
@@ -383,7 +440,10 @@ pub(crate) mod tests {
         b[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&2i32.to_be_bytes());
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate_produced(&b, 1 << 20), Err(BatchError::InvalidRecord(_))));
+        assert!(matches!(
+            validate_produced(&b, 1 << 20),
+            Err(BatchError::InvalidRecord(_))
+        ));
     }
 
     #[test]

@@ -71,12 +71,21 @@ impl<E: Entry> IndexFile<E> {
     /// Opens (creating if absent) and reads every whole entry. A trailing partial entry
     /// is dropped; whether the entries agree with the log is for the caller to judge.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let len = file.metadata()?.len() as usize;
         let mut raw = vec![0u8; len - len % E::LEN];
         file.read_exact_at(&mut raw, 0)?;
         let entries = raw.chunks_exact(E::LEN).map(E::decode).collect();
-        Ok(IndexFile { entries, file, scratch: Vec::with_capacity(E::LEN) })
+        Ok(IndexFile {
+            entries,
+            file,
+            scratch: Vec::with_capacity(E::LEN),
+        })
     }
 
     pub fn entries(&self) -> &[E] {
@@ -90,7 +99,8 @@ impl<E: Entry> IndexFile<E> {
     pub fn push(&mut self, entry: E) -> io::Result<()> {
         self.scratch.clear();
         entry.encode(&mut self.scratch);
-        self.file.write_all_at(&self.scratch, (self.entries.len() * E::LEN) as u64)?;
+        self.file
+            .write_all_at(&self.scratch, (self.entries.len() * E::LEN) as u64)?;
         self.entries.push(entry);
         Ok(())
     }
@@ -115,7 +125,9 @@ impl<E: Entry> IndexFile<E> {
 impl IndexFile<OffsetEntry> {
     /// The last entry at or before `relative_offset`: where a scan for it starts.
     pub fn floor(&self, relative_offset: u32) -> Option<OffsetEntry> {
-        let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        let i = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
         i.checked_sub(1).map(|i| self.entries[i])
     }
 }

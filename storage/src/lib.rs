@@ -8,11 +8,13 @@ pub mod batch;
 pub mod index;
 pub mod log;
 pub mod offset;
+pub mod producer;
 pub mod segment;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};
 pub use log::{AppendError, AppendInfo, FlushJob, Log, LogConfig, ReadError};
 pub use offset::{LogOffsets, Offset};
+pub use producer::SequenceError;
 
 #[cfg(test)]
 mod tests;

@@ -8,15 +8,16 @@
 //! completes, and `acks=all` answers wait for exactly that.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::fs::{self, File};
 use std::io;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
 use crate::offset::{LogOffsets, Offset};
+use crate::producer::{ProducerState, SequenceCheck, SequenceError};
 use crate::segment::Segment;
 
 /// Per-topic settings, named after Kafka's topic configs.
@@ -62,6 +63,8 @@ impl Default for LogConfig {
 pub enum AppendError {
     #[error(transparent)]
     Batch(#[from] BatchError),
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -69,7 +72,11 @@ pub enum AppendError {
 #[derive(Debug, Error)]
 pub enum ReadError {
     #[error("offset {requested} is outside {log_start}..={high_watermark}")]
-    OffsetOutOfRange { requested: Offset, log_start: Offset, high_watermark: Offset },
+    OffsetOutOfRange {
+        requested: Offset,
+        log_start: Offset,
+        high_watermark: Offset,
+    },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -83,6 +90,9 @@ pub struct AppendInfo {
     pub log_append_time_ms: Option<i64>,
     pub log_start_offset: Offset,
     pub record_count: i32,
+    /// An idempotent producer's retry of a batch already in the log: nothing was
+    /// written, and the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// The file handles and target offset of one flush. It holds no reference to the log,
@@ -120,7 +130,12 @@ pub struct Log {
     sealed_since_flush: Vec<Offset>,
     records_since_flush: u64,
     last_flush_ms: i64,
+    producers: ProducerState,
 }
+
+/// Segments replayed at open to rebuild idempotent-producer state: the active one and
+/// the one before it, which hold every batch a producer could still be retrying.
+const SEGMENTS_REPLAYED_FOR_PRODUCERS: usize = 2;
 
 impl Log {
     /// Opens the log in `dir` (created if absent), recovering its active segment.
@@ -140,15 +155,29 @@ impl Log {
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let segment = Segment::open(dir, *base, is_active, config.index_interval_bytes, now_ms)?;
+            let segment =
+                Segment::open(dir, *base, is_active, config.index_interval_bytes, now_ms)?;
             segments.insert(*base, segment);
         }
         let dir_dirty = segments.is_empty();
         if segments.is_empty() {
             segments.insert(Offset::ZERO, Segment::create(dir, Offset::ZERO, now_ms)?);
         }
+        let mut producers = ProducerState::default();
+        for segment in segments
+            .values()
+            .rev()
+            .take(SEGMENTS_REPLAYED_FOR_PRODUCERS)
+            .rev()
+        {
+            segment.visit_headers(|h| producers.record(h, now_ms))?;
+        }
         let log_start = *segments.keys().next().unwrap_or(&Offset::ZERO);
-        let log_end = segments.values().next_back().map(|s| s.next_offset()).unwrap_or(log_start);
+        let log_end = segments
+            .values()
+            .next_back()
+            .map(|s| s.next_offset())
+            .unwrap_or(log_start);
         Ok(Log {
             dir: dir.to_path_buf(),
             config,
@@ -160,6 +189,7 @@ impl Log {
             sealed_since_flush: Vec::new(),
             records_since_flush: 0,
             last_flush_ms: now_ms,
+            producers,
         })
     }
 
@@ -176,11 +206,17 @@ impl Log {
     }
 
     pub fn offsets(&self) -> LogOffsets {
-        LogOffsets { log_start: self.log_start, high_watermark: self.high_watermark, log_end: self.log_end() }
+        LogOffsets {
+            log_start: self.log_start,
+            high_watermark: self.high_watermark,
+            log_end: self.log_end(),
+        }
     }
 
     pub fn log_end(&self) -> Offset {
-        self.active().map(|s| s.next_offset()).unwrap_or(self.log_start)
+        self.active()
+            .map(|s| s.next_offset())
+            .unwrap_or(self.log_start)
     }
 
     pub fn flushed(&self) -> Offset {
@@ -203,8 +239,23 @@ impl Log {
     /// batch is in the page cache and visible to readers; durability comes with a flush.
     pub fn append(&mut self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
         let header = batch::validate_produced(records, self.config.max_message_bytes)?;
+        if let SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = self.producers.check(&header)?
+        {
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                log_append_time_ms: None,
+                log_start_offset: self.log_start,
+                record_count: header.record_count,
+                duplicate: true,
+            });
+        }
         let base_offset = self.log_end();
-        let log_append_time_ms = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let log_append_time_ms =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         batch::assign(records, base_offset, 0, log_append_time_ms);
         let header = BatchHeader {
             base_offset,
@@ -217,6 +268,7 @@ impl Log {
             return Err(io::Error::other("log has no active segment").into());
         };
         active.append(records, &header, index_interval)?;
+        self.producers.record(&header, now_ms);
         self.high_watermark = header.next_offset();
         self.records_since_flush += header.record_count as u64;
         Ok(AppendInfo {
@@ -225,11 +277,14 @@ impl Log {
             log_append_time_ms,
             log_start_offset: self.log_start,
             record_count: header.record_count,
+            duplicate: false,
         })
     }
 
     fn maybe_roll(&mut self, header: &BatchHeader, now_ms: i64) -> io::Result<()> {
-        let Some(active) = self.active() else { return Ok(()) };
+        let Some(active) = self.active() else {
+            return Ok(());
+        };
         if active.is_empty() {
             return Ok(());
         }
@@ -246,14 +301,20 @@ impl Log {
             active.seal()?;
             self.sealed_since_flush.push(active.base_offset());
         }
-        self.segments.insert(base, Segment::create(&self.dir, base, now_ms)?);
+        self.segments
+            .insert(base, Segment::create(&self.dir, base, now_ms)?);
         self.dir_dirty = true;
         Ok(())
     }
 
     /// Reads whole batches from `offset`: up to `max_bytes`, or the first batch alone if
     /// it is larger and `min_one` is set. Reading at the high watermark returns nothing.
-    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Vec<u8>, ReadError> {
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Vec<u8>, ReadError> {
         if offset < self.log_start || offset > self.high_watermark {
             return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
@@ -267,7 +328,9 @@ impl Log {
         // The segment holding `offset`, or a later one when that segment ends exactly at
         // `offset` (an empty active segment after a roll, say).
         let holding = self.segments.range(..=offset).next_back();
-        let later = self.segments.range((Bound::Excluded(offset), Bound::Unbounded));
+        let later = self
+            .segments
+            .range((Bound::Excluded(offset), Bound::Unbounded));
         for (_, segment) in holding.into_iter().chain(later) {
             if segment.next_offset() > offset {
                 return Ok(segment.read(offset, max_bytes, min_one)?);
@@ -279,7 +342,10 @@ impl Log {
     /// ListOffsets by timestamp: the first offset whose timestamp is at or after `timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(Offset, i64)>> {
         for segment in self.segments.values() {
-            if segment.max_timestamp().is_some_and(|(ts, _)| ts >= timestamp) {
+            if segment
+                .max_timestamp()
+                .is_some_and(|(ts, _)| ts >= timestamp)
+            {
                 if let Some(found) = segment.find_timestamp(timestamp)? {
                     return Ok(Some(found));
                 }

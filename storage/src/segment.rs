@@ -47,7 +47,12 @@ struct Scan {
 impl Segment {
     pub fn create(dir: &Path, base_offset: Offset, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&log_path)?;
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)?;
         let mut offset_index = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
         offset_index.replace(Vec::new())?;
         let mut time_index = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
@@ -143,13 +148,16 @@ impl Segment {
             return Ok(false);
         }
         for pair in entries.windows(2) {
-            if pair[0].relative_offset >= pair[1].relative_offset || pair[0].position >= pair[1].position {
+            if pair[0].relative_offset >= pair[1].relative_offset
+                || pair[0].position >= pair[1].position
+            {
                 return Ok(false);
             }
         }
         for entry in entries {
             match self.header_at(entry.position as u64)? {
-                Some(h) if h.base_offset == self.base_offset.plus(entry.relative_offset as i64) => {}
+                Some(h) if h.base_offset == self.base_offset.plus(entry.relative_offset as i64) => {
+                }
                 _ => return Ok(false),
             }
         }
@@ -157,12 +165,18 @@ impl Segment {
         if self.size > 0 && times.is_empty() {
             return Ok(false);
         }
-        Ok(times.windows(2).all(|p| p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset))
+        Ok(times.windows(2).all(|p| {
+            p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset
+        }))
     }
 
     fn last_batch_next_offset(&self) -> io::Result<Offset> {
         let mut next = self.base_offset;
-        let mut pos = self.offset_index.last().map(|e| e.position as u64).unwrap_or(0);
+        let mut pos = self
+            .offset_index
+            .last()
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
         while let Some(h) = self.header_at(pos)? {
             next = h.next_offset();
             pos += h.size as u64;
@@ -177,7 +191,9 @@ impl Segment {
         }
         let mut buf = [0u8; BATCH_HEADER_LEN];
         self.log.read_exact_at(&mut buf, position)?;
-        Ok(BatchHeader::parse(&buf).ok().filter(|h| position + h.size as u64 <= self.size))
+        Ok(BatchHeader::parse(&buf)
+            .ok()
+            .filter(|h| position + h.size as u64 <= self.size))
     }
 
     pub fn base_offset(&self) -> Offset {
@@ -205,15 +221,26 @@ impl Segment {
     }
 
     /// Appends one batch whose offsets were already assigned.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64) -> io::Result<()> {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
         self.log.write_all_at(batch, self.size)?;
         if self.size == 0 || self.bytes_since_index_entry >= index_interval_bytes {
             let relative_offset = (header.base_offset.0 - self.base_offset.0) as u32;
-            self.offset_index.push(OffsetEntry { relative_offset, position: self.size as u32 })?;
+            self.offset_index.push(OffsetEntry {
+                relative_offset,
+                position: self.size as u32,
+            })?;
             self.bytes_since_index_entry = 0;
             self.maybe_add_time_entry(header.max_timestamp, header.last_offset())?;
         }
-        if self.max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
+        if self
+            .max_timestamp
+            .is_none_or(|(ts, _)| header.max_timestamp > ts)
+        {
             self.max_timestamp = Some((header.max_timestamp, header.last_offset()));
         }
         self.size += batch.len() as u64;
@@ -223,9 +250,16 @@ impl Segment {
     }
 
     fn maybe_add_time_entry(&mut self, timestamp: i64, offset: Offset) -> io::Result<()> {
-        if self.time_index.last().is_none_or(|e| timestamp > e.timestamp) {
+        if self
+            .time_index
+            .last()
+            .is_none_or(|e| timestamp > e.timestamp)
+        {
             let relative_offset = (offset.0 - self.base_offset.0) as u32;
-            self.time_index.push(TimeEntry { timestamp, relative_offset })?;
+            self.time_index.push(TimeEntry {
+                timestamp,
+                relative_offset,
+            })?;
         }
         Ok(())
     }
@@ -257,10 +291,24 @@ impl Segment {
         File::open(self.log_path.with_extension("timeindex"))
     }
 
+    /// Calls `visit` with the header of every batch, in order.
+    pub fn visit_headers(&self, mut visit: impl FnMut(&BatchHeader)) -> io::Result<()> {
+        let mut pos = 0;
+        while let Some(h) = self.header_at(pos)? {
+            visit(&h);
+            pos += h.size as u64;
+        }
+        Ok(())
+    }
+
     /// Position of the first batch that holds an offset at or after `offset`.
     fn position_of(&self, offset: Offset) -> io::Result<Option<u64>> {
         let relative = (offset.0 - self.base_offset.0).clamp(0, u32::MAX as i64) as u32;
-        let mut pos = self.offset_index.floor(relative).map(|e| e.position as u64).unwrap_or(0);
+        let mut pos = self
+            .offset_index
+            .floor(relative)
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
         while let Some(h) = self.header_at(pos)? {
             if h.next_offset() > offset {
                 return Ok(Some(pos));
@@ -302,11 +350,19 @@ impl Segment {
     /// Uncompressed batches are searched record by record; in a compressed batch the
     /// answer is its first offset and max timestamp (records are not decompressed).
     pub fn find_timestamp(&self, timestamp: i64) -> io::Result<Option<(Offset, i64)>> {
-        let start_relative = self.time_index.last_below(timestamp).map(|e| e.relative_offset).unwrap_or(0);
-        let mut pos = self.position_of(self.base_offset.plus(start_relative as i64))?.unwrap_or(self.size);
+        let start_relative = self
+            .time_index
+            .last_below(timestamp)
+            .map(|e| e.relative_offset)
+            .unwrap_or(0);
+        let mut pos = self
+            .position_of(self.base_offset.plus(start_relative as i64))?
+            .unwrap_or(self.size);
         while let Some(h) = self.header_at(pos)? {
             if h.max_timestamp >= timestamp {
-                if h.compression() != 0 || h.timestamp_type() == crate::batch::TimestampType::LogAppendTime {
+                if h.compression() != 0
+                    || h.timestamp_type() == crate::batch::TimestampType::LogAppendTime
+                {
                     return Ok(Some((h.base_offset, h.max_timestamp)));
                 }
                 let mut batch = vec![0u8; h.size];
@@ -340,7 +396,12 @@ impl Segment {
 
 /// Reads a log file batch by batch from the start, checking each CRC, and stops at the
 /// first batch that is torn, corrupt, or does not follow its predecessor's offsets.
-fn scan(log: &File, base_offset: Offset, file_len: u64, index_interval_bytes: u64) -> io::Result<Scan> {
+fn scan(
+    log: &File,
+    base_offset: Offset,
+    file_len: u64,
+    index_interval_bytes: u64,
+) -> io::Result<Scan> {
     let mut out = Scan {
         valid_len: 0,
         next_offset: base_offset,
@@ -354,8 +415,13 @@ fn scan(log: &File, base_offset: Offset, file_len: u64, index_interval_bytes: u6
     let mut pos = 0u64;
     while pos + BATCH_HEADER_LEN as u64 <= file_len {
         log.read_exact_at(&mut header, pos)?;
-        let Ok(h) = BatchHeader::parse(&header) else { break };
-        if pos + h.size as u64 > file_len || h.base_offset < out.next_offset || h.last_offset_delta < 0 {
+        let Ok(h) = BatchHeader::parse(&header) else {
+            break;
+        };
+        if pos + h.size as u64 > file_len
+            || h.base_offset < out.next_offset
+            || h.last_offset_delta < 0
+        {
             break;
         }
         batch.resize(h.size, 0);
@@ -365,11 +431,21 @@ fn scan(log: &File, base_offset: Offset, file_len: u64, index_interval_bytes: u6
         }
         if pos == 0 || out.bytes_since_index_entry >= index_interval_bytes {
             let relative_offset = (h.base_offset.0 - base_offset.0) as u32;
-            out.offset_entries.push(OffsetEntry { relative_offset, position: pos as u32 });
+            out.offset_entries.push(OffsetEntry {
+                relative_offset,
+                position: pos as u32,
+            });
             out.bytes_since_index_entry = 0;
-            if out.time_entries.last().is_none_or(|e| h.max_timestamp > e.timestamp) {
+            if out
+                .time_entries
+                .last()
+                .is_none_or(|e| h.max_timestamp > e.timestamp)
+            {
                 let relative_offset = (h.last_offset().0 - base_offset.0) as u32;
-                out.time_entries.push(TimeEntry { timestamp: h.max_timestamp, relative_offset });
+                out.time_entries.push(TimeEntry {
+                    timestamp: h.max_timestamp,
+                    relative_offset,
+                });
             }
         }
         if out.max_timestamp.is_none_or(|(ts, _)| h.max_timestamp > ts) {

@@ -11,7 +11,11 @@ use crate::batch::BatchHeader;
 use crate::{Log, LogConfig, Offset};
 
 fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 1_000, index_interval_bytes: 150, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 1_000,
+        index_interval_bytes: 150,
+        ..LogConfig::default()
+    }
 }
 
 /// Splits a read result into whole batches and returns (base offset, record count) pairs.
@@ -29,14 +33,22 @@ fn batches(mut bytes: &[u8]) -> Vec<(i64, i32)> {
 fn appended_batches_read_back_with_their_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let a = log.append(&mut build_batch(10, &[b"a", b"b", b"c"]), 0).unwrap();
+    let a = log
+        .append(&mut build_batch(10, &[b"a", b"b", b"c"]), 0)
+        .unwrap();
     let b = log.append(&mut build_batch(20, &[b"d", b"e"]), 0).unwrap();
     assert_eq!((a.base_offset, a.last_offset), (Offset(0), Offset(2)));
     assert_eq!((b.base_offset, b.last_offset), (Offset(3), Offset(4)));
     assert_eq!(log.offsets().high_watermark, Offset(5));
-    assert_eq!(batches(&log.read(Offset(0), 1 << 20, true).unwrap()), vec![(0, 3), (3, 2)]);
+    assert_eq!(
+        batches(&log.read(Offset(0), 1 << 20, true).unwrap()),
+        vec![(0, 3), (3, 2)]
+    );
     // An offset inside a batch returns that whole batch, as Kafka does.
-    assert_eq!(batches(&log.read(Offset(4), 1 << 20, true).unwrap()), vec![(3, 2)]);
+    assert_eq!(
+        batches(&log.read(Offset(4), 1 << 20, true).unwrap()),
+        vec![(3, 2)]
+    );
     assert!(log.read(Offset(5), 1 << 20, true).unwrap().is_empty());
     assert!(log.read(Offset(6), 1 << 20, true).is_err());
 }
@@ -49,8 +61,14 @@ fn max_bytes_cuts_at_whole_batches_but_returns_one_oversized_batch() {
     let size = first.len();
     log.append(&mut first, 0).unwrap();
     log.append(&mut build_batch(2, &[&[2u8; 500]]), 0).unwrap();
-    assert_eq!(batches(&log.read(Offset(0), size + 10, true).unwrap()), vec![(0, 1)]);
-    assert_eq!(batches(&log.read(Offset(0), 10, true).unwrap()), vec![(0, 1)]);
+    assert_eq!(
+        batches(&log.read(Offset(0), size + 10, true).unwrap()),
+        vec![(0, 1)]
+    );
+    assert_eq!(
+        batches(&log.read(Offset(0), 10, true).unwrap()),
+        vec![(0, 1)]
+    );
     assert!(log.read(Offset(0), 10, false).unwrap().is_empty());
 }
 
@@ -59,7 +77,8 @@ fn segments_roll_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     for i in 0..40 {
-        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
+        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0)
+            .unwrap();
     }
     assert!(log.segment_count() > 3, "1000-byte segments must roll");
     let before = read_all(&log);
@@ -99,10 +118,16 @@ fn a_torn_final_batch_is_cut_off_at_recovery() {
     drop(f);
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
     assert_eq!(log.offsets().log_end, Offset(2));
-    assert_eq!(batches(&log.read(Offset(0), 1 << 20, true).unwrap()), vec![(0, 1), (1, 1)]);
+    assert_eq!(
+        batches(&log.read(Offset(0), 1 << 20, true).unwrap()),
+        vec![(0, 1), (1, 1)]
+    );
     let next = log.append(&mut build_batch(4, &[b"after"]), 0).unwrap();
     assert_eq!(next.base_offset, Offset(2));
-    assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
+    assert_eq!(
+        batches(&log.read(Offset(2), 1 << 20, true).unwrap()),
+        vec![(2, 1)]
+    );
 }
 
 #[test]
@@ -128,12 +153,18 @@ fn a_corrupt_index_of_a_closed_segment_is_rebuilt() {
     for i in 0..30 {
         log.append(&mut build_batch(i, &[&[7u8; 120]]), 0).unwrap();
     }
-    let expected: Vec<Vec<u8>> = (0..30).map(|o| log.read(Offset(o), 1 << 20, true).unwrap()).collect();
+    let expected: Vec<Vec<u8>> = (0..30)
+        .map(|o| log.read(Offset(o), 1 << 20, true).unwrap())
+        .collect();
     drop(log);
     std::fs::write(dir.path().join("00000000000000000000.index"), [0xAB; 24]).unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     for (o, want) in expected.iter().enumerate() {
-        assert_eq!(&log.read(Offset(o as i64), 1 << 20, true).unwrap(), want, "offset {o}");
+        assert_eq!(
+            &log.read(Offset(o as i64), 1 << 20, true).unwrap(),
+            want,
+            "offset {o}"
+        );
     }
 }
 
@@ -143,12 +174,22 @@ fn offsets_by_timestamp_and_max_timestamp() {
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     // Batch i holds 3 records with timestamps 1000*i, 1000*i+1, 1000*i+2.
     for i in 1..=20 {
-        log.append(&mut build_batch(1000 * i, &[b"x", b"y", b"z"]), 0).unwrap();
+        log.append(&mut build_batch(1000 * i, &[b"x", b"y", b"z"]), 0)
+            .unwrap();
     }
     // Timestamp 5001 is the second record of the fifth batch (offsets 12..14).
-    assert_eq!(log.offset_for_timestamp(5001).unwrap(), Some((Offset(13), 5001)));
-    assert_eq!(log.offset_for_timestamp(5003).unwrap(), Some((Offset(15), 6000)));
-    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((Offset(0), 1000)));
+    assert_eq!(
+        log.offset_for_timestamp(5001).unwrap(),
+        Some((Offset(13), 5001))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(5003).unwrap(),
+        Some((Offset(15), 6000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap(),
+        Some((Offset(0), 1000))
+    );
     assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
     assert_eq!(log.max_timestamp(), Some((Offset(59), 20002)));
 }
@@ -156,7 +197,10 @@ fn offsets_by_timestamp_and_max_timestamp() {
 #[test]
 fn log_append_time_overrides_the_producers_timestamp() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { timestamp_type: crate::TimestampType::LogAppendTime, ..LogConfig::default() };
+    let config = LogConfig {
+        timestamp_type: crate::TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
     let mut log = Log::open(dir.path(), config, 0).unwrap();
     let info = log.append(&mut build_batch(5, &[b"x"]), 777_000).unwrap();
     assert_eq!(info.log_append_time_ms, Some(777_000));
@@ -243,4 +287,81 @@ proptest! {
             }
         }
     }
+}
+
+/// A producer's batch with idempotence fields set, CRC fixed up.
+fn idempotent_batch(producer_id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
+    let mut b = build_batch(1, values);
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn idempotent_retries_are_not_written_twice_even_after_reopening() {
+    use crate::producer::SequenceError;
+    use crate::AppendError;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let first = log
+        .append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0)
+        .unwrap();
+    assert_eq!((first.base_offset, first.duplicate), (Offset(0), false));
+    let retry = log
+        .append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0)
+        .unwrap();
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.duplicate),
+        (Offset(0), Offset(1), true)
+    );
+    assert_eq!(log.offsets().log_end, Offset(2), "a retry writes nothing");
+    let gap = log.append(&mut idempotent_batch(7, 0, 5, &[b"c"]), 0);
+    assert!(matches!(
+        gap,
+        Err(AppendError::Sequence(SequenceError::OutOfOrder {
+            expected: 2,
+            got: 5,
+            ..
+        }))
+    ));
+    assert_eq!(
+        log.append(&mut idempotent_batch(7, 0, 2, &[b"c"]), 0)
+            .unwrap()
+            .base_offset,
+        Offset(2)
+    );
+    // Another producer is independent.
+    assert_eq!(
+        log.append(&mut idempotent_batch(8, 0, 0, &[b"z"]), 0)
+            .unwrap()
+            .base_offset,
+        Offset(3)
+    );
+    log.flush_now(0).unwrap();
+    drop(log);
+
+    let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let retry = log
+        .append(&mut idempotent_batch(7, 0, 2, &[b"c"]), 0)
+        .unwrap();
+    assert_eq!(
+        (retry.base_offset, retry.duplicate),
+        (Offset(2), true),
+        "state is rebuilt from the log"
+    );
+    // A bumped epoch starts again at 0; the old epoch is then fenced.
+    assert_eq!(
+        log.append(&mut idempotent_batch(7, 1, 0, &[b"d"]), 0)
+            .unwrap()
+            .base_offset,
+        Offset(4)
+    );
+    let fenced = log.append(&mut idempotent_batch(7, 0, 3, &[b"e"]), 0);
+    assert!(matches!(
+        fenced,
+        Err(AppendError::Sequence(SequenceError::Fenced { .. }))
+    ));
 }

@@ -18,7 +18,11 @@ impl Handler for ApiVersionsHandler {
     type Response = ApiVersionsResponse;
     const VERSIONS: (i16, i16) = (0, 4);
 
-    async fn handle(_: Rc<Shard>, _: RequestHeader, _: ApiVersionsRequest) -> Option<ApiVersionsResponse> {
+    async fn handle(
+        _: Rc<Shard>,
+        _: RequestHeader,
+        _: ApiVersionsRequest,
+    ) -> Option<ApiVersionsResponse> {
         Some(response(0))
     }
 }
@@ -26,12 +30,24 @@ impl Handler for ApiVersionsHandler {
 fn response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = supported()
         .into_iter()
-        .map(|(key, min, max)| ApiVersion::default().with_api_key(key).with_min_version(min).with_max_version(max))
+        .map(|(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
         .collect();
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
 }
 
 /// The v0 answer to an ApiVersions request newer than we serve.
 pub(super) fn unsupported_version(correlation_id: i32) -> Option<BytesMut> {
-    encode_response(correlation_id, 0, &response(ResponseError::UnsupportedVersion.code())).ok()
+    encode_response(
+        correlation_id,
+        0,
+        &response(ResponseError::UnsupportedVersion.code()),
+    )
+    .ok()
 }

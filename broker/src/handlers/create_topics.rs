@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -26,7 +28,11 @@ impl Handler for CreateTopicsHandler {
     type Response = CreateTopicsResponse;
     const VERSIONS: (i16, i16) = (2, 7);
 
-    async fn handle(shard: Rc<Shard>, _: RequestHeader, request: CreateTopicsRequest) -> Option<CreateTopicsResponse> {
+    async fn handle(
+        shard: Rc<Shard>,
+        _: RequestHeader,
+        request: CreateTopicsRequest,
+    ) -> Option<CreateTopicsResponse> {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for t in &request.topics {
             *seen.entry(t.name.as_str()).or_default() += 1;
@@ -35,7 +41,10 @@ impl Handler for CreateTopicsHandler {
         for topic in &request.topics {
             let name = topic.name.as_str();
             let result = if seen.get(name).copied().unwrap_or(0) > 1 {
-                Err(AdminError::new(ResponseError::InvalidRequest, format!("topic '{name}' appears more than once")))
+                Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!("topic '{name}' appears more than once"),
+                ))
             } else {
                 create(&shard, topic, request.validate_only).await
             };
@@ -54,12 +63,24 @@ impl Handler for CreateTopicsHandler {
     }
 }
 
-async fn create(shard: &Rc<Shard>, topic: &CreatableTopic, validate_only: bool) -> Result<CreatableTopicResult, AdminError> {
+async fn create(
+    shard: &Rc<Shard>,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<CreatableTopicResult, AdminError> {
     let name = topic.name.as_str();
     let node_id = shard.config().node_id;
     let (partitions, replication_factor) = if topic.assignments.is_empty() {
-        let partitions = if topic.num_partitions == -1 { shard.config().num_partitions } else { topic.num_partitions };
-        let rf = if topic.replication_factor == -1 { 1 } else { topic.replication_factor };
+        let partitions = if topic.num_partitions == -1 {
+            shard.config().num_partitions
+        } else {
+            topic.num_partitions
+        };
+        let rf = if topic.replication_factor == -1 {
+            1
+        } else {
+            topic.replication_factor
+        };
         (partitions, rf)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -72,26 +93,38 @@ async fn create(shard: &Rc<Shard>, topic: &CreatableTopic, validate_only: bool) 
             if a.partition_index != i as i32 || a.broker_ids.iter().map(|b| b.0).ne([node_id]) {
                 return Err(AdminError::new(
                     ResponseError::InvalidReplicaAssignment,
-                    format!("partitions must be numbered from 0 and assigned to broker {node_id} alone"),
+                    format!(
+                        "partitions must be numbered from 0 and assigned to broker {node_id} alone"
+                    ),
                 ));
             }
         }
         (topic.assignments.len() as i32, 1)
     };
     if partitions < 1 {
-        return Err(AdminError::new(ResponseError::InvalidPartitions, "number of partitions must be at least 1"));
+        return Err(AdminError::new(
+            ResponseError::InvalidPartitions,
+            "number of partitions must be at least 1",
+        ));
     }
     if replication_factor < 1 || replication_factor > 1 {
         return Err(AdminError::new(
             ResponseError::InvalidReplicationFactor,
-            format!("replication factor {replication_factor} is larger than the 1 available broker"),
+            format!(
+                "replication factor {replication_factor} is larger than the 1 available broker"
+            ),
         ));
     }
     let mut configs = BTreeMap::new();
     for c in &topic.configs {
         match &c.value {
             Some(v) => configs.insert(c.name.to_string(), v.to_string()),
-            None => return Err(AdminError::new(ResponseError::InvalidConfig, format!("config {} has no value", c.name))),
+            None => {
+                return Err(AdminError::new(
+                    ResponseError::InvalidConfig,
+                    format!("config {} has no value", c.name),
+                ))
+            }
         };
     }
     admin::validate_configs(&configs)?;
@@ -100,11 +133,16 @@ async fn create(shard: &Rc<Shard>, topic: &CreatableTopic, validate_only: bool) 
     }
     let topic_id = if validate_only {
         if shard.controller().metadata().topic(name).is_some() {
-            return Err(AdminError::new(ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")));
+            return Err(AdminError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
         }
         uuid::Uuid::nil()
     } else {
-        admin::create_topic(shard, name, partitions, replication_factor, configs.clone()).await?.id
+        admin::create_topic(shard, name, partitions, replication_factor, configs.clone())
+            .await?
+            .id
     };
     let described = topic_config::defaults(shard.config())
         .into_iter()

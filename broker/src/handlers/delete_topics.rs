@@ -3,7 +3,9 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::{
+    DeleteTopicsRequest, DeleteTopicsResponse, RequestHeader, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -18,22 +20,44 @@ impl Handler for DeleteTopicsHandler {
     type Response = DeleteTopicsResponse;
     const VERSIONS: (i16, i16) = (1, 6);
 
-    async fn handle(shard: Rc<Shard>, header: RequestHeader, request: DeleteTopicsRequest) -> Option<DeleteTopicsResponse> {
+    async fn handle(
+        shard: Rc<Shard>,
+        header: RequestHeader,
+        request: DeleteTopicsRequest,
+    ) -> Option<DeleteTopicsResponse> {
         // v6 moved the names into `topics`, where a name or an id identifies each topic.
         let wanted: Vec<(Option<String>, uuid::Uuid)> = if header.request_api_version >= 6 {
-            request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)).collect()
+            request
+                .topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+                .collect()
         } else {
-            request.topic_names.iter().map(|n| (Some(n.to_string()), uuid::Uuid::nil())).collect()
+            request
+                .topic_names
+                .iter()
+                .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+                .collect()
         };
         let mut responses = Vec::new();
         for (name, id) in wanted {
             let metadata = shard.controller().metadata();
             let found = match &name {
-                Some(name) => metadata.topic(name).cloned().ok_or(ResponseError::UnknownTopicOrPartition),
-                None => metadata.topics.values().find(|t| t.id == id).cloned().ok_or(ResponseError::UnknownTopicId),
+                Some(name) => metadata
+                    .topic(name)
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicOrPartition),
+                None => metadata
+                    .topics
+                    .values()
+                    .find(|t| t.id == id)
+                    .cloned()
+                    .ok_or(ResponseError::UnknownTopicId),
             };
             let result = match found {
-                Ok(topic) => admin::delete_topic(&shard, &topic.name).await.map_err(|e| (e.code, e.message)),
+                Ok(topic) => admin::delete_topic(&shard, &topic.name)
+                    .await
+                    .map_err(|e| (e.code, e.message)),
                 Err(code) => Err((code, "no such topic".to_string())),
             };
             let (name, id, error) = match result {

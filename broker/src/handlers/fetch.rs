@@ -27,9 +27,14 @@ impl Handler for FetchHandler {
     // v13+ names topics by id only; capped until topic ids are routed in Fetch.
     const VERSIONS: (i16, i16) = (4, 12);
 
-    async fn handle(shard: Rc<Shard>, _: RequestHeader, request: FetchRequest) -> Option<FetchResponse> {
+    async fn handle(
+        shard: Rc<Shard>,
+        _: RequestHeader,
+        request: FetchRequest,
+    ) -> Option<FetchResponse> {
         let metadata = shard.controller().metadata();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
         let waker = Arc::new(Notify::new());
         let mut shutdown = shard.cluster.shutdown.clone();
         loop {
@@ -41,12 +46,19 @@ impl Handler for FetchHandler {
                 let known = metadata.topic(name).map(|t| t.partitions);
                 for p in &topic.partitions {
                     if known.is_some_and(|n| (0..n).contains(&p.partition)) {
-                        let tp = TopicPartition { topic: name.to_string(), partition: p.partition };
+                        let tp = TopicPartition {
+                            topic: name.to_string(),
+                            partition: p.partition,
+                        };
                         let max_bytes = p.partition_max_bytes.max(0) as usize;
                         slots.push(outcomes.len());
                         items.push((
                             shard.cluster.owner_of(name, p.partition),
-                            FetchItem { tp, offset: p.fetch_offset, max_bytes },
+                            FetchItem {
+                                tp,
+                                offset: p.fetch_offset,
+                                max_bytes,
+                            },
                         ));
                     }
                     outcomes.push(FetchOutcome {
@@ -58,14 +70,21 @@ impl Handler for FetchHandler {
                 }
             }
             let reads = shard
-                .fan_out(items, |items, reply| ShardCall::Fetch { items, waker: Some(waker.clone()), reply })
+                .fan_out(items, |items, reply| ShardCall::Fetch {
+                    items,
+                    waker: Some(waker.clone()),
+                    reply,
+                })
                 .await;
             for (slot, read) in slots.into_iter().zip(reads) {
                 if let Some(read) = read {
                     outcomes[slot] = read;
                 }
             }
-            let partition_limits = request.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.partition_max_bytes));
+            let partition_limits = request
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.partition_max_bytes));
             let total = apply_byte_limits(&mut outcomes, partition_limits, request.max_bytes);
             let has_error = outcomes.iter().any(|o| o.error.is_some());
             let done = total >= request.min_bytes.max(0) as usize
@@ -87,7 +106,11 @@ impl Handler for FetchHandler {
 /// KIP-74: walk partitions in request order; each keeps the whole batches that fit both
 /// its `partition_max_bytes` and what is left of `max_bytes`, except that the first
 /// partition with data keeps at least its first batch. Returns the bytes kept.
-fn apply_byte_limits(outcomes: &mut [FetchOutcome], partition_limits: impl Iterator<Item = i32>, max_bytes: i32) -> usize {
+fn apply_byte_limits(
+    outcomes: &mut [FetchOutcome],
+    partition_limits: impl Iterator<Item = i32>,
+    max_bytes: i32,
+) -> usize {
     let mut remaining = max_bytes.max(0) as usize;
     let mut total = 0;
     for (o, limit) in outcomes.iter_mut().zip(partition_limits) {
@@ -107,7 +130,9 @@ fn apply_byte_limits(outcomes: &mut [FetchOutcome], partition_limits: impl Itera
 }
 
 fn first_batch_len(records: &[u8]) -> usize {
-    BatchHeader::parse(records).map(|h| h.size.min(records.len())).unwrap_or(records.len())
+    BatchHeader::parse(records)
+        .map(|h| h.size.min(records.len()))
+        .unwrap_or(records.len())
 }
 
 /// Length of the longest run of whole batches at the start of `records` within `limit`.
@@ -149,5 +174,7 @@ fn response(request: &FetchRequest, outcomes: Vec<FetchOutcome>) -> FetchRespons
                 .with_partitions(partitions)
         })
         .collect();
-    FetchResponse::default().with_session_id(0).with_responses(responses)
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
 }

@@ -4,7 +4,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
 use kafka_protocol::ResponseError;
 
@@ -18,9 +20,17 @@ impl Handler for ListOffsetsHandler {
     type Response = ListOffsetsResponse;
     const VERSIONS: (i16, i16) = (1, 10);
 
-    async fn handle(shard: Rc<Shard>, header: RequestHeader, request: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
+    async fn handle(
+        shard: Rc<Shard>,
+        header: RequestHeader,
+        request: ListOffsetsRequest,
+    ) -> Option<ListOffsetsResponse> {
         let metadata = shard.controller().metadata();
-        let unknown = OffsetOutcome { error: Some(ResponseError::UnknownTopicOrPartition), offset: -1, timestamp: -1 };
+        let unknown = OffsetOutcome {
+            error: Some(ResponseError::UnknownTopicOrPartition),
+            offset: -1,
+            timestamp: -1,
+        };
         let mut outcomes = Vec::new();
         let mut items = Vec::new();
         let mut slots = Vec::new();
@@ -29,17 +39,28 @@ impl Handler for ListOffsetsHandler {
             let known = metadata.topic(name).map(|t| t.partitions);
             for p in &topic.partitions {
                 if known.is_some_and(|n| (0..n).contains(&p.partition_index)) {
-                    let tp = TopicPartition { topic: name.to_string(), partition: p.partition_index };
+                    let tp = TopicPartition {
+                        topic: name.to_string(),
+                        partition: p.partition_index,
+                    };
                     slots.push(outcomes.len());
                     items.push((
                         shard.cluster.owner_of(name, p.partition_index),
-                        OffsetQuery { tp, timestamp: p.timestamp },
+                        OffsetQuery {
+                            tp,
+                            timestamp: p.timestamp,
+                        },
                     ));
                 }
                 outcomes.push(unknown);
             }
         }
-        let answers = shard.fan_out(items, |items, reply| ShardCall::ListOffsets { items, reply }).await;
+        let answers = shard
+            .fan_out(items, |items, reply| ShardCall::ListOffsets {
+                items,
+                reply,
+            })
+            .await;
         for (slot, answer) in slots.into_iter().zip(answers) {
             if let Some(answer) = answer {
                 outcomes[slot] = answer;
@@ -61,10 +82,16 @@ impl Handler for ListOffsetsHandler {
                             .with_offset(o.offset)
                             .with_timestamp(o.timestamp)
                             // The field exists from v4; encoding it earlier is an error.
-                            .with_leader_epoch(if header.request_api_version >= 4 { 0 } else { -1 })
+                            .with_leader_epoch(if header.request_api_version >= 4 {
+                                0
+                            } else {
+                                -1
+                            })
                     })
                     .collect();
-                ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions)
+                ListOffsetsTopicResponse::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions)
             })
             .collect();
         Some(ListOffsetsResponse::default().with_topics(topics))

@@ -6,7 +6,9 @@ use std::rc::Rc;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName};
+use kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::TopicMetadata;
@@ -22,7 +24,11 @@ impl Handler for MetadataHandler {
     type Response = MetadataResponse;
     const VERSIONS: (i16, i16) = (0, 13);
 
-    async fn handle(shard: Rc<Shard>, _: RequestHeader, request: MetadataRequest) -> Option<MetadataResponse> {
+    async fn handle(
+        shard: Rc<Shard>,
+        _: RequestHeader,
+        request: MetadataRequest,
+    ) -> Option<MetadataResponse> {
         let node_id = shard.config().node_id;
         let (host, port) = shard.cluster.advertised.clone();
         let mut topics = Vec::new();
@@ -34,10 +40,13 @@ impl Handler for MetadataHandler {
             }
             Some(requested) => {
                 // v0 requests could not opt out of auto-creation; the field defaults to true.
-                let may_create = request.allow_auto_topic_creation && shard.config().auto_create_topics;
+                let may_create =
+                    request.allow_auto_topic_creation && shard.config().auto_create_topics;
                 for wanted in requested {
                     topics.push(match wanted.name {
-                        Some(name) => lookup_by_name(&shard, name.as_str(), may_create, node_id).await,
+                        Some(name) => {
+                            lookup_by_name(&shard, name.as_str(), may_create, node_id).await
+                        }
                         None => lookup_by_id(&shard, wanted.topic_id, node_id),
                     });
                 }
@@ -50,14 +59,21 @@ impl Handler for MetadataHandler {
         Some(
             MetadataResponse::default()
                 .with_brokers(vec![broker])
-                .with_cluster_id(Some(StrBytes::from_string(shard.controller().metadata().cluster_id.clone())))
+                .with_cluster_id(Some(StrBytes::from_string(
+                    shard.controller().metadata().cluster_id.clone(),
+                )))
                 .with_controller_id(BrokerId(node_id))
                 .with_topics(topics),
         )
     }
 }
 
-async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id: i32) -> MetadataResponseTopic {
+async fn lookup_by_name(
+    shard: &Rc<Shard>,
+    name: &str,
+    may_create: bool,
+    node_id: i32,
+) -> MetadataResponseTopic {
     if let Some(topic) = shard.controller().metadata().topic(name) {
         return describe(topic, node_id);
     }
@@ -71,12 +87,13 @@ async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id
     let partitions = shard.config().num_partitions;
     match admin::create_topic(shard, name, partitions, 1, Default::default()).await {
         Ok(topic) => describe(&topic, node_id),
-        Err(admin::AdminError { code: ResponseError::TopicAlreadyExists, .. }) => {
-            match shard.controller().metadata().topic(name) {
-                Some(topic) => describe(topic, node_id),
-                None => missing(Some(name), ResponseError::LeaderNotAvailable),
-            }
-        }
+        Err(admin::AdminError {
+            code: ResponseError::TopicAlreadyExists,
+            ..
+        }) => match shard.controller().metadata().topic(name) {
+            Some(topic) => describe(topic, node_id),
+            None => missing(Some(name), ResponseError::LeaderNotAvailable),
+        },
         Err(e) => {
             tracing::warn!(topic = name, "auto-creation failed: {}", e.message);
             missing(Some(name), e.code)

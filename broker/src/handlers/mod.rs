@@ -6,6 +6,7 @@ mod api_versions;
 mod create_topics;
 mod delete_topics;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -74,6 +75,7 @@ handler_table! {
     ApiVersions => api_versions::ApiVersionsHandler,
     CreateTopics => create_topics::CreateTopicsHandler,
     DeleteTopics => delete_topics::DeleteTopicsHandler,
+    InitProducerId => init_producer_id::InitProducerIdHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that
@@ -93,7 +95,9 @@ pub fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Pending, FrameErr
         // KIP-511: answer a too-new ApiVersions with UNSUPPORTED_VERSION in a v0 body so
         // the client can retry with a version both sides know.
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        return Ok(Box::pin(std::future::ready(api_versions::unsupported_version(correlation_id))));
+        return Ok(Box::pin(std::future::ready(
+            api_versions::unsupported_version(correlation_id),
+        )));
     }
     if version < min || version > max {
         return Err(FrameError::UnsupportedVersion(key, version));
@@ -113,7 +117,8 @@ where
     H::Request: 'static,
 {
     let version = header.request_api_version;
-    let request = H::Request::decode(&mut body, version).map_err(|e| FrameError::Decode(key, version, e.to_string()))?;
+    let request = H::Request::decode(&mut body, version)
+        .map_err(|e| FrameError::Decode(key, version, e.to_string()))?;
     Ok(Box::pin(async move {
         let correlation_id = header.correlation_id;
         let response = H::handle(shard, header, request).await?;
@@ -135,11 +140,15 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
 ) -> Result<BytesMut, String> {
     let header_version = R::header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = header.compute_size(header_version).map_err(|e| e.to_string())?
+    let size = header
+        .compute_size(header_version)
+        .map_err(|e| e.to_string())?
         + body.compute_size(version).map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
-    header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| e.to_string())?;
     body.encode(&mut buf, version).map_err(|e| e.to_string())?;
     Ok(buf)
 }

@@ -19,7 +19,11 @@ impl Handler for ProduceHandler {
     // v13 names topics by id only; Sluice serves names until topic ids are routed.
     const VERSIONS: (i16, i16) = (3, 12);
 
-    async fn handle(shard: Rc<Shard>, _: RequestHeader, request: ProduceRequest) -> Option<ProduceResponse> {
+    async fn handle(
+        shard: Rc<Shard>,
+        _: RequestHeader,
+        request: ProduceRequest,
+    ) -> Option<ProduceResponse> {
         let acks = request.acks;
         let metadata = shard.controller().metadata();
         // Each partition's answer is decided here (bad acks, unknown partition) or by its shard.
@@ -39,10 +43,19 @@ impl Handler for ProduceHandler {
                     match &partition.records {
                         None => refuse(ResponseError::CorruptMessage),
                         Some(records) => {
-                            let tp = TopicPartition { topic: name.to_string(), partition: partition.index };
+                            let tp = TopicPartition {
+                                topic: name.to_string(),
+                                partition: partition.index,
+                            };
                             let owner = shard.cluster.owner_of(name, partition.index);
                             slots.push(early.len());
-                            items.push((owner, ProduceItem { tp, records: records.clone() }));
+                            items.push((
+                                owner,
+                                ProduceItem {
+                                    tp,
+                                    records: records.clone(),
+                                },
+                            ));
                             None
                         }
                     }
@@ -52,10 +65,18 @@ impl Handler for ProduceHandler {
         }
         let timeout_ms = request.timeout_ms;
         let answers = shard
-            .fan_out(items, |items, reply| ShardCall::Produce { items, acks, timeout_ms, reply })
+            .fan_out(items, |items, reply| ShardCall::Produce {
+                items,
+                acks,
+                timeout_ms,
+                reply,
+            })
             .await;
         for (slot, answer) in slots.into_iter().zip(answers) {
-            early[slot] = Some(answer.unwrap_or_else(|| ProduceOutcome::refused(ResponseError::NotLeaderOrFollower)));
+            early[slot] =
+                Some(answer.unwrap_or_else(|| {
+                    ProduceOutcome::refused(ResponseError::NotLeaderOrFollower)
+                }));
         }
         if acks == 0 {
             return None;
@@ -69,7 +90,9 @@ impl Handler for ProduceHandler {
                     .partition_data
                     .iter()
                     .map(|p| {
-                        let o = outcomes.next().flatten().unwrap_or_else(|| ProduceOutcome::refused(ResponseError::UnknownServerError));
+                        let o = outcomes.next().flatten().unwrap_or_else(|| {
+                            ProduceOutcome::refused(ResponseError::UnknownServerError)
+                        });
                         PartitionProduceResponse::default()
                             .with_index(p.index)
                             .with_error_code(error_code(o.error))
@@ -79,7 +102,9 @@ impl Handler for ProduceHandler {
                             .with_error_message(o.message.map(StrBytes::from_string))
                     })
                     .collect();
-                TopicProduceResponse::default().with_name(topic.name.clone()).with_partition_responses(partitions)
+                TopicProduceResponse::default()
+                    .with_name(topic.name.clone())
+                    .with_partition_responses(partitions)
             })
             .collect();
         Some(ProduceResponse::default().with_responses(responses))

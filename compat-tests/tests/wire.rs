@@ -1,0 +1,514 @@
+//! Exact requests on the wire: error codes a client sees, long-polling fetches, bad
+//! frames that close only their own connection, and ids that survive a restart.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use compat_tests::{batch_offsets, record_batch, Broker, RawClient};
+use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
+use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use kafka_protocol::messages::produce_response::ProduceResponse;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const CORRUPT_MESSAGE: i16 = 2;
+const MESSAGE_TOO_LARGE: i16 = 10;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
+const INVALID_RECORD: i16 = 87;
+const INVALID_REQUIRED_ACKS: i16 = 21;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create(client: &mut RawClient, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(configs)]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "{:?}",
+        response.topics[0].error_message
+    );
+}
+
+fn produce(
+    client: &mut RawClient,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+) -> ProduceResponse {
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(records))])]);
+    client.call(ApiKey::Produce, 9, &request)
+}
+
+fn produce_error(client: &mut RawClient, topic: &str, partition: i32, records: Bytes) -> i16 {
+    produce(client, topic, partition, -1, records).responses[0].partition_responses[0].error_code
+}
+
+fn fetch_request(
+    topic: &str,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+    partition_max: i32,
+    max: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(max)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(partition_max)])])
+}
+
+#[test]
+fn produce_errors_carry_kafkas_codes() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(&mut client, "errors", 1, &[]);
+
+    let good = record_batch(&[b"hello"], 1000);
+    let answer = produce(&mut client, "errors", 0, -1, good.clone());
+    let p = &answer.responses[0].partition_responses[0];
+    assert_eq!(
+        (
+            p.error_code,
+            p.base_offset,
+            p.log_append_time_ms,
+            p.log_start_offset
+        ),
+        (0, 0, -1, 0)
+    );
+
+    assert_eq!(
+        produce_error(&mut client, "errors", 7, good.clone()),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        produce_error(&mut client, "nowhere", 0, good.clone()),
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+
+    let mut corrupt = good.to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(
+        produce_error(&mut client, "errors", 0, corrupt.into()),
+        CORRUPT_MESSAGE
+    );
+
+    let mut magic1 = good.to_vec();
+    magic1[16] = 1;
+    assert_eq!(
+        produce_error(&mut client, "errors", 0, magic1.into()),
+        UNSUPPORTED_FOR_MESSAGE_FORMAT
+    );
+
+    let big = vec![b'x'; 1_100_000];
+    assert_eq!(
+        produce_error(&mut client, "errors", 0, record_batch(&[&big], 1000)),
+        MESSAGE_TOO_LARGE
+    );
+
+    // Two batches in one partition's records: Kafka requires exactly one.
+    let mut two = good.to_vec();
+    two.extend_from_slice(&good);
+    assert_eq!(
+        produce_error(&mut client, "errors", 0, two.into()),
+        INVALID_RECORD
+    );
+
+    let bad_acks = produce(&mut client, "errors", 0, 2, good.clone());
+    assert_eq!(
+        bad_acks.responses[0].partition_responses[0].error_code,
+        INVALID_REQUIRED_ACKS
+    );
+
+    // None of the refused batches took an offset.
+    let answer = produce(&mut client, "errors", 0, 1, good);
+    assert_eq!(answer.responses[0].partition_responses[0].base_offset, 1);
+}
+
+#[test]
+fn idempotent_retries_get_the_original_offsets() {
+    use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+    use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(&mut client, "idem", 1, &[]);
+    let init = InitProducerIdRequest::default().with_transaction_timeout_ms(60_000);
+    let a: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &init);
+    let b: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &init);
+    assert_eq!((a.error_code, a.producer_epoch), (0, 0));
+    assert_ne!(
+        a.producer_id, b.producer_id,
+        "every producer gets its own id"
+    );
+    let batch = |sequence: i32| {
+        let mut b = record_batch(&[b"once", b"only"], 1).to_vec();
+        b[43..51].copy_from_slice(&a.producer_id.0.to_be_bytes());
+        b[51..53].copy_from_slice(&0i16.to_be_bytes());
+        b[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = compat_tests::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    };
+    let first = produce(&mut client, "idem", 0, -1, batch(0));
+    let retry = produce(&mut client, "idem", 0, -1, batch(0));
+    let offset = |r: &ProduceResponse| {
+        (
+            r.responses[0].partition_responses[0].error_code,
+            r.responses[0].partition_responses[0].base_offset,
+        )
+    };
+    assert_eq!(offset(&first), (0, 0));
+    assert_eq!(
+        offset(&retry),
+        (0, 0),
+        "a retry is answered with the original offset"
+    );
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    assert_eq!(
+        offset(&produce(&mut client, "idem", 0, -1, batch(7))).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        offset(&produce(&mut client, "idem", 0, -1, batch(2))),
+        (0, 2)
+    );
+    let r: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("idem", 0, 0, 1, 1 << 20, 1 << 20),
+    );
+    assert_eq!(
+        batch_offsets(r.responses[0].partitions[0].records.clone().unwrap()),
+        vec![(0, 2), (2, 2)]
+    );
+}
+
+#[test]
+fn log_append_time_topics_stamp_the_broker_time() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(
+        &mut client,
+        "stamped",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let answer = produce(&mut client, "stamped", 0, 1, record_batch(&[b"a"], 42));
+    let stamped = answer.responses[0].partition_responses[0].log_append_time_ms;
+    assert!(
+        stamped >= before - 1000,
+        "log_append_time_ms {stamped} must be the broker's clock"
+    );
+}
+
+#[test]
+fn fetch_long_poll_returns_as_soon_as_data_arrives() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(&mut client, "poll", 1, &[]);
+    let addr = broker.addr.clone();
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut producer = RawClient::connect(&addr);
+        produce(&mut producer, "poll", 0, 1, record_batch(&[b"wake up"], 1));
+    });
+    let started = Instant::now();
+    let response: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("poll", 0, 20_000, 1, 1 << 20, 1 << 20),
+    );
+    let waited = started.elapsed();
+    producer.join().unwrap();
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(batch_offsets(p.records.clone().unwrap()), vec![(0, 1)]);
+    assert!(
+        waited < Duration::from_secs(10),
+        "fetch waited {waited:?} with max_wait 20 s although data came at 0.5 s"
+    );
+    assert!(
+        waited >= Duration::from_millis(400),
+        "fetch returned before any data existed"
+    );
+
+    // With nothing to read, the fetch waits out max_wait_ms and returns empty.
+    let started = Instant::now();
+    let response: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("poll", 1, 300, 1, 1 << 20, 1 << 20),
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(response.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_none_or(|r| r.is_empty()));
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+}
+
+#[test]
+fn fetch_limits_follow_kip_74_and_report_out_of_range() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(&mut client, "limits", 1, &[]);
+    let payload = vec![b'p'; 1000];
+    for _ in 0..5 {
+        produce(&mut client, "limits", 0, 1, record_batch(&[&payload], 1));
+    }
+    // partition_max_bytes of 10 still returns the first whole batch.
+    let r: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("limits", 0, 0, 1, 10, 1 << 20),
+    );
+    assert_eq!(
+        batch_offsets(r.responses[0].partitions[0].records.clone().unwrap()),
+        vec![(0, 1)]
+    );
+    // 2500 bytes hold two whole batches of ~1070 bytes.
+    let r: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("limits", 1, 0, 1, 1 << 20, 2500),
+    );
+    assert_eq!(
+        batch_offsets(r.responses[0].partitions[0].records.clone().unwrap()),
+        vec![(1, 1), (2, 1)]
+    );
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        (p.high_watermark, p.log_start_offset, p.last_stable_offset),
+        (5, 0, 5)
+    );
+    let r: FetchResponse = client.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("limits", 99, 0, 1, 1 << 20, 1 << 20),
+    );
+    assert_eq!(r.responses[0].partitions[0].error_code, OFFSET_OUT_OF_RANGE);
+}
+
+#[test]
+fn list_offsets_earliest_latest_max_timestamp_and_by_time() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(&mut client, "offsets", 1, &[]);
+    for ts in [1000, 5000, 3000] {
+        produce(
+            &mut client,
+            "offsets",
+            0,
+            1,
+            record_batch(&[b"a", b"b"], ts),
+        );
+    }
+    let query = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("offsets"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(ts)])])
+    };
+    let mut ask = |ts: i64| {
+        let r: ListOffsetsResponse = client.call(ApiKey::ListOffsets, 8, &query(ts));
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp)
+    };
+    assert_eq!(ask(-2), (0, 0, -1));
+    assert_eq!(ask(-1), (0, 6, -1));
+    assert_eq!(
+        ask(-3),
+        (0, 3, 5000),
+        "max timestamp: the last record of the 5000 batch"
+    );
+    assert_eq!(
+        ask(4000).1,
+        2,
+        "first record at or after 4000 is offset 2 (time 5000)"
+    );
+    assert_eq!(ask(9000), (0, -1, -1));
+}
+
+#[test]
+fn metadata_ids_survive_restart_and_bad_names_are_refused() {
+    let mut broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    create(&mut client, "ids", 3, &[]);
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("ids"))),
+        MetadataRequestTopic::default().with_name(Some(name("bad name!"))),
+    ]));
+    let before: MetadataResponse = client.call(ApiKey::Metadata, 12, &request);
+    assert_eq!(before.topics[0].partitions.len(), 3);
+    assert_eq!(before.topics[1].error_code, INVALID_TOPIC_EXCEPTION);
+    assert!(!before.topics[0].topic_id.is_nil(), "topics have ids");
+    broker.restart();
+    let mut client = RawClient::connect(&broker.addr);
+    let after: MetadataResponse = client.call(ApiKey::Metadata, 12, &request);
+    assert_eq!(
+        after.cluster_id, before.cluster_id,
+        "cluster id is stable across restarts"
+    );
+    assert_eq!(
+        after.topics[0].topic_id, before.topics[0].topic_id,
+        "topic id is stable across restarts"
+    );
+}
+
+#[test]
+fn api_versions_lists_the_handlers_and_answers_a_too_new_request_with_v0() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    let r: ApiVersionsResponse =
+        client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+    let keys: Vec<i16> = r.api_keys.iter().map(|k| k.api_key).collect();
+    for key in [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::Metadata,
+        ApiKey::ApiVersions,
+    ] {
+        assert!(
+            keys.contains(&(key as i16)),
+            "{key:?} missing from {keys:?}"
+        );
+    }
+    let fetch = r
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Fetch as i16)
+        .unwrap();
+    assert!(
+        fetch.max_version <= 12,
+        "Fetch v13+ needs topic ids, which are not routed"
+    );
+
+    // A version from the future gets UNSUPPORTED_VERSION in a v0 body.
+    let mut raw = RawClient::connect(&broker.addr);
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&(ApiKey::ApiVersions as i16).to_be_bytes());
+    frame.extend_from_slice(&99i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes());
+    raw.send_frame(&frame);
+    let mut answer = raw
+        .read_frame()
+        .expect("an answer, not a closed connection");
+    use bytes::Buf;
+    assert_eq!(answer.get_i32(), 7, "correlation id");
+    use kafka_protocol::protocol::Decodable;
+    let v0 = ApiVersionsResponse::decode(&mut answer, 0).expect("v0 body");
+    assert_eq!(v0.error_code, UNSUPPORTED_VERSION);
+    assert!(!v0.api_keys.is_empty());
+}
+
+/// Another client keeps working while one connection misbehaves.
+fn assert_serving(broker: &mut Broker) {
+    assert!(broker.is_running(), "broker died; log:\n{}", broker.log());
+    let mut other = RawClient::connect(&broker.addr);
+    let r: ApiVersionsResponse = other.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+}
+
+#[test]
+fn an_oversized_frame_closes_only_its_connection() {
+    let mut broker = Broker::start(&[]);
+    let mut bad = RawClient::connect(&broker.addr);
+    let mut bystander = RawClient::connect(&broker.addr);
+    // Announce 2 GB; socket.request.max.bytes is 100 MiB.
+    bad.send_raw(&(2_000_000_000i32).to_be_bytes()).unwrap();
+    assert!(bad.is_closed_by_broker());
+    let r: ApiVersionsResponse =
+        bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+    assert_serving(&mut broker);
+}
+
+#[test]
+fn garbage_frames_close_only_their_connection() {
+    let mut broker = Broker::start(&[]);
+    let frames: Vec<Vec<u8>> = vec![
+        // Metadata v0 whose topic array claims 2^31 entries in 5 bytes: unpatched, enough
+        // to make a decoder allocate gigabytes and abort.
+        vec![
+            0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xb6,
+        ],
+        // An API key that does not exist.
+        vec![0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0],
+        // Produce at a version below the lowest served.
+        vec![0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 1, 2, 3],
+        // Shorter than a request header.
+        vec![1, 2, 3],
+        // Random bytes.
+        (0..200u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(),
+    ];
+    for frame in frames {
+        let mut bad = RawClient::connect(&broker.addr);
+        bad.send_frame(&frame);
+        assert!(
+            bad.is_closed_by_broker(),
+            "frame {frame:?} should close its connection"
+        );
+        assert_serving(&mut broker);
+    }
+}
