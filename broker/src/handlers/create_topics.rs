@@ -107,7 +107,7 @@ async fn create(
             "number of partitions must be at least 1",
         ));
     }
-    if replication_factor < 1 || replication_factor > 1 {
+    if replication_factor != 1 {
         return Err(AdminError::new(
             ResponseError::InvalidReplicationFactor,
             format!(

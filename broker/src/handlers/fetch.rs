@@ -21,6 +21,10 @@ use crate::shard::{FetchItem, FetchOutcome, Shard, ShardCall, TopicPartition};
 
 pub(crate) struct FetchHandler;
 
+/// Kafka's broker-side `fetch.max.bytes` (55 MiB): the most one fetch returns, whatever
+/// the client asks, so a request for 2 GB cannot make the broker read and hold 2 GB.
+const FETCH_MAX_BYTES: i32 = 57_671_680;
+
 impl Handler for FetchHandler {
     type Request = FetchRequest;
     type Response = FetchResponse;
@@ -50,7 +54,7 @@ impl Handler for FetchHandler {
                             topic: name.to_string(),
                             partition: p.partition,
                         };
-                        let max_bytes = p.partition_max_bytes.max(0) as usize;
+                        let max_bytes = p.partition_max_bytes.clamp(0, FETCH_MAX_BYTES) as usize;
                         slots.push(outcomes.len());
                         items.push((
                             shard.cluster.owner_of(name, p.partition),
@@ -85,7 +89,8 @@ impl Handler for FetchHandler {
                 .topics
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| p.partition_max_bytes));
-            let total = apply_byte_limits(&mut outcomes, partition_limits, request.max_bytes);
+            let max_bytes = request.max_bytes.min(FETCH_MAX_BYTES);
+            let total = apply_byte_limits(&mut outcomes, partition_limits, max_bytes);
             let has_error = outcomes.iter().any(|o| o.error.is_some());
             let done = total >= request.min_bytes.max(0) as usize
                 || has_error
