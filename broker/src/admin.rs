@@ -33,12 +33,8 @@ impl From<ControllerError> for AdminError {
             ControllerError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             ControllerError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
             ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-            ControllerError::InvalidReplicationFactor(..) => {
-                ResponseError::InvalidReplicationFactor
-            }
-            ControllerError::Storage(_) | ControllerError::Corrupt(_) => {
-                ResponseError::KafkaStorageError
-            }
+            ControllerError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+            ControllerError::Storage(_) | ControllerError::Corrupt(_) => ResponseError::KafkaStorageError,
         };
         AdminError {
             code,
@@ -50,8 +46,7 @@ impl From<ControllerError> for AdminError {
 /// Checks a topic's requested configs against what Sluice knows.
 pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), AdminError> {
     for (key, value) in configs {
-        topic_config::validate(key, value)
-            .map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
+        topic_config::validate(key, value).map_err(|m| AdminError::new(ResponseError::InvalidConfig, m))?;
     }
     Ok(())
 }
@@ -106,9 +101,7 @@ async fn broadcast(
     for answer in answers {
         match answer.await {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                return Err(AdminError::new(ResponseError::KafkaStorageError, message))
-            }
+            Ok(Err(message)) => return Err(AdminError::new(ResponseError::KafkaStorageError, message)),
             Err(_) => {
                 return Err(AdminError::new(
                     ResponseError::BrokerNotAvailable,

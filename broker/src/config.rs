@@ -65,6 +65,26 @@ pub struct Cli {
     /// does by default [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub acks_all_fsync: Option<bool>,
+    /// Partitions of __consumer_offsets, fixed when it is first created
+    /// (offsets.topic.num.partitions) [default: 50].
+    #[arg(long, value_name = "N")]
+    pub offsets_topic_num_partitions: Option<i32>,
+    /// How long a new group waits for more members before its first rebalance
+    /// (group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long, value_name = "MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Smallest session timeout a member may ask for (group.min.session.timeout.ms) [default: 6000].
+    #[arg(long, value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<i32>,
+    /// Largest session timeout a member may ask for (group.max.session.timeout.ms) [default: 1800000].
+    #[arg(long, value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<i32>,
+    /// Most members a group may have (group.max.size) [default: unlimited].
+    #[arg(long, value_name = "N")]
+    pub group_max_size: Option<usize>,
+    /// Committed offsets of a group empty this long are removed (offsets.retention.minutes) [default: 10080].
+    #[arg(long, value_name = "MINUTES")]
+    pub offsets_retention_minutes: Option<i64>,
     /// Log format: human or json [default: human].
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
@@ -88,6 +108,12 @@ struct FileConfig {
     flush_messages: Option<u64>,
     flush_ms: Option<i64>,
     acks_all_fsync: Option<bool>,
+    offsets_topic_num_partitions: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<i32>,
+    group_max_session_timeout_ms: Option<i32>,
+    group_max_size: Option<usize>,
+    offsets_retention_minutes: Option<i64>,
     log_format: Option<String>,
 }
 
@@ -108,6 +134,12 @@ pub struct BrokerConfig {
     pub flush_messages: u64,
     pub flush_ms: i64,
     pub acks_all_fsync: bool,
+    pub offsets_topic_num_partitions: i32,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub group_max_size: usize,
+    pub offsets_retention_minutes: i64,
     pub log_json: bool,
 }
 
@@ -117,9 +149,7 @@ impl BrokerConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let config = BrokerConfig {
             listen: cli
                 .listen
@@ -129,17 +159,11 @@ impl BrokerConfig {
                 Some(s) => Some(parse_host_port(&s)?),
                 None => None,
             },
-            data_dir: cli
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             shards: cli.shards.or(file.shards).unwrap_or(cores),
             node_id: cli.node_id.or(file.node_id).unwrap_or(1),
             num_partitions: cli.num_partitions.or(file.num_partitions).unwrap_or(1),
-            auto_create_topics: cli
-                .auto_create_topics
-                .or(file.auto_create_topics)
-                .unwrap_or(true),
+            auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             message_max_bytes: cli
                 .message_max_bytes
                 .or(file.message_max_bytes)
@@ -152,20 +176,32 @@ impl BrokerConfig {
                 .segment_bytes
                 .or(file.segment_bytes)
                 .unwrap_or(sluice_storage::log::SEGMENT_BYTES_DEFAULT),
-            segment_ms: cli
-                .segment_ms
-                .or(file.segment_ms)
-                .unwrap_or(7 * 24 * 3600 * 1000),
-            flush_messages: cli
-                .flush_messages
-                .or(file.flush_messages)
-                .unwrap_or(u64::MAX),
+            segment_ms: cli.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
+            flush_messages: cli.flush_messages.or(file.flush_messages).unwrap_or(u64::MAX),
             flush_ms: cli.flush_ms.or(file.flush_ms).unwrap_or(i64::MAX),
             acks_all_fsync: cli.acks_all_fsync.or(file.acks_all_fsync).unwrap_or(true),
-            log_json: cli
-                .log_format
-                .or(file.log_format)
-                .is_some_and(|f| f == "json"),
+            offsets_topic_num_partitions: cli
+                .offsets_topic_num_partitions
+                .or(file.offsets_topic_num_partitions)
+                .unwrap_or(50),
+            group_initial_rebalance_delay_ms: cli
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(3000),
+            group_min_session_timeout_ms: cli
+                .group_min_session_timeout_ms
+                .or(file.group_min_session_timeout_ms)
+                .unwrap_or(6000),
+            group_max_session_timeout_ms: cli
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms)
+                .unwrap_or(1_800_000),
+            group_max_size: cli.group_max_size.or(file.group_max_size).unwrap_or(usize::MAX),
+            offsets_retention_minutes: cli
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes)
+                .unwrap_or(7 * 24 * 60),
+            log_json: cli.log_format.or(file.log_format).is_some_and(|f| f == "json"),
         };
         config.validate()?;
         Ok(config)
@@ -179,10 +215,7 @@ impl BrokerConfig {
             ));
         }
         if self.node_id < 0 {
-            return Err(format!(
-                "--node-id must not be negative, not {}",
-                self.node_id
-            ));
+            return Err(format!("--node-id must not be negative, not {}", self.node_id));
         }
         if self.num_partitions < 1 {
             return Err(format!(
@@ -191,17 +224,26 @@ impl BrokerConfig {
             ));
         }
         if self.message_max_bytes < 64 || self.message_max_bytes > self.socket_request_max_bytes {
-            return Err(
-                "--message-max-bytes must be between 64 and --socket-request-max-bytes".into(),
-            );
+            return Err("--message-max-bytes must be between 64 and --socket-request-max-bytes".into());
         }
         if self.socket_request_max_bytes > i32::MAX as usize {
-            return Err(
-                "--socket-request-max-bytes must fit a Kafka frame length (2147483647)".into(),
-            );
+            return Err("--socket-request-max-bytes must fit a Kafka frame length (2147483647)".into());
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {
             return Err("--segment-bytes must be between 1024 and 4294967295".into());
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            return Err("--offsets-topic-num-partitions must be at least 1".into());
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(
+                "--group-min-session-timeout-ms must be positive and at most --group-max-session-timeout-ms".into(),
+            );
+        }
+        if self.group_max_size < 1 || self.offsets_retention_minutes < 1 {
+            return Err("--group-max-size and --offsets-retention-minutes must be positive".into());
         }
         if self.segment_ms < 1 || self.flush_ms < 1 || self.flush_messages < 1 {
             return Err("--segment-ms, --flush-ms and --flush-messages must be positive".into());
@@ -211,8 +253,7 @@ impl BrokerConfig {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -226,12 +267,7 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err(format!("advertised listener '{s}' has no host"));
     }
-    Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-    ))
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 #[cfg(test)]
@@ -243,18 +279,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, "num-partitions = 6\nnode-id = 7\n").unwrap();
-        let cli = Cli::parse_from([
-            "sluice",
-            "--config",
-            path.to_str().unwrap(),
-            "--node-id",
-            "3",
-        ]);
+        let cli = Cli::parse_from(["sluice", "--config", path.to_str().unwrap(), "--node-id", "3"]);
         let c = BrokerConfig::resolve(cli).unwrap();
-        assert_eq!(
-            (c.num_partitions, c.node_id, c.auto_create_topics),
-            (6, 3, true)
-        );
+        assert_eq!((c.num_partitions, c.node_id, c.auto_create_topics), (6, 3, true));
     }
 
     #[test]
@@ -264,11 +291,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "colour = 'blue'\n").unwrap();
-        assert!(BrokerConfig::resolve(Cli::parse_from([
-            "sluice",
-            "--config",
-            path.to_str().unwrap()
-        ]))
-        .is_err());
+        assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--config", path.to_str().unwrap()])).is_err());
     }
 }

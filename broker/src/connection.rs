@@ -38,8 +38,7 @@ enum ReadError {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut answers) =
-        mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
+    let (queue, mut answers) = mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
     let write_task = tokio::task::spawn_local(async move {
         while let Some(pending) = answers.recv().await {
             match pending.await {
@@ -73,7 +72,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        match handlers::dispatch(&shard, frame) {
+        match handlers::dispatch(&shard, peer, frame) {
             Ok(pending) => {
                 if queue.send(tokio::task::spawn_local(pending)).await.is_err() {
                     break;
@@ -91,11 +90,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 
 /// Reads one length-prefixed frame. The length is checked against the limit before
 /// any buffer grows for it. Ok(None) is a clean end of stream between frames.
-async fn read_frame(
-    reader: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<Bytes>, ReadError> {
+async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
     loop {
         if buf.len() >= 4 {
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);

@@ -7,12 +7,16 @@
 mod admin;
 mod config;
 mod connection;
+mod group;
 mod handlers;
 mod server;
 mod shard;
 mod topic_config;
 
 use std::process::ExitCode;
+
+/// Kafka's internal topic of committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 use clap::Parser;
 

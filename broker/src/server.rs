@@ -20,8 +20,8 @@ use crate::shard::{Cluster, Shard, ShardCall, INBOX_DEPTH};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(config: BrokerConfig) -> Result<(), String> {
-    let controller =
-        LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
+    let controller = LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
+    let offsets_partitions = ensure_offsets_topic(&controller, &config)?;
     remove_orphan_partitions(&config.data_dir, &controller.metadata());
     let listeners = bind(config.listen, config.shards)?;
     let bound = listeners[0].local_addr().map_err(|e| e.to_string())?;
@@ -38,6 +38,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         .map(|_| mpsc::channel::<ShardCall>(INBOX_DEPTH))
         .unzip();
     let shards = config.shards;
+    let config_for_groups = config.clone();
     let cluster = Arc::new(Cluster {
         config,
         controller: Arc::new(controller),
@@ -45,6 +46,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         peers,
         shutdown: shutdown_rx,
         producer_ids: std::sync::Mutex::new(0..0),
+        offsets_partitions,
+        groups: group_config(&config_for_groups),
     });
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -95,16 +98,11 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
 }
 
 fn wait_for_signal() {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return;
     };
     rt.block_on(async {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
@@ -138,9 +136,7 @@ fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<StdListener>, String> {
         .map_err(|e| format!("socket: {e}"))?;
         socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
         socket.set_reuseport(true).map_err(|e| e.to_string())?;
-        socket
-            .bind(addr)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        socket.bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let listener = socket
             .listen(BACKLOG)
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -158,10 +154,7 @@ fn run_shard(
     mut inbox: mpsc::Receiver<ShardCall>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {id}: runtime: {e}")));
@@ -177,6 +170,10 @@ fn run_shard(
                 return;
             }
         }
+        if let Err(e) = shard.load_groups() {
+            let _ = ready.send(Err(format!("shard {id}: cannot load consumer groups: {e}")));
+            return;
+        }
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
@@ -185,6 +182,14 @@ fn run_shard(
             }
         };
         tokio::task::spawn_local(shard.clone().run_flusher());
+        let ticking = shard.clone();
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(crate::group::TICK);
+            loop {
+                tick.tick().await;
+                ticking.tick_groups();
+            }
+        });
         let serving = shard.clone();
         tokio::task::spawn_local(async move {
             while let Some(call) = inbox.recv().await {
@@ -225,6 +230,34 @@ fn run_shard(
     });
 }
 
+/// Creates `__consumer_offsets` on first start; returns its partition count, which
+/// places every group and so must never change afterwards.
+fn ensure_offsets_topic(controller: &LocalController, config: &BrokerConfig) -> Result<i32, String> {
+    if let Some(topic) = controller.metadata().topic(crate::OFFSETS_TOPIC) {
+        return Ok(topic.partitions);
+    }
+    let topic = controller
+        .create_topic(sluice_controller::NewTopic {
+            name: crate::OFFSETS_TOPIC.to_string(),
+            partitions: config.offsets_topic_num_partitions,
+            replication_factor: 1,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            internal: true,
+        })
+        .map_err(|e| format!("cannot create {}: {e}", crate::OFFSETS_TOPIC))?;
+    Ok(topic.partitions)
+}
+
+fn group_config(config: &BrokerConfig) -> crate::group::GroupConfig {
+    crate::group::GroupConfig {
+        initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        session_timeout_ms_min: config.group_min_session_timeout_ms,
+        session_timeout_ms_max: config.group_max_session_timeout_ms,
+        size_max: config.group_max_size,
+        offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+    }
+}
+
 /// Partition directories whose topic no longer exists (a delete interrupted by a crash)
 /// are removed at start-up, as Kafka does with its `-delete` directories.
 fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
@@ -242,10 +275,7 @@ fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
         let Ok(partition) = partition.parse::<i32>() else {
             continue;
         };
-        if metadata
-            .topic(topic)
-            .is_some_and(|t| partition < t.partitions)
-        {
+        if metadata.topic(topic).is_some_and(|t| partition < t.partitions) {
             continue;
         }
         tracing::warn!(dir = %entry.path().display(), "removing data of a deleted partition");

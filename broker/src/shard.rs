@@ -19,7 +19,11 @@ use sluice_controller::{Controller, TopicMetadata};
 use sluice_storage::{AppendError, BatchError, Log, Offset, ReadError, SequenceError};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+
 use crate::config::BrokerConfig;
+use crate::group::coordinator::GroupOp;
+use crate::group::{Group, GroupConfig};
 use crate::topic_config;
 
 /// Depth of each shard's inbox. Enough for every connection of a busy peer to have a
@@ -40,6 +44,9 @@ pub struct Cluster {
     pub advertised: (String, u16),
     pub peers: Vec<mpsc::Sender<ShardCall>>,
     pub shutdown: watch::Receiver<bool>,
+    /// Partitions of `__consumer_offsets`, which place groups on shards.
+    pub offsets_partitions: i32,
+    pub groups: GroupConfig,
     /// Producer ids reserved from the controller and not yet handed out. Only
     /// InitProducerId takes this lock, never the produce or fetch path.
     pub producer_ids: std::sync::Mutex<std::ops::Range<i64>>,
@@ -51,6 +58,14 @@ impl Cluster {
     pub fn owner_of(&self, topic: &str, partition: i32) -> usize {
         let h = crc32c::crc32c(topic.as_bytes()) as usize;
         h.wrapping_add(partition as usize) % self.peers.len()
+    }
+
+    /// The shard that coordinates a group: the owner of its offsets partition.
+    pub fn group_shard(&self, group: &str) -> usize {
+        self.owner_of(
+            crate::OFFSETS_TOPIC,
+            crate::group::partition_for(group, self.offsets_partitions),
+        )
     }
 }
 
@@ -133,6 +148,14 @@ pub enum ShardCall {
         items: Vec<OffsetQuery>,
         reply: oneshot::Sender<Vec<OffsetOutcome>>,
     },
+    /// Work for the coordinator of `group_id`, which this shard hosts.
+    Group {
+        group_id: String,
+        op: Box<GroupOp>,
+    },
+    ListGroups {
+        reply: oneshot::Sender<Vec<ListedGroup>>,
+    },
     OpenTopic {
         topic: TopicMetadata,
         reply: oneshot::Sender<Result<(), String>>,
@@ -141,6 +164,12 @@ pub enum ShardCall {
         topic: TopicMetadata,
         reply: oneshot::Sender<Result<(), String>>,
     },
+}
+
+/// An append waiting for the group commit that makes it durable.
+pub struct DurableWait {
+    rx: watch::Receiver<Durability>,
+    target: Offset,
 }
 
 /// How far a partition's log is durable, published to acks=all waiters.
@@ -177,6 +206,8 @@ pub struct Shard {
     /// Partitions with an acks=all append waiting for the next group commit.
     flush_queue: RefCell<Vec<TopicPartition>>,
     flush_wake: Notify,
+    /// The consumer groups this shard coordinates (see `group`).
+    pub(crate) groups: RefCell<HashMap<String, Group>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -189,15 +220,11 @@ pub fn now_ms() -> i64 {
 fn append_error(e: &AppendError) -> ResponseError {
     match e {
         AppendError::Batch(BatchError::Corrupt(_)) => ResponseError::CorruptMessage,
-        AppendError::Batch(BatchError::UnsupportedMagic(_)) => {
-            ResponseError::UnsupportedForMessageFormat
-        }
+        AppendError::Batch(BatchError::UnsupportedMagic(_)) => ResponseError::UnsupportedForMessageFormat,
         AppendError::Batch(BatchError::TooLarge { .. }) => ResponseError::MessageTooLarge,
         AppendError::Batch(BatchError::InvalidRecord(_)) => ResponseError::InvalidRecord,
         AppendError::Sequence(SequenceError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
-        AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
-            ResponseError::OutOfOrderSequenceNumber
-        }
+        AppendError::Sequence(SequenceError::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
         AppendError::Io(_) => ResponseError::KafkaStorageError,
     }
 }
@@ -210,6 +237,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             flush_queue: RefCell::new(Vec::new()),
             flush_wake: Notify::new(),
+            groups: RefCell::new(HashMap::new()),
         }
     }
 
@@ -235,17 +263,10 @@ impl Shard {
             if self.partitions.borrow().contains_key(&tp) {
                 continue;
             }
-            let dir = self
-                .config()
-                .data_dir
-                .join(format!("{}-{}", topic.name, partition));
-            let log = Log::open(&dir, log_config.clone(), now_ms())
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            let dir = self.config().data_dir.join(format!("{}-{}", topic.name, partition));
+            let log = Log::open(&dir, log_config.clone(), now_ms()).map_err(|e| format!("{}: {e}", dir.display()))?;
             let flushed = log.flushed();
-            let (durability, _) = watch::channel(Durability {
-                flushed,
-                failed: false,
-            });
+            let (durability, _) = watch::channel(Durability { flushed, failed: false });
             self.partitions.borrow_mut().insert(
                 tp,
                 Partition {
@@ -276,8 +297,7 @@ impl Shard {
         }
         for log in removed {
             let dir = log.dir().to_path_buf();
-            log.delete()
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            log.delete().map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         Ok(())
     }
@@ -338,15 +358,15 @@ impl Shard {
                 let out = self.produce(items, acks, timeout_ms).await;
                 let _ = reply.send(out);
             }
-            ShardCall::Fetch {
-                items,
-                waker,
-                reply,
-            } => {
+            ShardCall::Fetch { items, waker, reply } => {
                 let _ = reply.send(self.read(items, waker));
             }
             ShardCall::ListOffsets { items, reply } => {
                 let _ = reply.send(self.list_offsets(items));
+            }
+            ShardCall::Group { group_id, op } => self.serve_group(group_id, *op).await,
+            ShardCall::ListGroups { reply } => {
+                let _ = reply.send(self.list_groups());
             }
             ShardCall::OpenTopic { topic, reply } => {
                 let _ = reply.send(self.open_topic(&topic));
@@ -357,92 +377,107 @@ impl Shard {
         }
     }
 
-    async fn produce(
-        self: &Rc<Self>,
-        items: Vec<ProduceItem>,
-        acks: i16,
-        timeout_ms: i32,
-    ) -> Vec<ProduceOutcome> {
+    async fn produce(self: &Rc<Self>, items: Vec<ProduceItem>, acks: i16, timeout_ms: i32) -> Vec<ProduceOutcome> {
         let now = now_ms();
-        let wait_for_disk = acks == -1 && self.config().acks_all_fsync;
+        let wait_for_disk = acks == -1;
         let mut outcomes = Vec::with_capacity(items.len());
         let mut waits = Vec::new();
-        {
-            let mut parts = self.partitions.borrow_mut();
-            let mut queue = self.flush_queue.borrow_mut();
-            for item in items {
-                let Some(p) = parts.get_mut(&item.tp) else {
-                    outcomes.push(ProduceOutcome::failed(
-                        ResponseError::UnknownTopicOrPartition,
-                        None,
-                    ));
-                    continue;
-                };
-                if p.durability.borrow().failed {
-                    outcomes.push(ProduceOutcome::failed(
-                        ResponseError::KafkaStorageError,
-                        None,
-                    ));
-                    continue;
-                }
-                // The frame is shared by every partition of the request, so the batch is
-                // copied once here to patch its offsets; see the io_uring issue.
-                let mut batch = item.records.to_vec();
-                match p.log.append(&mut batch, now) {
-                    Ok(info) => {
-                        if !info.duplicate {
-                            p.wake_readers();
-                        }
-                        if (wait_for_disk || p.log.flush_due(now)) && !p.flush_requested {
-                            p.flush_requested = true;
-                            queue.push(item.tp.clone());
-                        }
-                        if wait_for_disk {
-                            waits.push((
-                                outcomes.len(),
-                                p.durability.subscribe(),
-                                info.last_offset.plus(1),
-                            ));
-                        }
-                        outcomes.push(ProduceOutcome {
-                            error: None,
-                            message: None,
-                            base_offset: info.base_offset.value(),
-                            log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
-                            log_start_offset: info.log_start_offset.value(),
-                        });
-                    }
-                    Err(e) => {
-                        if let AppendError::Io(io) = &e {
-                            tracing::error!(topic = %item.tp.topic, partition = item.tp.partition, "append failed: {io}");
-                        }
-                        outcomes.push(ProduceOutcome::failed(
-                            append_error(&e),
-                            Some(e.to_string()),
-                        ));
-                    }
-                }
+        for item in items {
+            let (outcome, wait) = self.append_local(&item.tp, &item.records, now, wait_for_disk);
+            if let Some(wait) = wait {
+                waits.push((outcomes.len(), wait));
             }
+            outcomes.push(outcome);
         }
-        if !self.flush_queue.borrow().is_empty() {
-            self.flush_wake.notify_one();
-        }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
-        for (i, mut rx, target) in waits {
-            let durable =
-                tokio::time::timeout_at(deadline, rx.wait_for(|d| d.flushed >= target || d.failed))
-                    .await;
-            let error = match durable {
-                Ok(Ok(d)) if !d.failed => None,
-                Ok(_) => Some(ResponseError::KafkaStorageError),
-                Err(_) => Some(ResponseError::RequestTimedOut),
-            };
-            if let Some(error) = error {
-                outcomes[i] = ProduceOutcome::failed(error, None);
+        self.kick_flusher();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+        for (i, wait) in waits {
+            if let Some(error) = self.wait_durable(wait, deadline).await {
+                outcomes[i] = ProduceOutcome::refused(error);
             }
         }
         outcomes
+    }
+
+    /// Appends one batch to a partition this shard owns. With `durable` (acks=all, and
+    /// `--acks-all-fsync` on), the partition joins the next group commit and the
+    /// returned wait resolves once the batch is on disk.
+    pub fn append_local(
+        &self,
+        tp: &TopicPartition,
+        records: &[u8],
+        now: i64,
+        durable: bool,
+    ) -> (ProduceOutcome, Option<DurableWait>) {
+        let durable = durable && self.config().acks_all_fsync;
+        let mut parts = self.partitions.borrow_mut();
+        let Some(p) = parts.get_mut(tp) else {
+            return (
+                ProduceOutcome::failed(ResponseError::UnknownTopicOrPartition, None),
+                None,
+            );
+        };
+        if p.durability.borrow().failed {
+            return (ProduceOutcome::failed(ResponseError::KafkaStorageError, None), None);
+        }
+        // The frame is shared by every partition of the request, so the batch is copied
+        // once here to patch its offsets; see the io_uring issue.
+        let mut batch = records.to_vec();
+        match p.log.append(&mut batch, now) {
+            Ok(info) => {
+                if !info.duplicate {
+                    p.wake_readers();
+                }
+                if (durable || p.log.flush_due(now)) && !p.flush_requested {
+                    p.flush_requested = true;
+                    self.flush_queue.borrow_mut().push(tp.clone());
+                }
+                let wait = durable.then(|| DurableWait {
+                    rx: p.durability.subscribe(),
+                    target: info.last_offset.plus(1),
+                });
+                let outcome = ProduceOutcome {
+                    error: None,
+                    message: None,
+                    base_offset: info.base_offset.value(),
+                    log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
+                    log_start_offset: info.log_start_offset.value(),
+                };
+                (outcome, wait)
+            }
+            Err(e) => {
+                if let AppendError::Io(io) = &e {
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, "append failed: {io}");
+                }
+                (ProduceOutcome::failed(append_error(&e), Some(e.to_string())), None)
+            }
+        }
+    }
+
+    /// Wakes the group-commit task if appends are waiting for it.
+    pub fn kick_flusher(&self) {
+        if !self.flush_queue.borrow().is_empty() {
+            self.flush_wake.notify_one();
+        }
+    }
+
+    /// Waits until an append is durable; the error to report if it is not by `deadline`.
+    pub async fn wait_durable(&self, mut wait: DurableWait, deadline: tokio::time::Instant) -> Option<ResponseError> {
+        let target = wait.target;
+        match tokio::time::timeout_at(deadline, wait.rx.wait_for(|d| d.flushed >= target || d.failed)).await {
+            Ok(Ok(d)) if !d.failed => None,
+            Ok(_) => Some(ResponseError::KafkaStorageError),
+            Err(_) => Some(ResponseError::RequestTimedOut),
+        }
+    }
+
+    /// Reads whole batches from a partition this shard owns (for internal topics).
+    pub fn read_local(&self, tp: &TopicPartition, offset: Offset) -> Result<Vec<u8>, ReadError> {
+        let parts = self.partitions.borrow();
+        match parts.get(tp) {
+            Some(p) => p.log.read(offset, 1 << 20, true),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn read(&self, items: Vec<FetchItem>, waker: Option<Arc<Notify>>) -> Vec<FetchOutcome> {
@@ -499,9 +534,7 @@ impl Shard {
                 let offsets = p.log.offsets();
                 let found = match q.timestamp {
                     LATEST_TIMESTAMP => Ok(Some((offsets.high_watermark, -1))),
-                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => {
-                        Ok(Some((offsets.log_start, -1)))
-                    }
+                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((offsets.log_start, -1))),
                     MAX_TIMESTAMP => Ok(p.log.max_timestamp()),
                     ts if ts < 0 => {
                         return OffsetOutcome {
@@ -586,8 +619,7 @@ impl Shard {
                 match result {
                     Ok(()) => {
                         p.log.complete_flush(upto, now);
-                        p.durability
-                            .send_modify(|d| d.flushed = d.flushed.max(upto));
+                        p.durability.send_modify(|d| d.flushed = d.flushed.max(upto));
                     }
                     Err(e) => {
                         tracing::error!(topic = %tp.topic, partition = tp.partition, "fdatasync failed, partition now refuses writes: {e}");

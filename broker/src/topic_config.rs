@@ -75,20 +75,13 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
         },
         "compression.type" => match value {
             "producer" => Ok(()),
-            _ => {
-                Err("compression.type: only 'producer' (batches kept as sent) is supported".into())
-            }
+            _ => Err("compression.type: only 'producer' (batches kept as sent) is supported".into()),
         },
         "cleanup.policy" => {
-            if value
-                .split(',')
-                .all(|p| matches!(p.trim(), "delete" | "compact"))
-            {
+            if value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
                 Ok(())
             } else {
-                Err(format!(
-                    "cleanup.policy must be delete, compact or both, not '{value}'"
-                ))
+                Err(format!("cleanup.policy must be delete, compact or both, not '{value}'"))
             }
         }
         "retention.ms" | "retention.bytes" => positive(-1, i64::MAX),
@@ -101,26 +94,17 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
 /// The storage settings of a topic: its overrides over the broker's defaults.
 pub fn log_config(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let get = |key: &str| overrides.get(key).map(String::as_str);
-    let num = |key: &str, default: i64| {
-        get(key)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(default)
-    };
+    let num = |key: &str, default: i64| get(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(default);
     LogConfig {
         segment_bytes: num("segment.bytes", broker.segment_bytes as i64).max(1) as u64,
         segment_ms: num("segment.ms", broker.segment_ms),
         index_interval_bytes: num("index.interval.bytes", 4096).max(0) as u64,
-        max_message_bytes: num("max.message.bytes", broker.message_max_bytes as i64).max(0)
-            as usize,
+        max_message_bytes: num("max.message.bytes", broker.message_max_bytes as i64).max(0) as usize,
         timestamp_type: match get("message.timestamp.type") {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         },
-        flush_messages: num(
-            "flush.messages",
-            broker.flush_messages.min(i64::MAX as u64) as i64,
-        )
-        .max(1) as u64,
+        flush_messages: num("flush.messages", broker.flush_messages.min(i64::MAX as u64) as i64).max(1) as u64,
         flush_ms: num("flush.ms", broker.flush_ms),
     }
 }

@@ -25,10 +25,7 @@ fn help_explains_every_flag() {
         "--flush-messages",
         "--flush-ms",
     ] {
-        assert!(
-            help.contains(flag),
-            "--help does not mention {flag}:\n{help}"
-        );
+        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }
 }
 
@@ -51,11 +48,7 @@ fn a_config_file_with_an_unknown_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     std::fs::write(&path, "lsiten = '127.0.0.1:1'\n").unwrap();
-    let out = sluice()
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run sluice");
+    let out = sluice().arg("--config").arg(&path).output().expect("run sluice");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lsiten"));
 }

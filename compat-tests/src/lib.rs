@@ -20,10 +20,7 @@ pub fn sluice_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> → target/<profile>/sluice
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let bin = profile_dir.join("sluice");
     assert!(
         bin.exists(),
@@ -115,10 +112,7 @@ impl Broker {
         let Some(mut child) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
@@ -130,9 +124,7 @@ impl Broker {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -151,9 +143,7 @@ pub struct RawClient {
 impl RawClient {
     pub fn connect(addr: &str) -> RawClient {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         RawClient {
             stream,
             correlation_id: 0,
@@ -161,12 +151,7 @@ impl RawClient {
     }
 
     /// Sends a request and decodes the response of type `R`.
-    pub fn call<Q: Encodable, R: Decodable + HeaderVersion>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        request: &Q,
-    ) -> R {
+    pub fn call<Q: Encodable, R: Decodable + HeaderVersion>(&mut self, key: ApiKey, version: i16, request: &Q) -> R {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -180,8 +165,7 @@ impl RawClient {
         request.encode(&mut body, version).expect("encode request");
         self.send_frame(&body);
         let mut frame = self.read_frame().expect("response frame");
-        let response_header = ResponseHeader::decode(&mut frame, R::header_version(version))
-            .expect("response header");
+        let response_header = ResponseHeader::decode(&mut frame, R::header_version(version)).expect("response header");
         assert_eq!(response_header.correlation_id, self.correlation_id);
         R::decode(&mut frame, version).expect("decode response")
     }

@@ -22,9 +22,7 @@ fn run(cmd: &mut Command) -> String {
 #[test]
 fn kcat_lists_produces_and_consumes() {
     let broker = Broker::start(&[]);
-    let input: String = (0..200)
-        .map(|i| format!("key{}:value {i}\n", i % 5))
-        .collect();
+    let input: String = (0..200).map(|i| format!("key{}:value {i}\n", i % 5)).collect();
     let mut producer = Command::new("kcat")
         .args(["-b", &broker.addr, "-P", "-t", "kcat-topic", "-K:"])
         .stdin(Stdio::piped())
@@ -40,14 +38,8 @@ fn kcat_lists_produces_and_consumes() {
 
     let listing = run(Command::new("kcat").args(["-b", &broker.addr, "-L"]));
     assert!(listing.contains("1 brokers:"), "{listing}");
-    assert!(
-        listing.contains(&format!("broker 1 at {}", broker.addr)),
-        "{listing}"
-    );
-    assert!(
-        listing.contains("topic \"kcat-topic\" with 1 partitions"),
-        "{listing}"
-    );
+    assert!(listing.contains(&format!("broker 1 at {}", broker.addr)), "{listing}");
+    assert!(listing.contains("topic \"kcat-topic\" with 1 partitions"), "{listing}");
 
     let consumed = run(Command::new("kcat").args([
         "-b",
@@ -68,8 +60,7 @@ fn kcat_lists_produces_and_consumes() {
 fn python_round_trip(client: &str) {
     let broker = Broker::start(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/round_trip.py");
-    let out =
-        run(Command::new("python3").args([script, client, &broker.addr, &format!("py-{client}")]));
+    let out = run(Command::new("python3").args([script, client, &broker.addr, &format!("py-{client}")]));
     assert!(out.contains("500 messages round-tripped"), "{out}");
 }
 

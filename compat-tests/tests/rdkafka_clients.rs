@@ -56,12 +56,7 @@ async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
 
 /// Produces `count` keyed messages with acks=all; keys cycle through 1000 values and each
 /// value is `key/sequence-of-that-key`, so order per key can be checked on the way back.
-fn produce_keyed(
-    broker: &Broker,
-    topic: &str,
-    count: usize,
-    codec: &str,
-) -> HashMap<String, Vec<String>> {
+fn produce_keyed(broker: &Broker, topic: &str, count: usize, codec: &str) -> HashMap<String, Vec<String>> {
     produce_keyed_with(broker, topic, count, codec, &[])
 }
 
@@ -260,11 +255,7 @@ async fn auto_created_topic_round_trip_and_clean_shutdown() {
         "--num-partitions applies to auto-created topics"
     );
     drop(producer);
-    assert!(
-        broker.stop(),
-        "SIGTERM must exit cleanly; log:\n{}",
-        broker.log()
-    );
+    assert!(broker.stop(), "SIGTERM must exit cleanly; log:\n{}", broker.log());
 }
 
 #[tokio::test]
@@ -275,41 +266,27 @@ async fn admin_creates_and_deletes_topics_with_kafka_errors() {
     let results = admin
         .create_topics(
             &[
-                NewTopic::new("orders", 4, TopicReplication::Fixed(1))
-                    .set("message.timestamp.type", "LogAppendTime"),
+                NewTopic::new("orders", 4, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime"),
                 NewTopic::new("bad/name", 1, TopicReplication::Fixed(1)),
                 NewTopic::new("replicated", 1, TopicReplication::Fixed(3)),
-                NewTopic::new("badconfig", 1, TopicReplication::Fixed(1))
-                    .set("no.such.config", "1"),
+                NewTopic::new("badconfig", 1, TopicReplication::Fixed(1)).set("no.such.config", "1"),
             ],
             &opts,
         )
         .await
         .expect("create");
     assert!(results[0].is_ok());
-    assert_eq!(
-        results[1].as_ref().unwrap_err().1,
-        RDKafkaErrorCode::InvalidTopic
-    );
+    assert_eq!(results[1].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidTopic);
     assert_eq!(
         results[2].as_ref().unwrap_err().1,
         RDKafkaErrorCode::InvalidReplicationFactor
     );
-    assert_eq!(
-        results[3].as_ref().unwrap_err().1,
-        RDKafkaErrorCode::InvalidConfig
-    );
+    assert_eq!(results[3].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidConfig);
     let again = admin
-        .create_topics(
-            &[NewTopic::new("orders", 4, TopicReplication::Fixed(1))],
-            &opts,
-        )
+        .create_topics(&[NewTopic::new("orders", 4, TopicReplication::Fixed(1))], &opts)
         .await
         .expect("create");
-    assert_eq!(
-        again[0].as_ref().unwrap_err().1,
-        RDKafkaErrorCode::TopicAlreadyExists
-    );
+    assert_eq!(again[0].as_ref().unwrap_err().1, RDKafkaErrorCode::TopicAlreadyExists);
     let dir_of = |p: i32| broker.data_dir().join("data").join(format!("orders-{p}"));
     assert!(dir_of(3).is_dir(), "partition directories exist");
     let deleted = admin
@@ -322,10 +299,7 @@ async fn admin_creates_and_deletes_topics_with_kafka_errors() {
         RDKafkaErrorCode::UnknownTopicOrPartition
     );
     for p in 0..4 {
-        assert!(
-            !dir_of(p).exists(),
-            "partition {p} data must be removed from disk"
-        );
+        assert!(!dir_of(p).exists(), "partition {p} data must be removed from disk");
     }
 }
 
@@ -375,9 +349,5 @@ async fn watermarks_and_offsets_for_times() {
     let found = consumer
         .offsets_for_times(late, Duration::from_secs(10))
         .expect("offsets for times");
-    assert_eq!(
-        found.elements()[0].offset(),
-        Offset::End,
-        "no message that late"
-    );
+    assert_eq!(found.elements()[0].offset(), Offset::End, "no message that late");
 }

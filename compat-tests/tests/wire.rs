@@ -10,15 +10,11 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopi
 use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::fetch_response::FetchResponse;
-use kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use kafka_protocol::messages::metadata_response::MetadataResponse;
-use kafka_protocol::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use kafka_protocol::messages::produce_response::ProduceResponse;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -62,13 +58,7 @@ fn create(client: &mut RawClient, topic: &str, partitions: i32, configs: &[(&str
     );
 }
 
-fn produce(
-    client: &mut RawClient,
-    topic: &str,
-    partition: i32,
-    acks: i16,
-    records: Bytes,
-) -> ProduceResponse {
+fn produce(client: &mut RawClient, topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceResponse {
     let request = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(10_000)
@@ -98,12 +88,12 @@ fn fetch_request(
         .with_min_bytes(min_bytes)
         .with_max_bytes(max)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
+        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(
+            vec![FetchPartition::default()
                 .with_partition(0)
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(partition_max)])])
+                .with_partition_max_bytes(partition_max)],
+        )])
 }
 
 #[test]
@@ -116,12 +106,7 @@ fn produce_errors_carry_kafkas_codes() {
     let answer = produce(&mut client, "errors", 0, -1, good.clone());
     let p = &answer.responses[0].partition_responses[0];
     assert_eq!(
-        (
-            p.error_code,
-            p.base_offset,
-            p.log_append_time_ms,
-            p.log_start_offset
-        ),
+        (p.error_code, p.base_offset, p.log_append_time_ms, p.log_start_offset),
         (0, 0, -1, 0)
     );
 
@@ -137,10 +122,7 @@ fn produce_errors_carry_kafkas_codes() {
     let mut corrupt = good.to_vec();
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
-    assert_eq!(
-        produce_error(&mut client, "errors", 0, corrupt.into()),
-        CORRUPT_MESSAGE
-    );
+    assert_eq!(produce_error(&mut client, "errors", 0, corrupt.into()), CORRUPT_MESSAGE);
 
     let mut magic1 = good.to_vec();
     magic1[16] = 1;
@@ -158,10 +140,7 @@ fn produce_errors_carry_kafkas_codes() {
     // Two batches in one partition's records: Kafka requires exactly one.
     let mut two = good.to_vec();
     two.extend_from_slice(&good);
-    assert_eq!(
-        produce_error(&mut client, "errors", 0, two.into()),
-        INVALID_RECORD
-    );
+    assert_eq!(produce_error(&mut client, "errors", 0, two.into()), INVALID_RECORD);
 
     let bad_acks = produce(&mut client, "errors", 0, 2, good.clone());
     assert_eq!(
@@ -185,10 +164,7 @@ fn idempotent_retries_get_the_original_offsets() {
     let a: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &init);
     let b: InitProducerIdResponse = client.call(ApiKey::InitProducerId, 4, &init);
     assert_eq!((a.error_code, a.producer_epoch), (0, 0));
-    assert_ne!(
-        a.producer_id, b.producer_id,
-        "every producer gets its own id"
-    );
+    assert_ne!(a.producer_id, b.producer_id, "every producer gets its own id");
     let batch = |sequence: i32| {
         let mut b = record_batch(&[b"once", b"only"], 1).to_vec();
         b[43..51].copy_from_slice(&a.producer_id.0.to_be_bytes());
@@ -207,25 +183,14 @@ fn idempotent_retries_get_the_original_offsets() {
         )
     };
     assert_eq!(offset(&first), (0, 0));
-    assert_eq!(
-        offset(&retry),
-        (0, 0),
-        "a retry is answered with the original offset"
-    );
+    assert_eq!(offset(&retry), (0, 0), "a retry is answered with the original offset");
     const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     assert_eq!(
         offset(&produce(&mut client, "idem", 0, -1, batch(7))).0,
         OUT_OF_ORDER_SEQUENCE_NUMBER
     );
-    assert_eq!(
-        offset(&produce(&mut client, "idem", 0, -1, batch(2))),
-        (0, 2)
-    );
-    let r: FetchResponse = client.call(
-        ApiKey::Fetch,
-        12,
-        &fetch_request("idem", 0, 0, 1, 1 << 20, 1 << 20),
-    );
+    assert_eq!(offset(&produce(&mut client, "idem", 0, -1, batch(2))), (0, 2));
+    let r: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("idem", 0, 0, 1, 1 << 20, 1 << 20));
     assert_eq!(
         batch_offsets(r.responses[0].partitions[0].records.clone().unwrap()),
         vec![(0, 2), (2, 2)]
@@ -287,11 +252,7 @@ fn fetch_long_poll_returns_as_soon_as_data_arrives() {
 
     // With nothing to read, the fetch waits out max_wait_ms and returns empty.
     let started = Instant::now();
-    let response: FetchResponse = client.call(
-        ApiKey::Fetch,
-        12,
-        &fetch_request("poll", 1, 300, 1, 1 << 20, 1 << 20),
-    );
+    let response: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("poll", 1, 300, 1, 1 << 20, 1 << 20));
     assert!(started.elapsed() >= Duration::from_millis(250));
     assert!(response.responses[0].partitions[0]
         .records
@@ -310,35 +271,20 @@ fn fetch_limits_follow_kip_74_and_report_out_of_range() {
         produce(&mut client, "limits", 0, 1, record_batch(&[&payload], 1));
     }
     // partition_max_bytes of 10 still returns the first whole batch.
-    let r: FetchResponse = client.call(
-        ApiKey::Fetch,
-        12,
-        &fetch_request("limits", 0, 0, 1, 10, 1 << 20),
-    );
+    let r: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("limits", 0, 0, 1, 10, 1 << 20));
     assert_eq!(
         batch_offsets(r.responses[0].partitions[0].records.clone().unwrap()),
         vec![(0, 1)]
     );
     // 2500 bytes hold two whole batches of ~1070 bytes.
-    let r: FetchResponse = client.call(
-        ApiKey::Fetch,
-        12,
-        &fetch_request("limits", 1, 0, 1, 1 << 20, 2500),
-    );
+    let r: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("limits", 1, 0, 1, 1 << 20, 2500));
     assert_eq!(
         batch_offsets(r.responses[0].partitions[0].records.clone().unwrap()),
         vec![(1, 1), (2, 1)]
     );
     let p = &r.responses[0].partitions[0];
-    assert_eq!(
-        (p.high_watermark, p.log_start_offset, p.last_stable_offset),
-        (5, 0, 5)
-    );
-    let r: FetchResponse = client.call(
-        ApiKey::Fetch,
-        12,
-        &fetch_request("limits", 99, 0, 1, 1 << 20, 1 << 20),
-    );
+    assert_eq!((p.high_watermark, p.log_start_offset, p.last_stable_offset), (5, 0, 5));
+    let r: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch_request("limits", 99, 0, 1, 1 << 20, 1 << 20));
     assert_eq!(r.responses[0].partitions[0].error_code, OFFSET_OUT_OF_RANGE);
 }
 
@@ -348,13 +294,7 @@ fn list_offsets_earliest_latest_max_timestamp_and_by_time() {
     let mut client = RawClient::connect(&broker.addr);
     create(&mut client, "offsets", 1, &[]);
     for ts in [1000, 5000, 3000] {
-        produce(
-            &mut client,
-            "offsets",
-            0,
-            1,
-            record_batch(&[b"a", b"b"], ts),
-        );
+        produce(&mut client, "offsets", 0, 1, record_batch(&[b"a", b"b"], ts));
     }
     let query = |ts: i64| {
         ListOffsetsRequest::default()
@@ -377,11 +317,7 @@ fn list_offsets_earliest_latest_max_timestamp_and_by_time() {
         (0, 3, 5000),
         "max timestamp: the last record of the 5000 batch"
     );
-    assert_eq!(
-        ask(4000).1,
-        2,
-        "first record at or after 4000 is offset 2 (time 5000)"
-    );
+    assert_eq!(ask(4000).1, 2, "first record at or after 4000 is offset 2 (time 5000)");
     assert_eq!(ask(9000), (0, -1, -1));
 }
 
@@ -415,8 +351,7 @@ fn metadata_ids_survive_restart_and_bad_names_are_refused() {
 fn api_versions_lists_the_handlers_and_answers_a_too_new_request_with_v0() {
     let broker = Broker::start(&[]);
     let mut client = RawClient::connect(&broker.addr);
-    let r: ApiVersionsResponse =
-        client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let r: ApiVersionsResponse = client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(r.error_code, 0);
     let keys: Vec<i16> = r.api_keys.iter().map(|k| k.api_key).collect();
     for key in [
@@ -426,16 +361,9 @@ fn api_versions_lists_the_handlers_and_answers_a_too_new_request_with_v0() {
         ApiKey::Metadata,
         ApiKey::ApiVersions,
     ] {
-        assert!(
-            keys.contains(&(key as i16)),
-            "{key:?} missing from {keys:?}"
-        );
+        assert!(keys.contains(&(key as i16)), "{key:?} missing from {keys:?}");
     }
-    let fetch = r
-        .api_keys
-        .iter()
-        .find(|k| k.api_key == ApiKey::Fetch as i16)
-        .unwrap();
+    let fetch = r.api_keys.iter().find(|k| k.api_key == ApiKey::Fetch as i16).unwrap();
     assert!(
         fetch.max_version <= 12,
         "Fetch v13+ needs topic ids, which are not routed"
@@ -449,9 +377,7 @@ fn api_versions_lists_the_handlers_and_answers_a_too_new_request_with_v0() {
     frame.extend_from_slice(&7i32.to_be_bytes());
     frame.extend_from_slice(&(-1i16).to_be_bytes());
     raw.send_frame(&frame);
-    let mut answer = raw
-        .read_frame()
-        .expect("an answer, not a closed connection");
+    let mut answer = raw.read_frame().expect("an answer, not a closed connection");
     use bytes::Buf;
     assert_eq!(answer.get_i32(), 7, "correlation id");
     use kafka_protocol::protocol::Decodable;
@@ -476,8 +402,7 @@ fn an_oversized_frame_closes_only_its_connection() {
     // Announce 2 GB; socket.request.max.bytes is 100 MiB.
     bad.send_raw(&(2_000_000_000i32).to_be_bytes()).unwrap();
     assert!(bad.is_closed_by_broker());
-    let r: ApiVersionsResponse =
-        bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let r: ApiVersionsResponse = bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(r.error_code, 0);
     assert_serving(&mut broker);
 }
@@ -488,9 +413,7 @@ fn garbage_frames_close_only_their_connection() {
     let frames: Vec<Vec<u8>> = vec![
         // Metadata v0 whose topic array claims 2^31 entries in 5 bytes: unpatched, enough
         // to make a decoder allocate gigabytes and abort.
-        vec![
-            0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xb6,
-        ],
+        vec![0, 3, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xb6],
         // An API key that does not exist.
         vec![0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0],
         // Produce at a version below the lowest served.
@@ -498,17 +421,87 @@ fn garbage_frames_close_only_their_connection() {
         // Shorter than a request header.
         vec![1, 2, 3],
         // Random bytes.
-        (0..200u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect(),
+        (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
     ];
     for frame in frames {
         let mut bad = RawClient::connect(&broker.addr);
         bad.send_frame(&frame);
-        assert!(
-            bad.is_closed_by_broker(),
-            "frame {frame:?} should close its connection"
-        );
+        assert!(bad.is_closed_by_broker(), "frame {frame:?} should close its connection");
         assert_serving(&mut broker);
     }
+}
+
+#[test]
+fn responses_leave_in_request_order_and_acks_0_gets_no_answer() {
+    let broker = Broker::start(&[]);
+    let mut setup = RawClient::connect(&broker.addr);
+    create(&mut setup, "ordered", 1, &[]);
+    // A long-polling fetch, a fire-and-forget produce, then ApiVersions, all pipelined on
+    // one connection before reading anything. ApiVersions finishes first inside the
+    // broker, yet its answer must come after the fetch's; the acks=0 produce gets none.
+    let mut client = RawClient::connect(&broker.addr);
+    let send = |client: &mut RawClient,
+                key: ApiKey,
+                version: i16,
+                correlation_id: i32,
+                body: &dyn Fn(&mut bytes::BytesMut)| {
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::protocol::Encodable;
+        let mut buf = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        body(&mut buf);
+        client.send_frame(&buf);
+    };
+    use kafka_protocol::protocol::Encodable;
+    send(&mut client, ApiKey::Fetch, 12, 1, &|b| {
+        fetch_request("ordered", 0, 1500, 1, 1 << 20, 1 << 20)
+            .encode(b, 12)
+            .unwrap()
+    });
+    let produce = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("ordered"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(record_batch(&[b"x"], 1)))])]);
+    send(&mut client, ApiKey::Produce, 9, 2, &|b| produce.encode(b, 9).unwrap());
+    send(&mut client, ApiKey::ApiVersions, 3, 3, &|b| {
+        ApiVersionsRequest::default().encode(b, 3).unwrap()
+    });
+    use bytes::Buf;
+    let first = client.read_frame().expect("first answer").get_i32();
+    let second = client.read_frame().expect("second answer").get_i32();
+    assert_eq!((first, second), (1, 3), "answers in request order, none for acks=0");
+}
+
+#[test]
+fn create_topics_validate_only_creates_nothing() {
+    let broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    let request = CreateTopicsRequest::default()
+        .with_validate_only(true)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("dry-run"))
+            .with_num_partitions(3)
+            .with_replication_factor(1)]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(
+        (response.topics[0].error_code, response.topics[0].num_partitions),
+        (0, 3)
+    );
+    let metadata: MetadataResponse = client.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
+    assert!(
+        metadata
+            .topics
+            .iter()
+            .all(|t| t.name.as_ref().map(|n| n.as_str()) != Some("dry-run")),
+        "validate_only must not create the topic"
+    );
 }

@@ -24,8 +24,7 @@ impl LocalController {
         fs::create_dir_all(data_dir)?;
         let path = data_dir.join(FILE_NAME);
         let metadata = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ControllerError::Corrupt(e.to_string()))?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ControllerError::Corrupt(e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let fresh = ClusterMetadata {
                     cluster_id: new_cluster_id(),
@@ -47,10 +46,7 @@ impl LocalController {
         &self,
         change: impl FnOnce(&mut ClusterMetadata) -> Result<T, ControllerError>,
     ) -> Result<T, ControllerError> {
-        let mut guard = self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut next = ClusterMetadata::clone(&guard);
         let out = change(&mut next)?;
         write_atomically(&self.path, &next)?;
@@ -73,10 +69,7 @@ impl Controller for LocalController {
             return Err(ControllerError::InvalidPartitions(topic.partitions));
         }
         if topic.replication_factor != 1 {
-            return Err(ControllerError::InvalidReplicationFactor(
-                topic.replication_factor,
-                1,
-            ));
+            return Err(ControllerError::InvalidReplicationFactor(topic.replication_factor, 1));
         }
         self.update(|meta| {
             if meta.topics.contains_key(&topic.name) {

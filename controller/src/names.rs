@@ -13,9 +13,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name cannot be '{name}'"));
     }
     if name.len() > TOPIC_NAME_LEN_MAX {
-        return Err(format!(
-            "topic name is longer than {TOPIC_NAME_LEN_MAX} characters"
-        ));
+        return Err(format!("topic name is longer than {TOPIC_NAME_LEN_MAX} characters"));
     }
     if let Some(c) = name
         .chars()

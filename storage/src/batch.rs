@@ -179,14 +179,10 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
         return Err(BatchError::Corrupt("CRC-32C mismatch"));
     }
     if header.is_control() {
-        return Err(BatchError::InvalidRecord(
-            "clients may not send control batches",
-        ));
+        return Err(BatchError::InvalidRecord("clients may not send control batches"));
     }
     if header.is_transactional() {
-        return Err(BatchError::InvalidRecord(
-            "transactions are not supported yet",
-        ));
+        return Err(BatchError::InvalidRecord("transactions are not supported yet"));
     }
     if header.record_count <= 0 || header.last_offset_delta < 0 {
         return Err(BatchError::InvalidRecord("batch has no records"));
@@ -198,9 +194,7 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
         let mut expected_delta = 0i64;
         for_each_record(&records[BATCH_HEADER_LEN..], |record| {
             if record.offset_delta != expected_delta {
-                return Err(BatchError::InvalidRecord(
-                    "record offsets are not consecutive",
-                ));
+                return Err(BatchError::InvalidRecord("record offsets are not consecutive"));
             }
             expected_delta += 1;
             Ok(())
@@ -219,12 +213,7 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
 /// Writes the fields the broker assigns: the base offset and the leader epoch, both
 /// outside the CRC, and for LogAppendTime topics the timestamp type and max timestamp,
 /// which are inside it (so the CRC is recomputed, as Kafka does).
-pub fn assign(
-    batch: &mut [u8],
-    base_offset: Offset,
-    leader_epoch: i32,
-    log_append_time_ms: Option<i64>,
-) {
+pub fn assign(batch: &mut [u8], base_offset: Offset, leader_epoch: i32, log_append_time_ms: Option<i64>) {
     batch[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
     batch[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&leader_epoch.to_be_bytes());
     if let Some(now) = log_append_time_ms {
@@ -236,17 +225,21 @@ pub fn assign(
     }
 }
 
-/// The fields of one record that storage looks at.
+/// One record of an uncompressed batch, borrowed from the batch bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordView {
+pub struct RecordView<'a> {
     pub timestamp_delta: i64,
     pub offset_delta: i64,
+    /// None for a null key.
+    pub key: Option<&'a [u8]>,
+    /// None for a null value (a tombstone in a compacted topic).
+    pub value: Option<&'a [u8]>,
 }
 
 /// Walks the records of an uncompressed batch body (the bytes after the header).
-pub fn for_each_record(
-    mut body: &[u8],
-    mut visit: impl FnMut(RecordView) -> Result<(), BatchError>,
+pub fn for_each_record<'a>(
+    mut body: &'a [u8],
+    mut visit: impl FnMut(RecordView<'a>) -> Result<(), BatchError>,
 ) -> Result<(), BatchError> {
     const TRUNCATED: BatchError = BatchError::InvalidRecord("truncated record");
     while !body.is_empty() {
@@ -260,13 +253,17 @@ pub fn for_each_record(
         let timestamp_delta = read_varint(&mut record).ok_or(TRUNCATED)?;
         let offset_delta = read_varint(&mut record).ok_or(TRUNCATED)?;
         let key_len = read_varint(&mut record).ok_or(TRUNCATED)?;
-        if key_len >= 0 {
-            take(&mut record, key_len as usize).ok_or(TRUNCATED)?;
-        }
+        let key = if key_len >= 0 {
+            Some(take(&mut record, key_len as usize).ok_or(TRUNCATED)?)
+        } else {
+            None
+        };
         let value_len = read_varint(&mut record).ok_or(TRUNCATED)?;
-        if value_len >= 0 {
-            take(&mut record, value_len as usize).ok_or(TRUNCATED)?;
-        }
+        let value = if value_len >= 0 {
+            Some(take(&mut record, value_len as usize).ok_or(TRUNCATED)?)
+        } else {
+            None
+        };
         let headers = read_varint(&mut record).ok_or(TRUNCATED)?;
         if headers < 0 {
             return Err(BatchError::InvalidRecord("negative header count"));
@@ -283,16 +280,72 @@ pub fn for_each_record(
             }
         }
         if !record.is_empty() {
-            return Err(BatchError::InvalidRecord(
-                "record length does not match its fields",
-            ));
+            return Err(BatchError::InvalidRecord("record length does not match its fields"));
         }
         visit(RecordView {
             timestamp_delta,
             offset_delta,
+            key,
+            value,
         })?;
     }
     Ok(())
+}
+
+/// A record's key and value; None is null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Builds an uncompressed batch of `records` (key, value) with every record at
+/// `timestamp_ms`: how the broker writes its own internal topics.
+pub fn build(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut record = Vec::new();
+    for (i, (key, value)) in records.iter().enumerate() {
+        record.clear();
+        record.push(0); // attributes
+        put_varint(&mut record, 0); // timestamp delta
+        put_varint(&mut record, i as i64); // offset delta
+        for field in [key, value] {
+            match field {
+                Some(bytes) => {
+                    put_varint(&mut record, bytes.len() as i64);
+                    record.extend_from_slice(bytes);
+                }
+                None => put_varint(&mut record, -1),
+            }
+        }
+        put_varint(&mut record, 0); // headers
+        put_varint(&mut body, record.len() as i64);
+        body.extend_from_slice(&record);
+    }
+    let count = records.len() as i32;
+    let mut b = Vec::with_capacity(BATCH_HEADER_LEN + body.len());
+    b.extend_from_slice(&0i64.to_be_bytes());
+    b.extend_from_slice(&((BATCH_HEADER_LEN - BATCH_LENGTH_PREFIX + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, set below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(count - 1).to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&timestamp_ms.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -340,15 +393,6 @@ fn read_i64(buf: &[u8], at: usize) -> i64 {
 pub(crate) mod tests {
     use super::*;
 
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
-
     /// Builds an uncompressed v2 batch the way a producer does.
     pub(crate) fn build_batch(base_timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
         let mut records = Vec::new();
@@ -385,6 +429,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn built_batches_validate_and_their_records_read_back() {
+        let b = build(&[(Some(b"k1"), Some(b"v1")), (Some(b"k2"), None)], 77);
+        let h = validate_produced(&b, 1 << 20).expect("valid");
+        assert_eq!((h.record_count, h.max_timestamp), (2, 77));
+        let mut seen = Vec::new();
+        for_each_record(&b[BATCH_HEADER_LEN..], |r| {
+            seen.push((r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)));
+            Ok(())
+        })
+        .expect("records");
+        assert_eq!(
+            seen,
+            vec![
+                (Some(b"k1".to_vec()), Some(b"v1".to_vec())),
+                (Some(b"k2".to_vec()), None)
+            ]
+        );
+    }
+
+    #[test]
     fn a_producers_batch_validates() {
         let b = build_batch(1000, &[b"a", b"bb", b"ccc"]);
         let h = validate_produced(&b, 1 << 20).expect("valid");
@@ -408,19 +472,13 @@ pub(crate) mod tests {
     fn old_magic_is_unsupported() {
         let mut b = build_batch(1000, &[b"hello"]);
         b[MAGIC_POS] = 1;
-        assert_eq!(
-            validate_produced(&b, 1 << 20),
-            Err(BatchError::UnsupportedMagic(1))
-        );
+        assert_eq!(validate_produced(&b, 1 << 20), Err(BatchError::UnsupportedMagic(1)));
     }
 
     #[test]
     fn too_large_and_truncated_and_two_batches() {
         let b = build_batch(1000, &[&[7u8; 100]]);
-        assert!(matches!(
-            validate_produced(&b, 50),
-            Err(BatchError::TooLarge { .. })
-        ));
+        assert!(matches!(validate_produced(&b, 50), Err(BatchError::TooLarge { .. })));
         assert!(matches!(
             validate_produced(&b[..b.len() - 1], 1 << 20),
             Err(BatchError::Corrupt(_))

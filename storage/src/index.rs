@@ -125,9 +125,7 @@ impl<E: Entry> IndexFile<E> {
 impl IndexFile<OffsetEntry> {
     /// The last entry at or before `relative_offset`: where a scan for it starts.
     pub fn floor(&self, relative_offset: u32) -> Option<OffsetEntry> {
-        let i = self
-            .entries
-            .partition_point(|e| e.relative_offset <= relative_offset);
+        let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
         i.checked_sub(1).map(|i| self.entries[i])
     }
 }

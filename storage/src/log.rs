@@ -155,8 +155,7 @@ impl Log {
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let segment =
-                Segment::open(dir, *base, is_active, config.index_interval_bytes, now_ms)?;
+            let segment = Segment::open(dir, *base, is_active, config.index_interval_bytes, now_ms)?;
             segments.insert(*base, segment);
         }
         let dir_dirty = segments.is_empty();
@@ -164,12 +163,7 @@ impl Log {
             segments.insert(Offset::ZERO, Segment::create(dir, Offset::ZERO, now_ms)?);
         }
         let mut producers = ProducerState::default();
-        for segment in segments
-            .values()
-            .rev()
-            .take(SEGMENTS_REPLAYED_FOR_PRODUCERS)
-            .rev()
-        {
+        for segment in segments.values().rev().take(SEGMENTS_REPLAYED_FOR_PRODUCERS).rev() {
             segment.visit_headers(|h| producers.record(h, now_ms))?;
         }
         let log_start = *segments.keys().next().unwrap_or(&Offset::ZERO);
@@ -214,9 +208,7 @@ impl Log {
     }
 
     pub fn log_end(&self) -> Offset {
-        self.active()
-            .map(|s| s.next_offset())
-            .unwrap_or(self.log_start)
+        self.active().map(|s| s.next_offset()).unwrap_or(self.log_start)
     }
 
     pub fn flushed(&self) -> Offset {
@@ -254,8 +246,7 @@ impl Log {
             });
         }
         let base_offset = self.log_end();
-        let log_append_time_ms =
-            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let log_append_time_ms = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         batch::assign(records, base_offset, 0, log_append_time_ms);
         let header = BatchHeader {
             base_offset,
@@ -301,20 +292,14 @@ impl Log {
             active.seal()?;
             self.sealed_since_flush.push(active.base_offset());
         }
-        self.segments
-            .insert(base, Segment::create(&self.dir, base, now_ms)?);
+        self.segments.insert(base, Segment::create(&self.dir, base, now_ms)?);
         self.dir_dirty = true;
         Ok(())
     }
 
     /// Reads whole batches from `offset`: up to `max_bytes`, or the first batch alone if
     /// it is larger and `min_one` is set. Reading at the high watermark returns nothing.
-    pub fn read(
-        &self,
-        offset: Offset,
-        max_bytes: usize,
-        min_one: bool,
-    ) -> Result<Vec<u8>, ReadError> {
+    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Vec<u8>, ReadError> {
         if offset < self.log_start || offset > self.high_watermark {
             return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
@@ -328,9 +313,7 @@ impl Log {
         // The segment holding `offset`, or a later one when that segment ends exactly at
         // `offset` (an empty active segment after a roll, say).
         let holding = self.segments.range(..=offset).next_back();
-        let later = self
-            .segments
-            .range((Bound::Excluded(offset), Bound::Unbounded));
+        let later = self.segments.range((Bound::Excluded(offset), Bound::Unbounded));
         for (_, segment) in holding.into_iter().chain(later) {
             if segment.next_offset() > offset {
                 return Ok(segment.read(offset, max_bytes, min_one)?);
@@ -342,10 +325,7 @@ impl Log {
     /// ListOffsets by timestamp: the first offset whose timestamp is at or after `timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(Offset, i64)>> {
         for segment in self.segments.values() {
-            if segment
-                .max_timestamp()
-                .is_some_and(|(ts, _)| ts >= timestamp)
-            {
+            if segment.max_timestamp().is_some_and(|(ts, _)| ts >= timestamp) {
                 if let Some(found) = segment.find_timestamp(timestamp)? {
                     return Ok(Some(found));
                 }

@@ -27,17 +27,9 @@ const PRODUCERS_BEFORE_SWEEP: usize = 10_000;
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum SequenceError {
     #[error("producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
-    Fenced {
-        producer_id: i64,
-        epoch: i16,
-        current: i16,
-    },
+    Fenced { producer_id: i64, epoch: i16, current: i16 },
     #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
-    OutOfOrder {
-        producer_id: i64,
-        expected: i32,
-        got: i32,
-    },
+    OutOfOrder { producer_id: i64, expected: i32, got: i32 },
 }
 
 /// What an idempotent batch turned out to be.
@@ -46,10 +38,7 @@ pub enum SequenceCheck {
     /// Not seen before: append it.
     New,
     /// A retry of a batch already in the log at these offsets.
-    Duplicate {
-        base_offset: Offset,
-        last_offset: Offset,
-    },
+    Duplicate { base_offset: Offset, last_offset: Offset },
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -148,16 +148,13 @@ impl Segment {
             return Ok(false);
         }
         for pair in entries.windows(2) {
-            if pair[0].relative_offset >= pair[1].relative_offset
-                || pair[0].position >= pair[1].position
-            {
+            if pair[0].relative_offset >= pair[1].relative_offset || pair[0].position >= pair[1].position {
                 return Ok(false);
             }
         }
         for entry in entries {
             match self.header_at(entry.position as u64)? {
-                Some(h) if h.base_offset == self.base_offset.plus(entry.relative_offset as i64) => {
-                }
+                Some(h) if h.base_offset == self.base_offset.plus(entry.relative_offset as i64) => {}
                 _ => return Ok(false),
             }
         }
@@ -165,18 +162,14 @@ impl Segment {
         if self.size > 0 && times.is_empty() {
             return Ok(false);
         }
-        Ok(times.windows(2).all(|p| {
-            p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset
-        }))
+        Ok(times
+            .windows(2)
+            .all(|p| p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset))
     }
 
     fn last_batch_next_offset(&self) -> io::Result<Offset> {
         let mut next = self.base_offset;
-        let mut pos = self
-            .offset_index
-            .last()
-            .map(|e| e.position as u64)
-            .unwrap_or(0);
+        let mut pos = self.offset_index.last().map(|e| e.position as u64).unwrap_or(0);
         while let Some(h) = self.header_at(pos)? {
             next = h.next_offset();
             pos += h.size as u64;
@@ -221,12 +214,7 @@ impl Segment {
     }
 
     /// Appends one batch whose offsets were already assigned.
-    pub fn append(
-        &mut self,
-        batch: &[u8],
-        header: &BatchHeader,
-        index_interval_bytes: u64,
-    ) -> io::Result<()> {
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64) -> io::Result<()> {
         self.log.write_all_at(batch, self.size)?;
         if self.size == 0 || self.bytes_since_index_entry >= index_interval_bytes {
             let relative_offset = (header.base_offset.0 - self.base_offset.0) as u32;
@@ -237,10 +225,7 @@ impl Segment {
             self.bytes_since_index_entry = 0;
             self.maybe_add_time_entry(header.max_timestamp, header.last_offset())?;
         }
-        if self
-            .max_timestamp
-            .is_none_or(|(ts, _)| header.max_timestamp > ts)
-        {
+        if self.max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
             self.max_timestamp = Some((header.max_timestamp, header.last_offset()));
         }
         self.size += batch.len() as u64;
@@ -250,11 +235,7 @@ impl Segment {
     }
 
     fn maybe_add_time_entry(&mut self, timestamp: i64, offset: Offset) -> io::Result<()> {
-        if self
-            .time_index
-            .last()
-            .is_none_or(|e| timestamp > e.timestamp)
-        {
+        if self.time_index.last().is_none_or(|e| timestamp > e.timestamp) {
             let relative_offset = (offset.0 - self.base_offset.0) as u32;
             self.time_index.push(TimeEntry {
                 timestamp,
@@ -360,9 +341,7 @@ impl Segment {
             .unwrap_or(self.size);
         while let Some(h) = self.header_at(pos)? {
             if h.max_timestamp >= timestamp {
-                if h.compression() != 0
-                    || h.timestamp_type() == crate::batch::TimestampType::LogAppendTime
-                {
+                if h.compression() != 0 || h.timestamp_type() == crate::batch::TimestampType::LogAppendTime {
                     return Ok(Some((h.base_offset, h.max_timestamp)));
                 }
                 let mut batch = vec![0u8; h.size];
@@ -396,12 +375,7 @@ impl Segment {
 
 /// Reads a log file batch by batch from the start, checking each CRC, and stops at the
 /// first batch that is torn, corrupt, or does not follow its predecessor's offsets.
-fn scan(
-    log: &File,
-    base_offset: Offset,
-    file_len: u64,
-    index_interval_bytes: u64,
-) -> io::Result<Scan> {
+fn scan(log: &File, base_offset: Offset, file_len: u64, index_interval_bytes: u64) -> io::Result<Scan> {
     let mut out = Scan {
         valid_len: 0,
         next_offset: base_offset,
@@ -418,10 +392,7 @@ fn scan(
         let Ok(h) = BatchHeader::parse(&header) else {
             break;
         };
-        if pos + h.size as u64 > file_len
-            || h.base_offset < out.next_offset
-            || h.last_offset_delta < 0
-        {
+        if pos + h.size as u64 > file_len || h.base_offset < out.next_offset || h.last_offset_delta < 0 {
             break;
         }
         batch.resize(h.size, 0);
@@ -436,11 +407,7 @@ fn scan(
                 position: pos as u32,
             });
             out.bytes_since_index_entry = 0;
-            if out
-                .time_entries
-                .last()
-                .is_none_or(|e| h.max_timestamp > e.timestamp)
-            {
+            if out.time_entries.last().is_none_or(|e| h.max_timestamp > e.timestamp) {
                 let relative_offset = (h.last_offset().0 - base_offset.0) as u32;
                 out.time_entries.push(TimeEntry {
                     timestamp: h.max_timestamp,

@@ -33,9 +33,7 @@ fn batches(mut bytes: &[u8]) -> Vec<(i64, i32)> {
 fn appended_batches_read_back_with_their_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let a = log
-        .append(&mut build_batch(10, &[b"a", b"b", b"c"]), 0)
-        .unwrap();
+    let a = log.append(&mut build_batch(10, &[b"a", b"b", b"c"]), 0).unwrap();
     let b = log.append(&mut build_batch(20, &[b"d", b"e"]), 0).unwrap();
     assert_eq!((a.base_offset, a.last_offset), (Offset(0), Offset(2)));
     assert_eq!((b.base_offset, b.last_offset), (Offset(3), Offset(4)));
@@ -45,10 +43,7 @@ fn appended_batches_read_back_with_their_offsets() {
         vec![(0, 3), (3, 2)]
     );
     // An offset inside a batch returns that whole batch, as Kafka does.
-    assert_eq!(
-        batches(&log.read(Offset(4), 1 << 20, true).unwrap()),
-        vec![(3, 2)]
-    );
+    assert_eq!(batches(&log.read(Offset(4), 1 << 20, true).unwrap()), vec![(3, 2)]);
     assert!(log.read(Offset(5), 1 << 20, true).unwrap().is_empty());
     assert!(log.read(Offset(6), 1 << 20, true).is_err());
 }
@@ -61,14 +56,8 @@ fn max_bytes_cuts_at_whole_batches_but_returns_one_oversized_batch() {
     let size = first.len();
     log.append(&mut first, 0).unwrap();
     log.append(&mut build_batch(2, &[&[2u8; 500]]), 0).unwrap();
-    assert_eq!(
-        batches(&log.read(Offset(0), size + 10, true).unwrap()),
-        vec![(0, 1)]
-    );
-    assert_eq!(
-        batches(&log.read(Offset(0), 10, true).unwrap()),
-        vec![(0, 1)]
-    );
+    assert_eq!(batches(&log.read(Offset(0), size + 10, true).unwrap()), vec![(0, 1)]);
+    assert_eq!(batches(&log.read(Offset(0), 10, true).unwrap()), vec![(0, 1)]);
     assert!(log.read(Offset(0), 10, false).unwrap().is_empty());
 }
 
@@ -77,8 +66,7 @@ fn segments_roll_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     for i in 0..40 {
-        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0)
-            .unwrap();
+        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
     }
     assert!(log.segment_count() > 3, "1000-byte segments must roll");
     let before = read_all(&log);
@@ -124,10 +112,7 @@ fn a_torn_final_batch_is_cut_off_at_recovery() {
     );
     let next = log.append(&mut build_batch(4, &[b"after"]), 0).unwrap();
     assert_eq!(next.base_offset, Offset(2));
-    assert_eq!(
-        batches(&log.read(Offset(2), 1 << 20, true).unwrap()),
-        vec![(2, 1)]
-    );
+    assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
 }
 
 #[test]
@@ -153,18 +138,12 @@ fn a_corrupt_index_of_a_closed_segment_is_rebuilt() {
     for i in 0..30 {
         log.append(&mut build_batch(i, &[&[7u8; 120]]), 0).unwrap();
     }
-    let expected: Vec<Vec<u8>> = (0..30)
-        .map(|o| log.read(Offset(o), 1 << 20, true).unwrap())
-        .collect();
+    let expected: Vec<Vec<u8>> = (0..30).map(|o| log.read(Offset(o), 1 << 20, true).unwrap()).collect();
     drop(log);
     std::fs::write(dir.path().join("00000000000000000000.index"), [0xAB; 24]).unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     for (o, want) in expected.iter().enumerate() {
-        assert_eq!(
-            &log.read(Offset(o as i64), 1 << 20, true).unwrap(),
-            want,
-            "offset {o}"
-        );
+        assert_eq!(&log.read(Offset(o as i64), 1 << 20, true).unwrap(), want, "offset {o}");
     }
 }
 
@@ -174,22 +153,12 @@ fn offsets_by_timestamp_and_max_timestamp() {
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     // Batch i holds 3 records with timestamps 1000*i, 1000*i+1, 1000*i+2.
     for i in 1..=20 {
-        log.append(&mut build_batch(1000 * i, &[b"x", b"y", b"z"]), 0)
-            .unwrap();
+        log.append(&mut build_batch(1000 * i, &[b"x", b"y", b"z"]), 0).unwrap();
     }
     // Timestamp 5001 is the second record of the fifth batch (offsets 12..14).
-    assert_eq!(
-        log.offset_for_timestamp(5001).unwrap(),
-        Some((Offset(13), 5001))
-    );
-    assert_eq!(
-        log.offset_for_timestamp(5003).unwrap(),
-        Some((Offset(15), 6000))
-    );
-    assert_eq!(
-        log.offset_for_timestamp(0).unwrap(),
-        Some((Offset(0), 1000))
-    );
+    assert_eq!(log.offset_for_timestamp(5001).unwrap(), Some((Offset(13), 5001)));
+    assert_eq!(log.offset_for_timestamp(5003).unwrap(), Some((Offset(15), 6000)));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((Offset(0), 1000)));
     assert_eq!(log.offset_for_timestamp(99_999).unwrap(), None);
     assert_eq!(log.max_timestamp(), Some((Offset(59), 20002)));
 }
@@ -306,13 +275,9 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
     use crate::AppendError;
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let first = log
-        .append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0)
-        .unwrap();
+    let first = log.append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0).unwrap();
     assert_eq!((first.base_offset, first.duplicate), (Offset(0), false));
-    let retry = log
-        .append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0)
-        .unwrap();
+    let retry = log.append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0).unwrap();
     assert_eq!(
         (retry.base_offset, retry.last_offset, retry.duplicate),
         (Offset(0), Offset(1), true)
@@ -344,9 +309,7 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
     drop(log);
 
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let retry = log
-        .append(&mut idempotent_batch(7, 0, 2, &[b"c"]), 0)
-        .unwrap();
+    let retry = log.append(&mut idempotent_batch(7, 0, 2, &[b"c"]), 0).unwrap();
     assert_eq!(
         (retry.base_offset, retry.duplicate),
         (Offset(2), true),
@@ -364,4 +327,20 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
         fenced,
         Err(AppendError::Sequence(SequenceError::Fenced { .. }))
     ));
+}
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config, 0).unwrap();
+    log.append(&mut build_batch(1, &[b"old"]), 0).unwrap();
+    log.append(&mut build_batch(2, &[b"still young"]), 999).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&mut build_batch(3, &[b"new segment"]), 1000).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
 }

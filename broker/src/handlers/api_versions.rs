@@ -5,10 +5,10 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, RequestHeader};
+use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{encode_response, supported, Handler};
+use super::{encode_response, supported, Handler, RequestContext};
 use crate::shard::Shard;
 
 pub(crate) struct ApiVersionsHandler;
@@ -18,11 +18,7 @@ impl Handler for ApiVersionsHandler {
     type Response = ApiVersionsResponse;
     const VERSIONS: (i16, i16) = (0, 4);
 
-    async fn handle(
-        _: Rc<Shard>,
-        _: RequestHeader,
-        _: ApiVersionsRequest,
-    ) -> Option<ApiVersionsResponse> {
+    async fn handle(_: Rc<Shard>, _: RequestContext, _: ApiVersionsRequest) -> Option<ApiVersionsResponse> {
         Some(response(0))
     }
 }
@@ -44,10 +40,5 @@ fn response(error_code: i16) -> ApiVersionsResponse {
 
 /// The v0 answer to an ApiVersions request newer than we serve.
 pub(super) fn unsupported_version(correlation_id: i32) -> Option<BytesMut> {
-    encode_response(
-        correlation_id,
-        0,
-        &response(ResponseError::UnsupportedVersion.code()),
-    )
-    .ok()
+    encode_response(correlation_id, 0, &response(ResponseError::UnsupportedVersion.code())).ok()
 }

@@ -5,14 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, RequestHeader};
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::Handler;
+use super::{Handler, RequestContext};
 use crate::admin::{self, AdminError};
 use crate::shard::Shard;
 use crate::topic_config;
@@ -28,11 +26,7 @@ impl Handler for CreateTopicsHandler {
     type Response = CreateTopicsResponse;
     const VERSIONS: (i16, i16) = (2, 7);
 
-    async fn handle(
-        shard: Rc<Shard>,
-        _: RequestHeader,
-        request: CreateTopicsRequest,
-    ) -> Option<CreateTopicsResponse> {
+    async fn handle(shard: Rc<Shard>, _: RequestContext, request: CreateTopicsRequest) -> Option<CreateTopicsResponse> {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for t in &request.topics {
             *seen.entry(t.name.as_str()).or_default() += 1;
@@ -93,9 +87,7 @@ async fn create(
             if a.partition_index != i as i32 || a.broker_ids.iter().map(|b| b.0).ne([node_id]) {
                 return Err(AdminError::new(
                     ResponseError::InvalidReplicaAssignment,
-                    format!(
-                        "partitions must be numbered from 0 and assigned to broker {node_id} alone"
-                    ),
+                    format!("partitions must be numbered from 0 and assigned to broker {node_id} alone"),
                 ));
             }
         }
@@ -110,9 +102,7 @@ async fn create(
     if replication_factor != 1 {
         return Err(AdminError::new(
             ResponseError::InvalidReplicationFactor,
-            format!(
-                "replication factor {replication_factor} is larger than the 1 available broker"
-            ),
+            format!("replication factor {replication_factor} is larger than the 1 available broker"),
         ));
     }
     let mut configs = BTreeMap::new();

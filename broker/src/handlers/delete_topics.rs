@@ -3,13 +3,11 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{
-    DeleteTopicsRequest, DeleteTopicsResponse, RequestHeader, TopicName,
-};
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::Handler;
+use super::{Handler, RequestContext};
 use crate::admin;
 use crate::shard::Shard;
 
@@ -22,11 +20,11 @@ impl Handler for DeleteTopicsHandler {
 
     async fn handle(
         shard: Rc<Shard>,
-        header: RequestHeader,
+        ctx: RequestContext,
         request: DeleteTopicsRequest,
     ) -> Option<DeleteTopicsResponse> {
         // v6 moved the names into `topics`, where a name or an id identifies each topic.
-        let wanted: Vec<(Option<String>, uuid::Uuid)> = if header.request_api_version >= 6 {
+        let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version() >= 6 {
             request
                 .topics
                 .iter()
@@ -55,6 +53,10 @@ impl Handler for DeleteTopicsHandler {
                     .ok_or(ResponseError::UnknownTopicId),
             };
             let result = match found {
+                Ok(topic) if topic.internal => Err((
+                    ResponseError::InvalidTopicException,
+                    format!("{} is internal", topic.name),
+                )),
                 Ok(topic) => admin::delete_topic(&shard, &topic.name)
                     .await
                     .map_err(|e| (e.code, e.message)),

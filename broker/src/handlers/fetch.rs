@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, RequestHeader};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use sluice_storage::BatchHeader;
 use tokio::sync::Notify;
 
-use super::{error_code, Handler};
+use super::{error_code, Handler, RequestContext};
 use crate::shard::{FetchItem, FetchOutcome, Shard, ShardCall, TopicPartition};
 
 pub(crate) struct FetchHandler;
@@ -31,14 +31,9 @@ impl Handler for FetchHandler {
     // v13+ names topics by id only; capped until topic ids are routed in Fetch.
     const VERSIONS: (i16, i16) = (4, 12);
 
-    async fn handle(
-        shard: Rc<Shard>,
-        _: RequestHeader,
-        request: FetchRequest,
-    ) -> Option<FetchResponse> {
+    async fn handle(shard: Rc<Shard>, _: RequestContext, request: FetchRequest) -> Option<FetchResponse> {
         let metadata = shard.controller().metadata();
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
         let waker = Arc::new(Notify::new());
         let mut shutdown = shard.cluster.shutdown.clone();
         loop {
@@ -179,7 +174,5 @@ fn response(request: &FetchRequest, outcomes: Vec<FetchOutcome>) -> FetchRespons
                 .with_partitions(partitions)
         })
         .collect();
-    FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(responses)
+    FetchResponse::default().with_session_id(0).with_responses(responses)
 }

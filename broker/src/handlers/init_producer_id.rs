@@ -5,12 +5,10 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestHeader,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::Handler;
+use super::{Handler, RequestContext};
 use crate::shard::Shard;
 
 pub(crate) struct InitProducerIdHandler;
@@ -27,7 +25,7 @@ impl Handler for InitProducerIdHandler {
 
     async fn handle(
         shard: Rc<Shard>,
-        _: RequestHeader,
+        _: RequestContext,
         request: InitProducerIdRequest,
     ) -> Option<InitProducerIdResponse> {
         let failed = |error: ResponseError| {
@@ -36,14 +34,8 @@ impl Handler for InitProducerIdHandler {
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         };
-        if request
-            .transactional_id
-            .as_ref()
-            .is_some_and(|id| !id.is_empty())
-        {
-            tracing::debug!(
-                "InitProducerId with a transactional id: transactions are not supported yet"
-            );
+        if request.transactional_id.as_ref().is_some_and(|id| !id.is_empty()) {
+            tracing::debug!("InitProducerId with a transactional id: transactions are not supported yet");
             return Some(failed(ResponseError::InvalidRequest));
         }
         match next_producer_id(&shard) {
@@ -67,9 +59,7 @@ fn next_producer_id(shard: &Shard) -> Result<i64, sluice_controller::ControllerE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if ids.is_empty() {
-        *ids = shard
-            .controller()
-            .allocate_producer_ids(PRODUCER_ID_BLOCK)?;
+        *ids = shard.controller().allocate_producer_ids(PRODUCER_ID_BLOCK)?;
     }
     let id = ids.start;
     ids.start += 1;

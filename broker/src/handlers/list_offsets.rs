@@ -4,13 +4,11 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::list_offsets_response::{
-    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
-};
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, RequestHeader};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{error_code, Handler};
+use super::{error_code, Handler, RequestContext};
 use crate::shard::{OffsetOutcome, OffsetQuery, Shard, ShardCall, TopicPartition};
 
 pub(crate) struct ListOffsetsHandler;
@@ -20,11 +18,7 @@ impl Handler for ListOffsetsHandler {
     type Response = ListOffsetsResponse;
     const VERSIONS: (i16, i16) = (1, 10);
 
-    async fn handle(
-        shard: Rc<Shard>,
-        header: RequestHeader,
-        request: ListOffsetsRequest,
-    ) -> Option<ListOffsetsResponse> {
+    async fn handle(shard: Rc<Shard>, ctx: RequestContext, request: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
         let metadata = shard.controller().metadata();
         let unknown = OffsetOutcome {
             error: Some(ResponseError::UnknownTopicOrPartition),
@@ -56,10 +50,7 @@ impl Handler for ListOffsetsHandler {
             }
         }
         let answers = shard
-            .fan_out(items, |items, reply| ShardCall::ListOffsets {
-                items,
-                reply,
-            })
+            .fan_out(items, |items, reply| ShardCall::ListOffsets { items, reply })
             .await;
         for (slot, answer) in slots.into_iter().zip(answers) {
             if let Some(answer) = answer {
@@ -82,11 +73,7 @@ impl Handler for ListOffsetsHandler {
                             .with_offset(o.offset)
                             .with_timestamp(o.timestamp)
                             // The field exists from v4; encoding it earlier is an error.
-                            .with_leader_epoch(if header.request_api_version >= 4 {
-                                0
-                            } else {
-                                -1
-                            })
+                            .with_leader_epoch(if ctx.version() >= 4 { 0 } else { -1 })
                     })
                     .collect();
                 ListOffsetsTopicResponse::default()

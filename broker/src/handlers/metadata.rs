@@ -6,14 +6,12 @@ use std::rc::Rc;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::TopicMetadata;
 
-use super::Handler;
+use super::{Handler, RequestContext};
 use crate::admin;
 use crate::shard::Shard;
 
@@ -24,11 +22,7 @@ impl Handler for MetadataHandler {
     type Response = MetadataResponse;
     const VERSIONS: (i16, i16) = (0, 13);
 
-    async fn handle(
-        shard: Rc<Shard>,
-        _: RequestHeader,
-        request: MetadataRequest,
-    ) -> Option<MetadataResponse> {
+    async fn handle(shard: Rc<Shard>, _: RequestContext, request: MetadataRequest) -> Option<MetadataResponse> {
         let node_id = shard.config().node_id;
         let (host, port) = shard.cluster.advertised.clone();
         let mut topics = Vec::new();
@@ -40,13 +34,10 @@ impl Handler for MetadataHandler {
             }
             Some(requested) => {
                 // v0 requests could not opt out of auto-creation; the field defaults to true.
-                let may_create =
-                    request.allow_auto_topic_creation && shard.config().auto_create_topics;
+                let may_create = request.allow_auto_topic_creation && shard.config().auto_create_topics;
                 for wanted in requested {
                     topics.push(match wanted.name {
-                        Some(name) => {
-                            lookup_by_name(&shard, name.as_str(), may_create, node_id).await
-                        }
+                        Some(name) => lookup_by_name(&shard, name.as_str(), may_create, node_id).await,
                         None => lookup_by_id(&shard, wanted.topic_id, node_id),
                     });
                 }
@@ -68,12 +59,7 @@ impl Handler for MetadataHandler {
     }
 }
 
-async fn lookup_by_name(
-    shard: &Rc<Shard>,
-    name: &str,
-    may_create: bool,
-    node_id: i32,
-) -> MetadataResponseTopic {
+async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id: i32) -> MetadataResponseTopic {
     if let Some(topic) = shard.controller().metadata().topic(name) {
         return describe(topic, node_id);
     }

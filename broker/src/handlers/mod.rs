@@ -4,14 +4,26 @@
 
 mod api_versions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
@@ -20,6 +32,26 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::shard::Shard;
+
+/// Who asked: the request header and the client's address.
+pub(crate) struct RequestContext {
+    pub header: RequestHeader,
+    pub peer: SocketAddr,
+}
+
+impl RequestContext {
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    pub fn client_id(&self) -> String {
+        self.header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    }
+}
 
 /// One Kafka API: the request it decodes, the versions it serves, and what it does.
 pub(crate) trait Handler {
@@ -30,7 +62,7 @@ pub(crate) trait Handler {
     /// The response, or None when Kafka sends none (Produce with acks=0).
     fn handle(
         shard: Rc<Shard>,
-        header: RequestHeader,
+        ctx: RequestContext,
         request: Self::Request,
     ) -> impl Future<Output = Option<Self::Response>>;
 }
@@ -58,9 +90,9 @@ macro_rules! handler_table {
             vec![$((ApiKey::$key as i16, <$handler as Handler>::VERSIONS.0, <$handler as Handler>::VERSIONS.1)),*]
         }
 
-        fn route(shard: Rc<Shard>, key: ApiKey, header: RequestHeader, body: Bytes) -> Result<Pending, FrameError> {
+        fn route(shard: Rc<Shard>, key: ApiKey, ctx: RequestContext, body: Bytes) -> Result<Pending, FrameError> {
             match key {
-                $(ApiKey::$key => run::<$handler>(shard, key, header, body),)*
+                $(ApiKey::$key => run::<$handler>(shard, key, ctx, body),)*
                 _ => Err(FrameError::UnknownApi(key as i16)),
             }
         }
@@ -76,11 +108,22 @@ handler_table! {
     CreateTopics => create_topics::CreateTopicsHandler,
     DeleteTopics => delete_topics::DeleteTopicsHandler,
     InitProducerId => init_producer_id::InitProducerIdHandler,
+    FindCoordinator => find_coordinator::FindCoordinatorHandler,
+    JoinGroup => join_group::JoinGroupHandler,
+    SyncGroup => sync_group::SyncGroupHandler,
+    Heartbeat => heartbeat::HeartbeatHandler,
+    LeaveGroup => leave_group::LeaveGroupHandler,
+    OffsetCommit => offset_commit::OffsetCommitHandler,
+    OffsetFetch => offset_fetch::OffsetFetchHandler,
+    DescribeGroups => describe_groups::DescribeGroupsHandler,
+    ListGroups => list_groups::ListGroupsHandler,
+    DeleteGroups => delete_groups::DeleteGroupsHandler,
+    OffsetDelete => offset_delete::OffsetDeleteHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that
 /// answers it. Errors mean the connection must close.
-pub fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Pending, FrameError> {
+pub fn dispatch(shard: &Rc<Shard>, peer: SocketAddr, mut frame: Bytes) -> Result<Pending, FrameError> {
     // api_key, api_version and correlation_id must be there before anything is read.
     if frame.len() < 8 {
         return Err(FrameError::Short(frame.len()));
@@ -95,33 +138,33 @@ pub fn dispatch(shard: &Rc<Shard>, mut frame: Bytes) -> Result<Pending, FrameErr
         // KIP-511: answer a too-new ApiVersions with UNSUPPORTED_VERSION in a v0 body so
         // the client can retry with a version both sides know.
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        return Ok(Box::pin(std::future::ready(
-            api_versions::unsupported_version(correlation_id),
-        )));
+        return Ok(Box::pin(std::future::ready(api_versions::unsupported_version(
+            correlation_id,
+        ))));
     }
     if version < min || version > max {
         return Err(FrameError::UnsupportedVersion(key, version));
     }
     let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| FrameError::Decode(key, version, format!("header: {e}")))?;
-    route(shard.clone(), key, header, frame)
+    route(shard.clone(), key, RequestContext { header, peer }, frame)
 }
 
 fn run<H: Handler + 'static>(
     shard: Rc<Shard>,
     key: ApiKey,
-    header: RequestHeader,
+    ctx: RequestContext,
     mut body: Bytes,
 ) -> Result<Pending, FrameError>
 where
     H::Request: 'static,
 {
-    let version = header.request_api_version;
-    let request = H::Request::decode(&mut body, version)
-        .map_err(|e| FrameError::Decode(key, version, e.to_string()))?;
+    let version = ctx.version();
+    let request =
+        H::Request::decode(&mut body, version).map_err(|e| FrameError::Decode(key, version, e.to_string()))?;
     Ok(Box::pin(async move {
-        let correlation_id = header.correlation_id;
-        let response = H::handle(shard, header, request).await?;
+        let correlation_id = ctx.header.correlation_id;
+        let response = H::handle(shard, ctx, request).await?;
         match encode_response(correlation_id, version, &response) {
             Ok(frame) => Some(frame),
             Err(e) => {
@@ -140,17 +183,34 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
 ) -> Result<BytesMut, String> {
     let header_version = R::header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = header
-        .compute_size(header_version)
-        .map_err(|e| e.to_string())?
+    let size = header.compute_size(header_version).map_err(|e| e.to_string())?
         + body.compute_size(version).map_err(|e| e.to_string())?;
     let mut buf = BytesMut::with_capacity(4 + size);
     buf.put_i32(size as i32);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| e.to_string())?;
+    header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
     body.encode(&mut buf, version).map_err(|e| e.to_string())?;
     Ok(buf)
+}
+
+/// Sends `op` to the shard that coordinates `group_id` and waits for its answer; None
+/// when that shard is gone (shutdown).
+pub(crate) async fn ask_coordinator<T>(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    op: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::group::coordinator::GroupOp,
+) -> Option<T> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let target = shard.cluster.group_shard(group_id);
+    shard
+        .route(
+            target,
+            crate::shard::ShardCall::Group {
+                group_id: group_id.to_string(),
+                op: Box::new(op(reply)),
+            },
+        )
+        .await;
+    answer.await.ok()
 }
 
 /// Helpers shared by handlers.

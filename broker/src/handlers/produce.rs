@@ -4,11 +4,11 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, RequestHeader};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{error_code, Handler};
+use super::{error_code, Handler, RequestContext};
 use crate::shard::{ProduceItem, ProduceOutcome, Shard, ShardCall, TopicPartition};
 
 pub(crate) struct ProduceHandler;
@@ -19,11 +19,7 @@ impl Handler for ProduceHandler {
     // v13 names topics by id only; Sluice serves names until topic ids are routed.
     const VERSIONS: (i16, i16) = (3, 12);
 
-    async fn handle(
-        shard: Rc<Shard>,
-        _: RequestHeader,
-        request: ProduceRequest,
-    ) -> Option<ProduceResponse> {
+    async fn handle(shard: Rc<Shard>, _: RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
         let acks = request.acks;
         let metadata = shard.controller().metadata();
         // Each partition's answer is decided here (bad acks, unknown partition) or by its shard.
@@ -39,6 +35,9 @@ impl Handler for ProduceHandler {
                     refuse(ResponseError::InvalidRequiredAcks)
                 } else if !known.is_some_and(|n| (0..n).contains(&partition.index)) {
                     refuse(ResponseError::UnknownTopicOrPartition)
+                } else if metadata.topic(name).is_some_and(|t| t.internal) {
+                    // Only the broker writes its internal topics, as in Kafka.
+                    refuse(ResponseError::InvalidTopicException)
                 } else {
                     match &partition.records {
                         None => refuse(ResponseError::CorruptMessage),
@@ -73,10 +72,7 @@ impl Handler for ProduceHandler {
             })
             .await;
         for (slot, answer) in slots.into_iter().zip(answers) {
-            early[slot] =
-                Some(answer.unwrap_or_else(|| {
-                    ProduceOutcome::refused(ResponseError::NotLeaderOrFollower)
-                }));
+            early[slot] = Some(answer.unwrap_or_else(|| ProduceOutcome::refused(ResponseError::NotLeaderOrFollower)));
         }
         if acks == 0 {
             return None;
@@ -90,9 +86,10 @@ impl Handler for ProduceHandler {
                     .partition_data
                     .iter()
                     .map(|p| {
-                        let o = outcomes.next().flatten().unwrap_or_else(|| {
-                            ProduceOutcome::refused(ResponseError::UnknownServerError)
-                        });
+                        let o = outcomes
+                            .next()
+                            .flatten()
+                            .unwrap_or_else(|| ProduceOutcome::refused(ResponseError::UnknownServerError));
                         PartitionProduceResponse::default()
                             .with_index(p.index)
                             .with_error_code(error_code(o.error))

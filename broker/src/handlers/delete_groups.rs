@@ -1,0 +1,35 @@
+//! DeleteGroups: removes empty groups and their offsets (NON_EMPTY_GROUP while members
+//! remain, GROUP_ID_NOT_FOUND for unknown groups).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+use kafka_protocol::ResponseError;
+
+use super::{ask_coordinator, Handler, RequestContext};
+use crate::group::coordinator::GroupOp;
+use crate::shard::Shard;
+
+pub(crate) struct DeleteGroupsHandler;
+
+impl Handler for DeleteGroupsHandler {
+    type Request = DeleteGroupsRequest;
+    type Response = DeleteGroupsResponse;
+    const VERSIONS: (i16, i16) = (0, 2);
+
+    async fn handle(shard: Rc<Shard>, _: RequestContext, request: DeleteGroupsRequest) -> Option<DeleteGroupsResponse> {
+        let mut results = Vec::new();
+        for group_id in request.groups_names {
+            let code = ask_coordinator(&shard, &group_id, |reply| GroupOp::Delete { reply })
+                .await
+                .unwrap_or(ResponseError::CoordinatorNotAvailable.code());
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(group_id)
+                    .with_error_code(code),
+            );
+        }
+        Some(DeleteGroupsResponse::default().with_results(results))
+    }
+}

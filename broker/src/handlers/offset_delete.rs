@@ -1,0 +1,62 @@
+//! OffsetDelete (KIP-496): removes a group's committed offsets for partitions of topics
+//! its members are not subscribed to.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+use kafka_protocol::ResponseError;
+
+use super::{ask_coordinator, Handler, RequestContext};
+use crate::group::coordinator::GroupOp;
+use crate::shard::Shard;
+
+pub(crate) struct OffsetDeleteHandler;
+
+impl Handler for OffsetDeleteHandler {
+    type Request = OffsetDeleteRequest;
+    type Response = OffsetDeleteResponse;
+    const VERSIONS: (i16, i16) = (0, 0);
+
+    async fn handle(shard: Rc<Shard>, _: RequestContext, request: OffsetDeleteRequest) -> Option<OffsetDeleteResponse> {
+        let group_id = request.group_id.to_string();
+        let topics: Vec<(String, Vec<i32>)> = request
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.to_string(),
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect();
+        let answer = ask_coordinator(&shard, &group_id, |reply| GroupOp::DeleteOffsets { topics, reply })
+            .await
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));
+        let errors = match answer {
+            Ok(errors) => errors,
+            Err(code) => return Some(OffsetDeleteResponse::default().with_error_code(code)),
+        };
+        let topics = request
+            .topics
+            .iter()
+            .zip(errors)
+            .map(|(t, codes)| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .zip(codes)
+                    .map(|(p, code)| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code)
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect();
+        Some(OffsetDeleteResponse::default().with_topics(topics))
+    }
+}
