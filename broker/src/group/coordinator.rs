@@ -1196,9 +1196,14 @@ fn replace_static_member(
     if was_leader {
         group.leader = Some(new_id.clone());
     }
-    if group.state == GroupState::Stable && unchanged && !was_leader {
+    if group.state == GroupState::Stable && unchanged {
         group.members.insert(new_id.clone(), member);
-        return Reply::Now(join_answer(group, &new_id, version));
+        let mut answer = join_answer(group, &new_id, version);
+        // A restarted static leader gets the member list but must not reassign (v9,
+        // KIP-814); older leaders' SyncGroup in a Stable group just returns the current
+        // assignment, so either way nothing moves.
+        answer.skip_assignment = was_leader && version >= 9;
+        return Reply::Now(answer);
     }
     let (tx, rx) = oneshot::channel();
     member.join_waiter = Some(JoinWaiter { version, reply: tx });
