@@ -25,6 +25,9 @@ pub struct Cli {
     /// Address to accept Kafka clients on [default: 127.0.0.1:9092].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address of the Prometheus endpoint (/metrics, /health) [default: 127.0.0.1:9644].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Address clients are told to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_listener: Option<String>,
@@ -96,6 +99,7 @@ pub struct Cli {
 struct FileConfig {
     listen: Option<SocketAddr>,
     advertised_listener: Option<String>,
+    metrics_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     node_id: Option<i32>,
@@ -122,6 +126,7 @@ struct FileConfig {
 pub struct BrokerConfig {
     pub listen: SocketAddr,
     pub advertised_listener: Option<(String, u16)>,
+    pub metrics_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub shards: usize,
     pub node_id: i32,
@@ -159,6 +164,10 @@ impl BrokerConfig {
                 Some(s) => Some(parse_host_port(&s)?),
                 None => None,
             },
+            metrics_addr: cli
+                .metrics_addr
+                .or(file.metrics_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9644))),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             shards: cli.shards.or(file.shards).unwrap_or(cores),
             node_id: cli.node_id.or(file.node_id).unwrap_or(1),

@@ -69,6 +69,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(%peer, "closing connection: {e}");
+                shard.metrics.borrow_mut().connections_rejected += 1;
                 break;
             }
         };
@@ -80,6 +81,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             }
             Err(e) => {
                 tracing::warn!(%peer, "closing connection: {e}");
+                shard.metrics.borrow_mut().connections_rejected += 1;
                 break;
             }
         }

@@ -7,8 +7,10 @@
 mod admin;
 mod config;
 mod connection;
+mod exporter;
 mod group;
 mod handlers;
+mod metrics;
 mod server;
 mod shard;
 mod topic_config;

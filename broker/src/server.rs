@@ -24,6 +24,10 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let offsets_partitions = ensure_offsets_topic(&controller, &config)?;
     remove_orphan_partitions(&config.data_dir, &controller.metadata());
     let listeners = bind(config.listen, config.shards)?;
+    let metrics_listener = StdListener::bind(config.metrics_addr)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_addr))?;
+    let metrics_bound = metrics_listener.local_addr().map_err(|e| e.to_string())?;
     let bound = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let advertised = config.advertised_listener.clone().unwrap_or_else(|| {
         let host = if bound.ip().is_unspecified() {
@@ -72,6 +76,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         threads.push(thread);
     }
     drop(ready_tx);
+    let exporter =
+        crate::exporter::spawn(cluster.clone(), metrics_listener).map_err(|e| format!("metrics thread: {e}"))?;
     let mut failure = None;
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -84,6 +90,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         tracing::info!(listen = %bound, advertised = %format!("{}:{}", advertised.0, advertised.1), shards, "sluice is ready");
         // Tests and scripts read this line to learn the port when started with port 0.
         println!("sluice listening on {bound}");
+        println!("sluice metrics on {metrics_bound}");
         wait_for_signal();
         tracing::info!("shutting down");
     }
@@ -91,6 +98,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     for t in threads {
         let _ = t.join();
     }
+    let _ = exporter.join();
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -204,7 +212,12 @@ fn run_shard(
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn_local(connection::serve(shard.clone(), stream, peer));
+                        shard.metrics.borrow_mut().connections_accepted += 1;
+                        let serving = shard.clone();
+                        connections.spawn_local(async move {
+                            connection::serve(serving.clone(), stream, peer).await;
+                            serving.metrics.borrow_mut().connections_closed += 1;
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(shard = id, "accept failed: {e}");

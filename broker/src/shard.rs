@@ -20,10 +20,12 @@ use sluice_storage::{AppendError, BatchError, Log, Offset, ReadError, SequenceEr
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::ApiKey;
 
 use crate::config::BrokerConfig;
 use crate::group::coordinator::GroupOp;
 use crate::group::{Group, GroupConfig};
+use crate::metrics::{GroupStats, PartitionStats, ShardMetrics, ShardSnapshot};
 use crate::topic_config;
 
 /// Depth of each shard's inbox. Enough for every connection of a busy peer to have a
@@ -137,11 +139,13 @@ pub enum ShardCall {
         items: Vec<ProduceItem>,
         acks: i16,
         timeout_ms: i32,
+        queued_at: tokio::time::Instant,
         reply: oneshot::Sender<Vec<ProduceOutcome>>,
     },
     Fetch {
         items: Vec<FetchItem>,
         waker: Option<Arc<Notify>>,
+        queued_at: tokio::time::Instant,
         reply: oneshot::Sender<Vec<FetchOutcome>>,
     },
     ListOffsets {
@@ -155,6 +159,10 @@ pub enum ShardCall {
     },
     ListGroups {
         reply: oneshot::Sender<Vec<ListedGroup>>,
+    },
+    /// Counters and partition and group state, for a scrape.
+    Snapshot {
+        reply: oneshot::Sender<ShardSnapshot>,
     },
     OpenTopic {
         topic: TopicMetadata,
@@ -208,6 +216,8 @@ pub struct Shard {
     flush_wake: Notify,
     /// The consumer groups this shard coordinates (see `group`).
     pub(crate) groups: RefCell<HashMap<String, Group>>,
+    /// This shard's own counters; a scrape sums every shard's.
+    pub metrics: RefCell<ShardMetrics>,
 }
 
 pub fn now_ms() -> i64 {
@@ -238,6 +248,7 @@ impl Shard {
             flush_queue: RefCell::new(Vec::new()),
             flush_wake: Notify::new(),
             groups: RefCell::new(HashMap::new()),
+            metrics: RefCell::new(ShardMetrics::default()),
         }
     }
 
@@ -353,12 +364,30 @@ impl Shard {
                 items,
                 acks,
                 timeout_ms,
+                queued_at,
                 reply,
             } => {
+                self.metrics
+                    .borrow_mut()
+                    .queue_time
+                    .entry(ApiKey::Produce as i16)
+                    .or_default()
+                    .observe(queued_at.elapsed());
                 let out = self.produce(items, acks, timeout_ms).await;
                 let _ = reply.send(out);
             }
-            ShardCall::Fetch { items, waker, reply } => {
+            ShardCall::Fetch {
+                items,
+                waker,
+                queued_at,
+                reply,
+            } => {
+                self.metrics
+                    .borrow_mut()
+                    .queue_time
+                    .entry(ApiKey::Fetch as i16)
+                    .or_default()
+                    .observe(queued_at.elapsed());
                 let _ = reply.send(self.read(items, waker));
             }
             ShardCall::ListOffsets { items, reply } => {
@@ -367,6 +396,9 @@ impl Shard {
             ShardCall::Group { group_id, op } => self.serve_group(group_id, *op).await,
             ShardCall::ListGroups { reply } => {
                 let _ = reply.send(self.list_groups());
+            }
+            ShardCall::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
             }
             ShardCall::OpenTopic { topic, reply } => {
                 let _ = reply.send(self.open_topic(&topic));
@@ -427,6 +459,10 @@ impl Shard {
             Ok(info) => {
                 if !info.duplicate {
                     p.wake_readers();
+                    let mut metrics = self.metrics.borrow_mut();
+                    let io = metrics.topic(&tp.topic);
+                    io.bytes_in += records.len() as u64;
+                    io.records_in += info.record_count.max(0) as u64;
                 }
                 if (durable || p.log.flush_due(now)) && !p.flush_requested {
                     p.flush_requested = true;
@@ -603,8 +639,9 @@ impl Shard {
             let done = tokio::task::spawn_blocking(move || {
                 jobs.into_iter()
                     .map(|(tp, job)| {
+                        let started = std::time::Instant::now();
                         let result = job.run();
-                        (tp, job.upto(), result)
+                        (tp, job.upto(), result, started.elapsed())
                     })
                     .collect::<Vec<_>>()
             })
@@ -612,7 +649,8 @@ impl Shard {
             let Ok(done) = done else { continue };
             let now = now_ms();
             let mut parts = self.partitions.borrow_mut();
-            for (tp, upto, result) in done {
+            for (tp, upto, result, took) in done {
+                self.metrics.borrow_mut().fsync.observe(took);
                 let Some(p) = parts.get_mut(&tp) else {
                     continue;
                 };
@@ -639,6 +677,44 @@ impl Shard {
                 p.flush_requested = true;
                 queue.push(tp.clone());
             }
+        }
+    }
+
+    /// Counters plus every partition's offsets and every group's state.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        let partitions = self
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(tp, p)| {
+                let o = p.log.offsets();
+                PartitionStats {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    log_start_offset: o.log_start.value(),
+                    high_watermark: o.high_watermark.value(),
+                    log_end_offset: o.log_end.value(),
+                    size_bytes: p.log.size_bytes(),
+                    segments: p.log.segment_count(),
+                }
+            })
+            .collect();
+        let groups = self
+            .groups
+            .borrow()
+            .values()
+            .map(|g| GroupStats {
+                group: g.id.clone(),
+                state: g.state.name(),
+                members: g.members.len(),
+                generation: g.generation,
+                offsets: g.offsets.iter().map(|((t, p), c)| (t.clone(), *p, c.offset)).collect(),
+            })
+            .collect();
+        ShardSnapshot {
+            metrics: self.metrics.borrow().clone(),
+            partitions,
+            groups,
         }
     }
 

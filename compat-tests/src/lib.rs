@@ -34,6 +34,8 @@ pub fn sluice_bin() -> PathBuf {
 pub struct Broker {
     child: Option<Child>,
     pub addr: String,
+    /// host:port of the Prometheus endpoint.
+    pub metrics_addr: String,
     data: tempfile::TempDir,
     args: Vec<String>,
 }
@@ -46,6 +48,7 @@ impl Broker {
         let mut broker = Broker {
             child: None,
             addr: String::new(),
+            metrics_addr: String::new(),
             data,
             args,
         };
@@ -70,6 +73,8 @@ impl Broker {
             .arg(self.data.path().join("data"))
             .arg("--shards")
             .arg("2")
+            .arg("--metrics-addr")
+            .arg("127.0.0.1:0")
             .args(&self.args)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -80,15 +85,21 @@ impl Broker {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("sluice listening on ") {
-                    let _ = tx.send(addr.to_string());
+                    let _ = tx.send(("kafka", addr.to_string()));
+                }
+                if let Some(addr) = line.strip_prefix("sluice metrics on ") {
+                    let _ = tx.send(("metrics", addr.to_string()));
                 }
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => self.addr = addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("sluice did not start; log:\n{}", self.log());
+        for _ in 0..2 {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(("kafka", addr)) => self.addr = addr,
+                Ok((_, addr)) => self.metrics_addr = addr,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("sluice did not start; log:\n{}", self.log());
+                }
             }
         }
         self.child = Some(child);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use sluice_storage::BatchHeader;
 use tokio::sync::Notify;
@@ -72,6 +72,7 @@ impl Handler for FetchHandler {
                 .fan_out(items, |items, reply| ShardCall::Fetch {
                     items,
                     waker: Some(waker.clone()),
+                    queued_at: tokio::time::Instant::now(),
                     reply,
                 })
                 .await;
@@ -92,6 +93,7 @@ impl Handler for FetchHandler {
                 || tokio::time::Instant::now() >= deadline
                 || *shutdown.borrow();
             if done {
+                count_fetched(&shard, &request, &outcomes);
                 return Some(response(&request, outcomes));
             }
             tokio::select! {
@@ -127,6 +129,30 @@ fn apply_byte_limits(
         total += keep;
     }
     total
+}
+
+/// Bytes, records and error codes a fetch answers with, for the metrics.
+fn count_fetched(shard: &Shard, request: &FetchRequest, outcomes: &[FetchOutcome]) {
+    let mut metrics = shard.metrics.borrow_mut();
+    let topics = request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |_| t.topic.as_str()));
+    for (topic, o) in topics.zip(outcomes) {
+        metrics.error(ApiKey::Fetch as i16, error_code(o.error));
+        if o.records.is_empty() {
+            continue;
+        }
+        let mut records = 0u64;
+        let mut rest = &o.records[..];
+        while let Ok(h) = BatchHeader::parse(rest) {
+            records += h.record_count.max(0) as u64;
+            rest = &rest[h.size.min(rest.len())..];
+        }
+        let io = metrics.topic(topic);
+        io.bytes_out += o.records.len() as u64;
+        io.records_out += records;
+    }
 }
 
 fn first_batch_len(records: &[u8]) -> usize {

@@ -164,7 +164,14 @@ where
         H::Request::decode(&mut body, version).map_err(|e| FrameError::Decode(key, version, e.to_string()))?;
     Ok(Box::pin(async move {
         let correlation_id = ctx.header.correlation_id;
-        let response = H::handle(shard, ctx, request).await?;
+        let started = tokio::time::Instant::now();
+        let metrics_shard = shard.clone();
+        let response = H::handle(shard, ctx, request).await;
+        metrics_shard
+            .metrics
+            .borrow_mut()
+            .request(key as i16, started.elapsed());
+        let response = response?;
         match encode_response(correlation_id, version, &response) {
             Ok(frame) => Some(frame),
             Err(e) => {

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -68,9 +68,19 @@ impl Handler for ProduceHandler {
                 items,
                 acks,
                 timeout_ms,
+                queued_at: tokio::time::Instant::now(),
                 reply,
             })
             .await;
+        {
+            let mut metrics = shard.metrics.borrow_mut();
+            for a in answers.iter().flatten() {
+                metrics.error(ApiKey::Produce as i16, error_code(a.error));
+            }
+            for o in early.iter().flatten() {
+                metrics.error(ApiKey::Produce as i16, error_code(o.error));
+            }
+        }
         for (slot, answer) in slots.into_iter().zip(answers) {
             early[slot] = Some(answer.unwrap_or_else(|| ProduceOutcome::refused(ResponseError::NotLeaderOrFollower)));
         }

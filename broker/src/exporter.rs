@@ -1,0 +1,433 @@
+//! The metrics endpoint: `/metrics` in the Prometheus text format (rendered by the
+//! `prometheus` crate's encoder, which `promtool check metrics` accepts) and `/health`,
+//! served from a thread of its own so a scrape never runs on a shard. A scrape asks
+//! every shard for a snapshot over its inbox and sums the answers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::ResponseError;
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram as PromHistogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::Encoder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::metrics::{Histogram, ShardMetrics, ShardSnapshot};
+use crate::shard::{Cluster, ShardCall};
+
+/// How long a scrape waits for a shard; a shard slower than this is reported unhealthy.
+const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A scrape request larger than this is not HTTP we serve.
+const REQUEST_HEAD_MAX: usize = 8192;
+
+pub fn spawn(cluster: Arc<Cluster>, listener: StdListener) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            let mut shutdown = cluster.shutdown.clone();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            tokio::spawn(serve(cluster.clone(), stream));
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        });
+    })
+}
+
+async fn serve(cluster: Arc<Cluster>, mut stream: tokio::net::TcpStream) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > REQUEST_HEAD_MAX {
+            return;
+        }
+    }
+    let line = String::from_utf8_lossy(head.split(|b| *b == b'\n').next().unwrap_or_default()).to_string();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => match collect(&cluster).await {
+            Some(snapshots) => ("200 OK", prometheus::TEXT_FORMAT, render(&cluster, snapshots)),
+            None => (
+                "503 Service Unavailable",
+                "text/plain",
+                b"a shard did not answer\n".to_vec(),
+            ),
+        },
+        ("GET", "/health") => match collect(&cluster).await {
+            Some(_) => ("200 OK", "text/plain", b"ok\n".to_vec()),
+            None => (
+                "503 Service Unavailable",
+                "text/plain",
+                b"a shard did not answer\n".to_vec(),
+            ),
+        },
+        ("GET", _) => ("404 Not Found", "text/plain", b"try /metrics or /health\n".to_vec()),
+        _ => ("405 Method Not Allowed", "text/plain", Vec::new()),
+    };
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(header.as_bytes()).await;
+    let _ = stream.write_all(&body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// One snapshot per shard, or None if any shard fails to answer in time.
+async fn collect(cluster: &Cluster) -> Option<Vec<ShardSnapshot>> {
+    let mut answers = Vec::new();
+    for peer in &cluster.peers {
+        let (reply, answer) = oneshot::channel();
+        peer.send(ShardCall::Snapshot { reply }).await.ok()?;
+        answers.push(answer);
+    }
+    let mut out = Vec::new();
+    for answer in answers {
+        out.push(tokio::time::timeout(SHARD_ANSWER_TIMEOUT, answer).await.ok()?.ok()?);
+    }
+    Some(out)
+}
+
+#[derive(Default)]
+struct Families(BTreeMap<String, MetricFamily>);
+
+impl Families {
+    fn push(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        labels: &[(&str, String)],
+        fill: impl FnOnce(&mut Metric),
+    ) {
+        let family = self.0.entry(name.to_string()).or_insert_with(|| {
+            let mut f = MetricFamily::default();
+            f.set_name(name.to_string());
+            f.set_help(help.to_string());
+            f.set_field_type(kind);
+            f
+        });
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.clone());
+                    l
+                })
+                .collect(),
+        );
+        fill(&mut m);
+        family.mut_metric().push(m);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, labels: &[(&str, String)], value: f64) {
+        self.push(name, help, MetricType::COUNTER, labels, |m| {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        });
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, String)], value: f64) {
+        self.push(name, help, MetricType::GAUGE, labels, |m| {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        });
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, String)], h: &Histogram) {
+        self.push(name, help, MetricType::HISTOGRAM, labels, |m| {
+            let mut p = PromHistogram::default();
+            p.set_sample_count(h.count);
+            p.set_sample_sum(h.sum);
+            p.set_bucket(
+                h.cumulative()
+                    .into_iter()
+                    .map(|(bound, count)| {
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(bound);
+                        b.set_cumulative_count(count);
+                        b
+                    })
+                    .collect(),
+            );
+            m.set_histogram(p);
+        });
+    }
+}
+
+fn api_name(key: i16) -> String {
+    ApiKey::try_from(key)
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| key.to_string())
+}
+
+fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
+    let mut total = ShardMetrics::default();
+    for s in &snapshots {
+        total.merge(&s.metrics);
+    }
+    let mut f = Families::default();
+    for (api, n) in &total.requests {
+        f.counter(
+            "sluice_requests_total",
+            "Requests answered, by API.",
+            &[("api", api_name(*api))],
+            *n as f64,
+        );
+    }
+    for ((api, code), n) in &total.errors {
+        let error = ResponseError::try_from_code(*code)
+            .map(|e| format!("{e:?}"))
+            .unwrap_or_else(|| code.to_string());
+        let labels = [("api", api_name(*api)), ("error", error), ("code", code.to_string())];
+        f.counter(
+            "sluice_request_errors_total",
+            "Error codes returned, by API and error.",
+            &labels,
+            *n as f64,
+        );
+    }
+    for (api, h) in &total.latency {
+        let help = "Time from a request's arrival to its answer, by API.";
+        f.histogram("sluice_request_duration_seconds", help, &[("api", api_name(*api))], h);
+    }
+    for (api, h) in &total.queue_time {
+        let help = "Time a produce or fetch waited to reach the shard owning its partitions.";
+        f.histogram("sluice_request_queue_seconds", help, &[("api", api_name(*api))], h);
+    }
+    for (topic, io) in &total.topics {
+        let l = [("topic", topic.clone())];
+        f.counter(
+            "sluice_topic_bytes_in_total",
+            "Record batch bytes appended, by topic.",
+            &l,
+            io.bytes_in as f64,
+        );
+        f.counter(
+            "sluice_topic_records_in_total",
+            "Records appended, by topic.",
+            &l,
+            io.records_in as f64,
+        );
+        f.counter(
+            "sluice_topic_bytes_out_total",
+            "Record batch bytes fetched, by topic.",
+            &l,
+            io.bytes_out as f64,
+        );
+        f.counter(
+            "sluice_topic_records_out_total",
+            "Records fetched, by topic.",
+            &l,
+            io.records_out as f64,
+        );
+    }
+    let open = total.connections_accepted.saturating_sub(total.connections_closed);
+    f.gauge(
+        "sluice_connections_open",
+        "Client connections open now.",
+        &[],
+        open as f64,
+    );
+    f.counter(
+        "sluice_connections_accepted_total",
+        "Client connections accepted.",
+        &[],
+        total.connections_accepted as f64,
+    );
+    f.counter(
+        "sluice_connections_closed_total",
+        "Client connections closed.",
+        &[],
+        total.connections_closed as f64,
+    );
+    let help = "Connections closed for bytes that could not be framed or decoded.";
+    f.counter(
+        "sluice_connections_rejected_total",
+        help,
+        &[],
+        total.connections_rejected as f64,
+    );
+    f.histogram(
+        "sluice_storage_fsync_duration_seconds",
+        "Duration of each group-commit fdatasync.",
+        &[],
+        &total.fsync,
+    );
+    let help = "The storage I/O engine in use (value 1).";
+    f.gauge(
+        "sluice_storage_io_engine",
+        help,
+        &[("engine", "pwrite".to_string())],
+        1.0,
+    );
+
+    let mut high_watermarks = HashMap::new();
+    for p in snapshots.iter().flat_map(|s| s.partitions.iter()) {
+        high_watermarks.insert((p.topic.clone(), p.partition), p.high_watermark);
+        let l = [("topic", p.topic.clone()), ("partition", p.partition.to_string())];
+        f.gauge(
+            "sluice_partition_log_end_offset",
+            "Offset the next record appended gets.",
+            &l,
+            p.log_end_offset as f64,
+        );
+        f.gauge(
+            "sluice_partition_log_start_offset",
+            "First offset still in the log.",
+            &l,
+            p.log_start_offset as f64,
+        );
+        f.gauge(
+            "sluice_partition_high_watermark",
+            "Consumers read up to this offset.",
+            &l,
+            p.high_watermark as f64,
+        );
+        f.gauge(
+            "sluice_partition_size_bytes",
+            "Bytes of the partition's segments on disk.",
+            &l,
+            p.size_bytes as f64,
+        );
+        f.gauge(
+            "sluice_partition_segments",
+            "Segments in the partition's log.",
+            &l,
+            p.segments as f64,
+        );
+    }
+    for g in snapshots.iter().flat_map(|s| s.groups.iter()) {
+        let l = [("group", g.group.clone())];
+        f.gauge(
+            "sluice_consumer_group_members",
+            "Members of a consumer group.",
+            &l,
+            g.members as f64,
+        );
+        let help = "Completed rebalances (the group's generation).";
+        f.counter(
+            "sluice_consumer_group_rebalances_total",
+            help,
+            &l,
+            g.generation.max(0) as f64,
+        );
+        for state in ["Empty", "PreparingRebalance", "CompletingRebalance", "Stable", "Dead"] {
+            let l = [("group", g.group.clone()), ("state", state.to_string())];
+            let help = "1 for the state the group is in, 0 for the others.";
+            f.gauge(
+                "sluice_consumer_group_state",
+                help,
+                &l,
+                if g.state == state { 1.0 } else { 0.0 },
+            );
+        }
+        for (topic, partition, committed) in &g.offsets {
+            let Some(hw) = high_watermarks.get(&(topic.clone(), *partition)) else {
+                continue;
+            };
+            let l = [
+                ("group", g.group.clone()),
+                ("topic", topic.clone()),
+                ("partition", partition.to_string()),
+            ];
+            f.gauge(
+                "sluice_consumer_group_committed_offset",
+                "Committed offset.",
+                &l,
+                *committed as f64,
+            );
+            let lag = (hw - committed).max(0);
+            f.gauge(
+                "sluice_consumer_group_lag",
+                "High watermark minus committed offset.",
+                &l,
+                lag as f64,
+            );
+        }
+    }
+    process_metrics(&mut f);
+    let version = [("version", env!("CARGO_PKG_VERSION").to_string())];
+    f.gauge("sluice_build_info", "Build information (value 1).", &version, 1.0);
+    f.gauge(
+        "sluice_shards",
+        "Shards (pinned threads) serving.",
+        &[],
+        cluster.peers.len() as f64,
+    );
+
+    let families: Vec<MetricFamily> = f.0.into_values().collect();
+    let mut out = Vec::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!("cannot encode metrics: {e}");
+    }
+    out
+}
+
+/// RSS, CPU and open files of this process, from /proc.
+fn process_metrics(f: &mut Families) {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        {
+            f.gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                &[],
+                kb * 1024.0,
+            );
+        }
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the parenthesised command name; utime and stime are the 12th and
+        // 13th of them, in clock ticks (USER_HZ, 100 on Linux).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let cpu = (ticks(11) + ticks(12)) / 100.0;
+        f.counter(
+            "process_cpu_seconds_total",
+            "User and system CPU time spent in seconds.",
+            &[],
+            cpu,
+        );
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        f.gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            &[],
+            dir.count() as f64,
+        );
+    }
+}
