@@ -206,3 +206,46 @@ fn a_duplicate_static_member_is_fenced() {
     let r: HeartbeatResponse = c.call(ApiKey::Heartbeat, 3, &hb);
     assert_eq!(r.error_code, FENCED_INSTANCE_ID);
 }
+
+#[test]
+fn pipelined_commits_keep_the_last_offset() {
+    use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
+    use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponse;
+    use kafka_protocol::messages::RequestHeader;
+    use kafka_protocol::protocol::Encodable;
+    let broker = Broker::start(&["--num-partitions", "1"]);
+    let mut c = RawClient::connect(&broker.addr);
+    let _: kafka_protocol::messages::MetadataResponse = c.call(
+        ApiKey::Metadata,
+        9,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(s("p")))),
+        ])),
+    );
+    // Twenty commits sent back to back, as librdkafka's async commits are; each waits
+    // for the disk, and their waits may end in any order. The last one sent must win.
+    for offset in 1..=20i64 {
+        let mut request = commit("simple", "", -1, "p");
+        request.topics[0].partitions[0].committed_offset = offset;
+        let mut frame = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::OffsetCommit as i16)
+            .with_request_api_version(8)
+            .with_correlation_id(offset as i32)
+            .encode(&mut frame, ApiKey::OffsetCommit.request_header_version(8))
+            .unwrap();
+        request.encode(&mut frame, 8).unwrap();
+        c.send_frame(&frame);
+    }
+    for _ in 1..=20 {
+        c.read_frame().expect("commit answer");
+    }
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s("simple")))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s("p")))
+            .with_partition_indexes(vec![0])]));
+    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 7, &fetch);
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 20);
+}

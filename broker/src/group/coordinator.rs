@@ -549,18 +549,22 @@ impl Shard {
         if accepted.is_empty() {
             return errors;
         }
-        if let Err(e) = self.persist(group_id, &records, true).await {
-            for (t, i, ..) in &accepted {
-                errors[*t][*i] = e.code();
+        let positions: Vec<(usize, usize)> = accepted.iter().map(|(t, i, ..)| (*t, *i)).collect();
+        // The cache changes in the same step as the append, so pipelined commits land in
+        // log order even when their durability waits finish in another order.
+        let apply = |shard: &Self| {
+            let mut groups = shard.groups.borrow_mut();
+            let group = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now_wall));
+            for (_, _, topic, partition, committed) in accepted {
+                group.offsets.insert((topic, partition), committed);
             }
-            return errors;
-        }
-        let mut groups = self.groups.borrow_mut();
-        let group = groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id, now_wall));
-        for (_, _, topic, partition, committed) in accepted {
-            group.offsets.insert((topic, partition), committed);
+        };
+        if let Err(e) = self.persist(group_id, &records, true, apply).await {
+            for (t, i) in positions {
+                errors[t][i] = e.code();
+            }
         }
         errors
     }
@@ -708,11 +712,13 @@ impl Shard {
             .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
             .collect();
         tombstones.push((records::group_key(group_id), None));
-        if let Err(e) = self.persist(group_id, &tombstones, true).await {
-            return e.code();
+        let remove = |shard: &Self| {
+            shard.groups.borrow_mut().remove(group_id);
+        };
+        match self.persist(group_id, &tombstones, true, remove).await {
+            Ok(()) => 0,
+            Err(e) => e.code(),
         }
-        self.groups.borrow_mut().remove(group_id);
-        0
     }
 
     async fn delete_offsets(
@@ -757,23 +763,30 @@ impl Shard {
             .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
             .collect();
         if !tombstones.is_empty() {
-            self.persist(group_id, &tombstones, true).await.map_err(|e| e.code())?;
-            if let Some(group) = self.groups.borrow_mut().get_mut(group_id) {
-                for key in &doomed {
-                    group.offsets.remove(key);
+            let forget = |shard: &Self| {
+                if let Some(group) = shard.groups.borrow_mut().get_mut(group_id) {
+                    for key in &doomed {
+                        group.offsets.remove(key);
+                    }
                 }
-            }
+            };
+            self.persist(group_id, &tombstones, true, forget)
+                .await
+                .map_err(|e| e.code())?;
         }
         Ok(errors)
     }
 
     /// Appends records to the group's `__consumer_offsets` partition; with `durable`,
     /// waits for them to reach the disk (or the configured acks=all policy).
+    /// `apply` updates the in-memory state once the records are in the log, before
+    /// the wait for the disk.
     async fn persist(
         &self,
         group_id: &str,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
         durable: bool,
+        apply: impl FnOnce(&Self),
     ) -> Result<(), ResponseError> {
         let tp = self.group_partition(group_id);
         let pairs: Vec<batch::KeyValue> = records
@@ -791,6 +804,7 @@ impl Shard {
             );
             return Err(ResponseError::CoordinatorNotAvailable);
         }
+        apply(self);
         self.kick_flusher();
         if let Some(wait) = wait {
             if let Some(error) = self.wait_durable(wait, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await {
