@@ -75,6 +75,18 @@ pub async fn create_topic(
     Ok(topic)
 }
 
+/// Adds partitions to a topic; the shards that own the new ones open their logs.
+pub async fn create_partitions(shard: &Rc<Shard>, name: &str, partitions: i32) -> Result<TopicMetadata, AdminError> {
+    let topic = shard.controller().create_partitions(name, partitions)?;
+    broadcast(shard, |reply| ShardCall::OpenTopic {
+        topic: topic.clone(),
+        reply,
+    })
+    .await?;
+    tracing::info!(topic = name, partitions, "added partitions");
+    Ok(topic)
+}
+
 pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMetadata, AdminError> {
     let topic = shard.controller().delete_topic(name)?;
     broadcast(shard, |reply| ShardCall::DeleteTopic {

@@ -351,3 +351,44 @@ async fn watermarks_and_offsets_for_times() {
         .expect("offsets for times");
     assert_eq!(found.elements()[0].offset(), Offset::End, "no message that late");
 }
+
+#[tokio::test]
+async fn admin_adds_partitions_but_never_removes_them() {
+    use rdkafka::admin::NewPartitions;
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "growing", 2).await;
+    let admin = admin(&broker);
+    let opts = AdminOptions::new();
+    let r = admin
+        .create_partitions(&[NewPartitions::new("growing", 5)], &opts)
+        .await
+        .expect("create partitions");
+    assert!(r[0].is_ok(), "{r:?}");
+    let r = admin
+        .create_partitions(&[NewPartitions::new("growing", 3)], &opts)
+        .await
+        .expect("create partitions");
+    assert_eq!(r[0].as_ref().unwrap_err().1, RDKafkaErrorCode::InvalidPartitions);
+    let r = admin
+        .create_partitions(&[NewPartitions::new("missing", 3)], &opts)
+        .await
+        .expect("create partitions");
+    assert_eq!(r[0].as_ref().unwrap_err().1, RDKafkaErrorCode::UnknownTopicOrPartition);
+    // The new partitions take writes at once.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .expect("producer");
+    producer
+        .send(BaseRecord::to("growing").partition(4).key("k").payload("v"))
+        .expect("send");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .expect("consumer");
+    let (low, high) = consumer
+        .fetch_watermarks("growing", 4, Duration::from_secs(10))
+        .expect("watermarks");
+    assert_eq!((low, high), (0, 1));
+}

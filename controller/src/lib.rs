@@ -90,6 +90,8 @@ pub trait Controller: Send + Sync {
     fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata, ControllerError>;
     /// Deletes a topic and persists that before returning.
     fn delete_topic(&self, name: &str) -> Result<TopicMetadata, ControllerError>;
+    /// Grows a topic to `partitions` partitions (never shrinks, as in Kafka).
+    fn create_partitions(&self, name: &str, partitions: i32) -> Result<TopicMetadata, ControllerError>;
     /// Reserves `count` producer ids for this broker, persisted before returning, so
     /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
     fn allocate_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, ControllerError>;

@@ -96,6 +96,20 @@ impl Controller for LocalController {
         })
     }
 
+    fn create_partitions(&self, name: &str, partitions: i32) -> Result<TopicMetadata, ControllerError> {
+        self.update(|meta| {
+            let topic = meta
+                .topics
+                .get_mut(name)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+            if partitions <= topic.partitions {
+                return Err(ControllerError::InvalidPartitions(partitions));
+            }
+            topic.partitions = partitions;
+            Ok(topic.clone())
+        })
+    }
+
     fn allocate_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, ControllerError> {
         self.update(|meta| {
             let start = meta.next_producer_id;

@@ -3,6 +3,7 @@
 //! API it does not route (STYLE.md, "One handler per API").
 
 mod api_versions;
+mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_topics;
@@ -107,6 +108,7 @@ handler_table! {
     ApiVersions => api_versions::ApiVersionsHandler,
     CreateTopics => create_topics::CreateTopicsHandler,
     DeleteTopics => delete_topics::DeleteTopicsHandler,
+    CreatePartitions => create_partitions::CreatePartitionsHandler,
     InitProducerId => init_producer_id::InitProducerIdHandler,
     FindCoordinator => find_coordinator::FindCoordinatorHandler,
     JoinGroup => join_group::JoinGroupHandler,
