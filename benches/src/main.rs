@@ -262,7 +262,7 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
                     }
                     Err((e, _)) => return Err(e.to_string()),
                 }
-                if sent % 1024 == 0 {
+                if sent.is_multiple_of(1024) {
                     producer.poll(Duration::ZERO);
                 }
             }

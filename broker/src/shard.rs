@@ -483,7 +483,10 @@ impl Shard {
             }
             Err(e) => {
                 if let AppendError::Io(io) = &e {
-                    tracing::error!(topic = %tp.topic, partition = tp.partition, "append failed: {io}");
+                    // The file's tail is now unknown; like a failed fsync, the partition
+                    // takes no more writes rather than build on it.
+                    tracing::error!(topic = %tp.topic, partition = tp.partition, "append failed, partition now refuses writes: {io}");
+                    p.durability.send_modify(|d| d.failed = true);
                 }
                 (ProduceOutcome::failed(append_error(&e), Some(e.to_string())), None)
             }

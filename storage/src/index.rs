@@ -4,10 +4,10 @@
 //! entry) and kept in memory as well, so lookups never touch the disk. Neither is ever
 //! trusted over the log: recovery rebuilds an index that disagrees with it.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use crate::io::{FileRef, Io};
 
 /// One fixed-size entry of an index file.
 pub trait Entry: Copy {
@@ -63,21 +63,16 @@ impl Entry for TimeEntry {
 /// An index file and its in-memory copy.
 pub struct IndexFile<E: Entry> {
     entries: Vec<E>,
-    file: File,
+    file: FileRef,
     scratch: Vec<u8>,
 }
 
 impl<E: Entry> IndexFile<E> {
     /// Opens (creating if absent) and reads every whole entry. A trailing partial entry
     /// is dropped; whether the entries agree with the log is for the caller to judge.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let len = file.metadata()?.len() as usize;
+    pub fn open(io: &dyn Io, path: &Path) -> io::Result<Self> {
+        let file = io.open(path, true)?;
+        let len = file.size()? as usize;
         let mut raw = vec![0u8; len - len % E::LEN];
         file.read_exact_at(&mut raw, 0)?;
         let entries = raw.chunks_exact(E::LEN).map(E::decode).collect();
@@ -117,8 +112,9 @@ impl<E: Entry> IndexFile<E> {
         Ok(())
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// The file, for a flush job to sync.
+    pub fn file(&self) -> FileRef {
+        self.file.clone()
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod index;
+pub mod io;
 pub mod log;
 pub mod offset;
 pub mod producer;

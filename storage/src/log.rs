@@ -8,7 +8,9 @@
 //! completes, and `acks=all` answers wait for exactly that.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::sync::Arc;
+
+use crate::io::{FileRef, Io, Positional};
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -98,7 +100,9 @@ pub struct AppendInfo {
 /// The file handles and target offset of one flush. It holds no reference to the log,
 /// so it can run on another thread while the log keeps taking appends (group commit).
 pub struct FlushJob {
-    files: Vec<File>,
+    files: Vec<FileRef>,
+    /// The log's directory, when a new segment's directory entry must be synced too.
+    dir: Option<(Arc<dyn Io>, PathBuf)>,
     upto: Offset,
 }
 
@@ -107,6 +111,9 @@ impl FlushJob {
     pub fn run(&self) -> io::Result<()> {
         for f in &self.files {
             f.sync_data()?;
+        }
+        if let Some((io, dir)) = &self.dir {
+            io.sync_dir(dir)?;
         }
         Ok(())
     }
@@ -117,6 +124,7 @@ impl FlushJob {
 }
 
 pub struct Log {
+    io: Arc<dyn Io>,
     dir: PathBuf,
     config: LogConfig,
     segments: BTreeMap<Offset, Segment>,
@@ -138,13 +146,16 @@ pub struct Log {
 const SEGMENTS_REPLAYED_FOR_PRODUCERS: usize = 2;
 
 impl Log {
-    /// Opens the log in `dir` (created if absent), recovering its active segment.
+    /// Opens the log in `dir` (created if absent) on plain positional I/O.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
-        fs::create_dir_all(dir)?;
+        Log::open_with(Arc::new(Positional), dir, config, now_ms)
+    }
+
+    /// Opens the log in `dir` (created if absent) on `io`, recovering its active segment.
+    pub fn open_with(io: Arc<dyn Io>, dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
+        io.create_dir_all(dir)?;
         let mut bases = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for name in io.list(dir)? {
             if let Some(stem) = name.strip_suffix(".log") {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(Offset(base));
@@ -155,12 +166,12 @@ impl Log {
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let segment = Segment::open(dir, *base, is_active, config.index_interval_bytes, now_ms)?;
+            let segment = Segment::open(io.as_ref(), dir, *base, is_active, config.index_interval_bytes, now_ms)?;
             segments.insert(*base, segment);
         }
         let dir_dirty = segments.is_empty();
         if segments.is_empty() {
-            segments.insert(Offset::ZERO, Segment::create(dir, Offset::ZERO, now_ms)?);
+            segments.insert(Offset::ZERO, Segment::create(io.as_ref(), dir, Offset::ZERO, now_ms)?);
         }
         let mut producers = ProducerState::default();
         for segment in segments.values().rev().take(SEGMENTS_REPLAYED_FOR_PRODUCERS).rev() {
@@ -173,6 +184,7 @@ impl Log {
             .map(|s| s.next_offset())
             .unwrap_or(log_start);
         Ok(Log {
+            io,
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -292,7 +304,8 @@ impl Log {
             active.seal()?;
             self.sealed_since_flush.push(active.base_offset());
         }
-        self.segments.insert(base, Segment::create(&self.dir, base, now_ms)?);
+        self.segments
+            .insert(base, Segment::create(self.io.as_ref(), &self.dir, base, now_ms)?);
         self.dir_dirty = true;
         Ok(())
     }
@@ -362,20 +375,18 @@ impl Log {
         let mut files = Vec::new();
         for base in self.sealed_since_flush.drain(..) {
             if let Some(segment) = self.segments.get(&base) {
-                files.extend(segment.sync_handles(true)?);
+                files.extend(segment.sync_handles(true));
             }
         }
         let active_base = self.active().map(Segment::base_offset);
         for segment in self.segments.values() {
             if segment.next_offset() > self.flushed || Some(segment.base_offset()) == active_base {
-                files.extend(segment.sync_handles(false)?);
+                files.extend(segment.sync_handles(false));
             }
         }
-        if std::mem::take(&mut self.dir_dirty) {
-            files.push(File::open(&self.dir)?);
-        }
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| (self.io.clone(), self.dir.clone()));
         self.records_since_flush = 0;
-        Ok(Some(FlushJob { files, upto }))
+        Ok(Some(FlushJob { files, dir, upto }))
     }
 
     /// Records that a flush job finished: offsets below `upto` are durable.
@@ -397,10 +408,9 @@ impl Log {
 
     /// Deletes the log and its directory.
     pub fn delete(self) -> io::Result<()> {
-        let dir = self.dir.clone();
         for (_, segment) in self.segments {
-            segment.delete()?;
+            segment.delete(self.io.as_ref())?;
         }
-        fs::remove_dir_all(dir)
+        self.io.remove_dir_all(&self.dir)
     }
 }

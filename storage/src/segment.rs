@@ -4,10 +4,10 @@
 //! largest timestamp it holds; the log decides when to roll to a new one. Positions in
 //! the file are `u64` while offsets are [`Offset`], so the two cannot be mixed.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::io::{FileRef, Io};
 
 use crate::batch::{crc_matches, for_each_record, BatchHeader, BATCH_HEADER_LEN};
 use crate::index::{IndexFile, OffsetEntry, TimeEntry};
@@ -20,7 +20,7 @@ pub fn file_name(base: Offset, extension: &str) -> String {
 
 pub struct Segment {
     base_offset: Offset,
-    log: File,
+    log: FileRef,
     log_path: PathBuf,
     offset_index: IndexFile<OffsetEntry>,
     time_index: IndexFile<TimeEntry>,
@@ -45,17 +45,13 @@ struct Scan {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: Offset, now_ms: i64) -> io::Result<Segment> {
+    pub fn create(io: &dyn Io, dir: &Path, base_offset: Offset, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&log_path)?;
-        let mut offset_index = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
+        let log = io.open(&log_path, true)?;
+        log.set_len(0)?;
+        let mut offset_index = IndexFile::open(io, &dir.join(file_name(base_offset, "index")))?;
         offset_index.replace(Vec::new())?;
-        let mut time_index = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
+        let mut time_index = IndexFile::open(io, &dir.join(file_name(base_offset, "timeindex")))?;
         time_index.replace(Vec::new())?;
         Ok(Segment {
             base_offset,
@@ -76,6 +72,7 @@ impl Segment {
     /// are rebuilt from what survives. A closed segment keeps its indexes when they are
     /// consistent with the log, and is rebuilt by a scan when they are not.
     pub fn open(
+        io: &dyn Io,
         dir: &Path,
         base_offset: Offset,
         is_active: bool,
@@ -83,10 +80,10 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
-        let offset_index = IndexFile::open(&dir.join(file_name(base_offset, "index")))?;
-        let time_index = IndexFile::open(&dir.join(file_name(base_offset, "timeindex")))?;
-        let file_len = log.metadata()?.len();
+        let log = io.open(&log_path, false)?;
+        let offset_index = IndexFile::open(io, &dir.join(file_name(base_offset, "index")))?;
+        let time_index = IndexFile::open(io, &dir.join(file_name(base_offset, "timeindex")))?;
+        let file_len = log.size()?;
         let mut segment = Segment {
             base_offset,
             log,
@@ -115,7 +112,7 @@ impl Segment {
     }
 
     fn recover(&mut self, index_interval_bytes: u64) -> io::Result<()> {
-        let file_len = self.log.metadata()?.len();
+        let file_len = self.log.size()?;
         let scan = scan(&self.log, self.base_offset, file_len, index_interval_bytes)?;
         if scan.valid_len < file_len {
             tracing::warn!(
@@ -125,7 +122,7 @@ impl Segment {
                 "truncating a torn or corrupt tail"
             );
             self.log.set_len(scan.valid_len)?;
-            self.log.sync_all()?;
+            self.log.sync_data()?;
         }
         if self.offset_index.entries() != scan.offset_entries.as_slice() {
             self.offset_index.replace(scan.offset_entries)?;
@@ -255,21 +252,13 @@ impl Segment {
     }
 
     /// File handles whose data a flush must make durable.
-    pub fn sync_handles(&self, with_indexes: bool) -> io::Result<Vec<File>> {
-        let mut files = vec![self.log.try_clone()?];
+    pub fn sync_handles(&self, with_indexes: bool) -> Vec<FileRef> {
+        let mut files = vec![self.log.clone()];
         if with_indexes {
-            files.push(self.offset_index_file()?);
-            files.push(self.time_index_file()?);
+            files.push(self.offset_index.file());
+            files.push(self.time_index.file());
         }
-        Ok(files)
-    }
-
-    fn offset_index_file(&self) -> io::Result<File> {
-        File::open(self.log_path.with_extension("index"))
-    }
-
-    fn time_index_file(&self) -> io::Result<File> {
-        File::open(self.log_path.with_extension("timeindex"))
+        files
     }
 
     /// Calls `visit` with the header of every batch, in order.
@@ -362,12 +351,9 @@ impl Segment {
     }
 
     /// Removes the segment's files.
-    pub fn delete(self) -> io::Result<()> {
+    pub fn delete(self, io: &dyn Io) -> io::Result<()> {
         for ext in ["log", "index", "timeindex"] {
-            match fs::remove_file(self.log_path.with_extension(ext)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
+            io.remove_file(&self.log_path.with_extension(ext))?;
         }
         Ok(())
     }
@@ -375,7 +361,7 @@ impl Segment {
 
 /// Reads a log file batch by batch from the start, checking each CRC, and stops at the
 /// first batch that is torn, corrupt, or does not follow its predecessor's offsets.
-fn scan(log: &File, base_offset: Offset, file_len: u64, index_interval_bytes: u64) -> io::Result<Scan> {
+fn scan(log: &FileRef, base_offset: Offset, file_len: u64, index_interval_bytes: u64) -> io::Result<Scan> {
     let mut out = Scan {
         valid_len: 0,
         next_offset: base_offset,

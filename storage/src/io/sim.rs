@@ -1,0 +1,282 @@
+//! A simulated disk for tests (after TigerBeetle's `testing/storage.zig`): files live in
+//! memory with two versions, what the page cache holds and what is durable. A seeded
+//! generator injects faults (failed and short writes, failed syncs, failed reads) and
+//! [`SimIo::crash`] keeps only what was synced, plus, like a real crash, a random torn
+//! piece of what was not. The same seed replays the same faults exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{FileRef, Io, IoFile};
+
+/// Probabilities, in parts per million, of each fault on each call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub write_error_ppm: u32,
+    pub sync_error_ppm: u32,
+    pub read_error_ppm: u32,
+}
+
+#[derive(Default)]
+struct SimFile {
+    /// What readers see now (the page cache).
+    data: Vec<u8>,
+    /// What survives a crash.
+    durable: Vec<u8>,
+    /// Whether the directory entry survives a crash (its directory was synced).
+    entry_durable: bool,
+}
+
+struct State {
+    files: BTreeMap<PathBuf, SimFile>,
+    dirs: BTreeSet<PathBuf>,
+    rng: u64,
+    faults: Faults,
+    /// Count of injected faults, so a test can check that faults did happen.
+    injected: u64,
+}
+
+impl State {
+    /// xorshift64*: tiny, seedable, and good enough to pick faults.
+    fn next(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn roll(&mut self, ppm: u32) -> bool {
+        let hit = ppm > 0 && self.next() % 1_000_000 < ppm as u64;
+        if hit {
+            self.injected += 1;
+        }
+        hit
+    }
+}
+
+/// The simulated disk. Clones share the same disk.
+#[derive(Clone)]
+pub struct SimIo {
+    state: Arc<Mutex<State>>,
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected {what} fault"))
+}
+
+fn missing() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "no such simulated file")
+}
+
+impl SimIo {
+    pub fn new(seed: u64, faults: Faults) -> SimIo {
+        let state = State {
+            files: BTreeMap::new(),
+            dirs: BTreeSet::new(),
+            rng: seed | 1,
+            faults,
+            injected: 0,
+        };
+        SimIo {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn faults_injected(&self) -> u64 {
+        self.lock().injected
+    }
+
+    /// Power loss: every file falls back to its durable bytes plus a random prefix of
+    /// what was written after, possibly with its last byte garbled (a torn write);
+    /// files whose directory entry was never synced disappear.
+    pub fn crash(&self) {
+        let mut s = self.lock();
+        let paths: Vec<PathBuf> = s.files.keys().cloned().collect();
+        for path in paths {
+            let Some((keep_entry, durable_len, data_len)) = s
+                .files
+                .get(&path)
+                .map(|f| (f.entry_durable, f.durable.len(), f.data.len()))
+            else {
+                continue;
+            };
+            if !keep_entry {
+                s.files.remove(&path);
+                continue;
+            }
+            let unsynced = data_len.saturating_sub(durable_len);
+            let extra = if unsynced > 0 {
+                (s.next() % (unsynced as u64 + 1)) as usize
+            } else {
+                0
+            };
+            let garble = extra > 0 && s.next().is_multiple_of(2);
+            let garbage = s.next() as u8 | 1;
+            if let Some(f) = s.files.get_mut(&path) {
+                let mut survived = f.durable.clone();
+                if extra > 0 {
+                    survived.extend_from_slice(&f.data[durable_len..durable_len + extra]);
+                }
+                if garble {
+                    if let Some(last) = survived.last_mut() {
+                        *last ^= garbage;
+                    }
+                }
+                f.data = survived.clone();
+                f.durable = survived;
+            }
+        }
+    }
+}
+
+struct SimHandle {
+    io: SimIo,
+    path: PathBuf,
+}
+
+impl SimHandle {
+    fn with<T>(&self, f: impl FnOnce(&mut State, &Path) -> io::Result<T>) -> io::Result<T> {
+        let mut s = self.io.lock();
+        f(&mut s, &self.path)
+    }
+}
+
+impl IoFile for SimHandle {
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.with(|s, path| {
+            let fault = s.faults.read_error_ppm;
+            if s.roll(fault) {
+                return Err(injected("read"));
+            }
+            let f = s.files.get(path).ok_or_else(missing)?;
+            let start = pos as usize;
+            let end = start + buf.len();
+            if end > f.data.len() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"));
+            }
+            buf.copy_from_slice(&f.data[start..end]);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.with(|s, path| {
+            // A failed write may still have written a prefix (a short write).
+            let fault = s.faults.write_error_ppm;
+            let fail = s.roll(fault);
+            let written = if fail {
+                (s.next() % (buf.len() as u64 + 1)) as usize
+            } else {
+                buf.len()
+            };
+            let f = s.files.get_mut(path).ok_or_else(missing)?;
+            let start = pos as usize;
+            if f.data.len() < start + written {
+                f.data.resize(start + written, 0);
+            }
+            f.data[start..start + written].copy_from_slice(&buf[..written]);
+            if fail {
+                Err(injected("write"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(|s, path| {
+            s.files.get_mut(path).ok_or_else(missing)?.data.resize(len as usize, 0);
+            Ok(())
+        })
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        self.with(|s, path| Ok(s.files.get(path).ok_or_else(missing)?.data.len() as u64))
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.with(|s, path| {
+            let fault = s.faults.sync_error_ppm;
+            if s.roll(fault) {
+                return Err(injected("sync"));
+            }
+            let f = s.files.get_mut(path).ok_or_else(missing)?;
+            f.durable = f.data.clone();
+            Ok(())
+        })
+    }
+}
+
+impl Io for SimIo {
+    fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        {
+            let mut s = self.lock();
+            if !s.files.contains_key(path) {
+                if !create {
+                    return Err(missing());
+                }
+                s.files.insert(path.to_path_buf(), SimFile::default());
+            }
+        }
+        Ok(Arc::new(SimHandle {
+            io: self.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.lock().dirs.insert(path.to_path_buf());
+        Ok(())
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.lock();
+        Ok(s.files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
+            .collect())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.lock().files.remove(path);
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        s.files.retain(|p, _| !p.starts_with(path));
+        s.dirs.retain(|d| !d.starts_with(path));
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        let fault = s.faults.sync_error_ppm;
+        if s.roll(fault) {
+            return Err(injected("directory sync"));
+        }
+        for (path, f) in s.files.iter_mut() {
+            if path.parent() == Some(dir) {
+                f.entry_durable = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+}
