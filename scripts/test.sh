@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the black-box tests drive when it is missing: kcat,
+# Runs every test: the workspace's tests, then librdkafka's own test suite on its
+# allow-list. Installs what the black-box tests drive when it is missing: kcat,
 # Prometheus (prometheus, promtool) and docker-compose (to validate the compose file)
 # from Debian, and the Python clients from PyPI (pinned in
 # compat-tests/python/requirements.txt).
@@ -23,3 +24,6 @@ if ! python3 -c "import kafka, confluent_kafka" >/dev/null 2>&1; then
 fi
 
 cargo test --workspace "$@"
+
+# librdkafka's own integration tests on the allow-list (compat-tests/librdkafka).
+compat-tests/librdkafka/run.sh

@@ -31,7 +31,7 @@ work=$(mktemp -d)
 broker_pid=""
 start_broker() {
     "$root/target/debug/sluice" --listen 127.0.0.1:0 --data-dir "$work/data" --shards 2 \
-        --group-initial-rebalance-delay-ms 0 --num-partitions 4 --metrics-addr 127.0.0.1:0 \
+        --num-partitions 4 --metrics-addr 127.0.0.1:0 \
         >"$work/broker.out" 2>>"$work/broker.log" &
     broker_pid=$!
     for _ in $(seq 1 100); do
