@@ -88,6 +88,10 @@ pub struct Cli {
     /// Committed offsets of a group empty this long are removed (offsets.retention.minutes) [default: 10080].
     #[arg(long, value_name = "MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// Storage I/O engine: io_uring, pwrite, or auto (io_uring when the kernel allows
+    /// it, else pwrite) [default: auto].
+    #[arg(long, value_name = "ENGINE", value_parser = ["auto", "io_uring", "pwrite"])]
+    pub io_engine: Option<String>,
     /// Log format: human or json [default: human].
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
@@ -118,6 +122,7 @@ struct FileConfig {
     group_max_session_timeout_ms: Option<i32>,
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
+    io_engine: Option<String>,
     log_format: Option<String>,
 }
 
@@ -145,6 +150,8 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_minutes: i64,
+    /// "auto", "io_uring" or "pwrite".
+    pub io_engine: String,
     pub log_json: bool,
 }
 
@@ -210,6 +217,7 @@ impl BrokerConfig {
                 .offsets_retention_minutes
                 .or(file.offsets_retention_minutes)
                 .unwrap_or(7 * 24 * 60),
+            io_engine: cli.io_engine.or(file.io_engine).unwrap_or_else(|| "auto".to_string()),
             log_json: cli.log_format.or(file.log_format).is_some_and(|f| f == "json"),
         };
         config.validate()?;
@@ -240,6 +248,12 @@ impl BrokerConfig {
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {
             return Err("--segment-bytes must be between 1024 and 4294967295".into());
+        }
+        if !matches!(self.io_engine.as_str(), "auto" | "io_uring" | "pwrite") {
+            return Err(format!(
+                "io-engine must be auto, io_uring or pwrite, not {}",
+                self.io_engine
+            ));
         }
         if self.offsets_topic_num_partitions < 1 {
             return Err("--offsets-topic-num-partitions must be at least 1".into());

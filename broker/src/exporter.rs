@@ -284,7 +284,7 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
     f.gauge(
         "sluice_storage_io_engine",
         help,
-        &[("engine", "pwrite".to_string())],
+        &[("engine", cluster.io.name().to_string())],
         1.0,
     );
 

@@ -52,6 +52,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         producer_ids: std::sync::Mutex::new(0..0),
         offsets_partitions,
         groups: group_config(&config_for_groups),
+        io: choose_io_engine(&config_for_groups.io_engine)?,
     });
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -259,6 +260,28 @@ fn ensure_offsets_topic(controller: &LocalController, config: &BrokerConfig) -> 
         })
         .map_err(|e| format!("cannot create {}: {e}", crate::OFFSETS_TOPIC))?;
     Ok(topic.partitions)
+}
+
+/// The storage engine: io_uring when asked for or when `auto` finds it usable, else
+/// positional I/O. Which one runs, and why, is logged.
+fn choose_io_engine(wanted: &str) -> Result<Arc<dyn sluice_storage::io::Io>, String> {
+    use sluice_storage::io::{uring::Uring, Positional};
+    let probe = Uring::probe();
+    match (wanted, probe) {
+        ("pwrite", _) => {
+            tracing::info!("storage engine: pwrite (as configured)");
+            Ok(Arc::new(Positional))
+        }
+        (_, Ok(())) => {
+            tracing::info!("storage engine: io_uring");
+            Ok(Arc::new(Uring))
+        }
+        ("io_uring", Err(e)) => Err(format!("--io-engine io_uring: io_uring is unavailable here: {e}")),
+        (_, Err(e)) => {
+            tracing::warn!("storage engine: pwrite (io_uring is unavailable here: {e})");
+            Ok(Arc::new(Positional))
+        }
+    }
 }
 
 fn group_config(config: &BrokerConfig) -> crate::group::GroupConfig {

@@ -49,6 +49,8 @@ pub struct Cluster {
     /// Partitions of `__consumer_offsets`, which place groups on shards.
     pub offsets_partitions: i32,
     pub groups: GroupConfig,
+    /// The storage I/O engine every log uses.
+    pub io: Arc<dyn sluice_storage::io::Io>,
     /// Producer ids reserved from the controller and not yet handed out. Only
     /// InitProducerId takes this lock, never the produce or fetch path.
     pub producer_ids: std::sync::Mutex<std::ops::Range<i64>>,
@@ -275,7 +277,8 @@ impl Shard {
                 continue;
             }
             let dir = self.config().data_dir.join(format!("{}-{}", topic.name, partition));
-            let log = Log::open(&dir, log_config.clone(), now_ms()).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let log = Log::open_with(self.cluster.io.clone(), &dir, log_config.clone(), now_ms())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
             let flushed = log.flushed();
             let (durability, _) = watch::channel(Durability { flushed, failed: false });
             self.partitions.borrow_mut().insert(

@@ -36,6 +36,7 @@ fn unknown_flags_and_bad_values_are_refused() {
         &["--shards", "0"],
         &["--shards", "many"],
         &["--listen", "nowhere"],
+        &["--io-engine", "floppy"],
     ] {
         let out = sluice().args(args).output().expect("run sluice");
         assert!(!out.status.success(), "sluice {args:?} should fail");

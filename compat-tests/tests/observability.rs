@@ -84,6 +84,8 @@ fn metrics_pass_promtool_and_health_answers() {
         "sluice_storage_fsync_duration_seconds_count",
         "sluice_request_errors_total{api=\"Produce\",error=\"UnknownTopicOrPartition\",code=\"3\"} 1",
         "process_resident_memory_bytes",
+        // io_uring is available on this project's machines, and `auto` picks it.
+        "sluice_storage_io_engine{engine=\"io_uring\"} 1",
     ] {
         assert!(scrape.contains(family), "{family} missing from the scrape:\n{scrape}");
     }

@@ -218,7 +218,17 @@ async fn idempotent_producer_round_trip() {
 
 #[tokio::test]
 async fn acknowledged_messages_survive_kill_9() {
-    let mut broker = Broker::start(&[]);
+    survives_kill_9(&[]).await;
+}
+
+/// The same on the portable engine, so CI covers both storage engines.
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9_on_pwrite() {
+    survives_kill_9(&["--io-engine", "pwrite"]).await;
+}
+
+async fn survives_kill_9(flags: &[&str]) {
+    let mut broker = Broker::start(flags);
     create_topic(&broker, "durable", PARTITIONS).await;
     let sent = produce_keyed(&broker, "durable", 100_000, "lz4");
     broker.kill9();

@@ -2,7 +2,8 @@
 //! syncs and directory operations behind one trait, so the engine can change without the
 //! log noticing. Backends: [`Positional`] (pread/pwrite/fdatasync, portable, the one the
 //! broker runs on today) and [`sim::SimIo`] (an in-memory disk with seeded faults and
-//! crashes, for tests). An io_uring backend is the next one (see the io_uring issue).
+//! crashes, for tests) and [`uring::Uring`] (io_uring; see its module for how far it
+//! goes).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub mod sim;
+pub mod uring;
 
 /// A file as storage uses it.
 pub trait IoFile: Send + Sync {
