@@ -7,8 +7,9 @@
 #
 # One test-runner process per test (a failing test aborts its process), each with a
 # time limit, JOBS of them at a time against the same broker (tests use random topic
-# and group names). Prints PASSED/FAILED/SKIPPED per test with its duration and a
-# final count; exits non-zero if any test failed.
+# and group names); a failed test runs once more on its own. Prints
+# PASSED/FAILED/SKIPPED per test with its duration and a final count; exits non-zero
+# if any test failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -100,6 +101,23 @@ for t in "${tests[@]}"; do
 done
 # Only the tests: a bare `wait` would also wait for the broker.
 wait "${pids[@]}"
+
+# A test that failed while others ran beside it gets one more run on its own: a few
+# are timing-sensitive under load (0033 failed once in CI that way). A real failure
+# fails twice; a pass on retry is reported as such.
+for f in "$work"/result-*; do
+    [ -e "$f" ] || continue
+    read -r status t _ <"$f"
+    if [ "$status" = FAILED ]; then
+        echo "retrying $t alone"
+        if ! kill -0 "$broker_pid" 2>/dev/null; then
+            start_broker
+        fi
+        run_one "$t" >/dev/null
+        read -r status _ <"$f"
+        echo "$status $t (on retry, alone)"
+    fi
+done
 
 passed=$(cat "$work"/result-* 2>/dev/null | grep -c '^PASSED')
 failed=$(cat "$work"/result-* 2>/dev/null | grep -c '^FAILED')
