@@ -190,7 +190,10 @@ fn run_shard(
                 return;
             }
         };
-        tokio::task::spawn_local(shard.clone().run_flusher());
+        if let Some(ring) = shard.engine.ring() {
+            tokio::task::spawn_local(ring.drive());
+        }
+        tokio::task::spawn_local(shard.clone().run_io());
         let ticking = shard.clone();
         tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(crate::group::TICK);

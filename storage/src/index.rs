@@ -1,11 +1,15 @@
 //! Sparse indexes of a segment: `<base>.index` maps a relative offset to a file
 //! position, `<base>.timeindex` maps the largest timestamp seen so far to a relative
 //! offset. Both are written the way Kafka lays them out (big-endian, 8 and 12 bytes an
-//! entry) and kept in memory as well, so lookups never touch the disk. Neither is ever
-//! trusted over the log: recovery rebuilds an index that disagrees with it.
+//! entry) and kept in memory as well, so lookups never touch the disk. New entries
+//! reach the file with the log's next write round (write-behind, like the log's own
+//! tail). Neither is ever trusted over the log: recovery rebuilds an index that
+//! disagrees with it.
 
 use std::io;
 use std::path::Path;
+
+use bytes::Bytes;
 
 use crate::io::{FileRef, Io};
 
@@ -64,7 +68,9 @@ impl Entry for TimeEntry {
 pub struct IndexFile<E: Entry> {
     entries: Vec<E>,
     file: FileRef,
-    scratch: Vec<u8>,
+    /// Entries handed to a write round, and entries known to be in the file.
+    submitted: usize,
+    written: usize,
 }
 
 impl<E: Entry> IndexFile<E> {
@@ -76,10 +82,12 @@ impl<E: Entry> IndexFile<E> {
         let mut raw = vec![0u8; len - len % E::LEN];
         file.read_exact_at(&mut raw, 0)?;
         let entries = raw.chunks_exact(E::LEN).map(E::decode).collect();
+        let count = raw.len() / E::LEN;
         Ok(IndexFile {
             entries,
             file,
-            scratch: Vec::with_capacity(E::LEN),
+            submitted: count,
+            written: count,
         })
     }
 
@@ -91,13 +99,33 @@ impl<E: Entry> IndexFile<E> {
         self.entries.last()
     }
 
-    pub fn push(&mut self, entry: E) -> io::Result<()> {
-        self.scratch.clear();
-        entry.encode(&mut self.scratch);
-        self.file
-            .write_all_at(&self.scratch, (self.entries.len() * E::LEN) as u64)?;
+    /// Adds an entry in memory; the next write round puts it in the file.
+    pub fn push(&mut self, entry: E) {
         self.entries.push(entry);
-        Ok(())
+    }
+
+    /// The encoded entries not yet handed to a write round, and where they go.
+    pub fn take_unwritten(&mut self) -> Option<(u64, Bytes)> {
+        if self.submitted >= self.entries.len() {
+            return None;
+        }
+        let mut raw = Vec::with_capacity((self.entries.len() - self.submitted) * E::LEN);
+        for e in &self.entries[self.submitted..] {
+            e.encode(&mut raw);
+        }
+        let pos = (self.submitted * E::LEN) as u64;
+        self.submitted = self.entries.len();
+        Some((pos, Bytes::from(raw)))
+    }
+
+    /// A write round put `bytes` more bytes of entries in the file.
+    pub fn wrote(&mut self, bytes: u64) {
+        self.written = (self.written + bytes as usize / E::LEN).min(self.entries.len());
+    }
+
+    /// Forgets rounds that never completed, so the next one writes their entries again.
+    pub fn rewind(&mut self) {
+        self.submitted = self.written;
     }
 
     /// Replaces the whole index, on disk too (recovery and truncation use this).
@@ -108,6 +136,8 @@ impl<E: Entry> IndexFile<E> {
         }
         self.file.set_len(0)?;
         self.file.write_all_at(&raw, 0)?;
+        self.submitted = entries.len();
+        self.written = entries.len();
         self.entries = entries;
         Ok(())
     }

@@ -7,6 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,10 @@ pub trait IoFile: Send + Sync {
     fn size(&self) -> io::Result<u64>;
     /// Makes everything written so far durable (fdatasync); an error means it may not be.
     fn sync_data(&self) -> io::Result<()>;
+    /// The file descriptor, for engines that submit to the kernel themselves (io_uring).
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 /// Files are shared: a flush job holds them while the log goes on appending.
@@ -63,6 +68,9 @@ impl IoFile for PositionalFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.0.as_raw_fd())
     }
 }
 

@@ -5,6 +5,7 @@
 //! knows record batches and files, never requests or sockets (DESIGN.md, "Storage").
 
 pub mod batch;
+pub mod engine;
 pub mod index;
 pub mod io;
 pub mod log;
@@ -13,7 +14,8 @@ pub mod producer;
 pub mod segment;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};
-pub use log::{AppendError, AppendInfo, FlushJob, Log, LogConfig, ReadError};
+pub use log::{AppendError, AppendInfo, Log, LogConfig, ReadError, WriteJob, WriteReceipt};
+pub use segment::{DiskRead, ReadStep};
 pub use offset::{LogOffsets, Offset};
 pub use producer::SequenceError;
 

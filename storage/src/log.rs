@@ -1,14 +1,19 @@
 //! A partition log: an ordered run of segments with the offsets Kafka exposes (log
 //! start, high watermark, log end), append with validation, reads by offset and by
-//! timestamp, rolling, recovery at open, and the flush bookkeeping behind group commit.
+//! timestamp, rolling, recovery at open, and the write-round bookkeeping behind
+//! write-behind appends and group commit.
 //!
 //! Worked example of the offsets: after batches of 3 and 2 records into an empty log,
 //! `log_start = 0`, `log_end = 5`; on a single node the high watermark equals `log_end`
-//! as soon as the append returns; `flushed` trails until a flush covering offset 5
-//! completes, and `acks=all` answers wait for exactly that.
+//! as soon as the append returns (readers are served from memory); `written` reaches 5
+//! when a write round has put both batches in the file (`acks=1` answers wait for
+//! that, so a killed process loses nothing acknowledged), and `flushed` when a round
+//! with an fdatasync has (`acks=all` answers wait for that).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::io::{FileRef, Io, Positional};
 use std::io;
@@ -20,7 +25,7 @@ use thiserror::Error;
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
 use crate::offset::{LogOffsets, Offset};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
-use crate::segment::Segment;
+use crate::segment::{FileWrite, ReadStep, Segment, Target};
 
 /// Per-topic settings, named after Kafka's topic configs.
 #[derive(Debug, Clone)]
@@ -97,29 +102,65 @@ pub struct AppendInfo {
     pub duplicate: bool,
 }
 
-/// The file handles and target offset of one flush. It holds no reference to the log,
-/// so it can run on another thread while the log keeps taking appends (group commit).
-pub struct FlushJob {
-    files: Vec<FileRef>,
+/// One write round of a log: everything appended since the last round, as one
+/// vectored write per file, then (when the round syncs) an fdatasync of every file
+/// that holds data not yet durable. It holds no reference to the log, so an engine can
+/// run it while the log keeps taking appends; those join the next round (group commit).
+pub struct WriteJob {
+    pub writes: Vec<FileWrite>,
+    /// Files to fdatasync once every write is done; empty unless the round syncs.
+    pub syncs: Vec<FileRef>,
     /// The log's directory, when a new segment's directory entry must be synced too.
-    dir: Option<(Arc<dyn Io>, PathBuf)>,
+    pub dir: Option<(Arc<dyn Io>, PathBuf)>,
     upto: Offset,
+    sync: bool,
 }
 
-impl FlushJob {
-    /// fdatasyncs every file; once this returns Ok, every offset below `upto` is durable.
-    pub fn run(&self) -> io::Result<()> {
-        for f in &self.files {
+/// What the log needs to hear back about a round, kept apart from the job's buffers.
+#[derive(Debug, Clone)]
+pub struct WriteReceipt {
+    writes: Vec<(Offset, Target, u64)>,
+    upto: Offset,
+    sync: bool,
+}
+
+impl WriteReceipt {
+    /// Every offset below this is in the file (and durable if the round synced).
+    pub fn upto(&self) -> Offset {
+        self.upto
+    }
+
+    pub fn synced(&self) -> bool {
+        self.sync
+    }
+}
+
+impl WriteJob {
+    pub fn receipt(&self) -> WriteReceipt {
+        WriteReceipt {
+            writes: self.writes.iter().map(|w| (w.segment, w.target, w.len())).collect(),
+            upto: self.upto,
+            sync: self.sync,
+        }
+    }
+
+    /// Bytes this round writes.
+    pub fn bytes(&self) -> u64 {
+        self.writes.iter().map(FileWrite::len).sum()
+    }
+
+    /// Runs the round on the calling thread: writes, then syncs.
+    pub fn run_blocking(&self) -> io::Result<()> {
+        for w in &self.writes {
+            w.run_blocking()?;
+        }
+        for f in &self.syncs {
             f.sync_data()?;
         }
         if let Some((io, dir)) = &self.dir {
             io.sync_dir(dir)?;
         }
         Ok(())
-    }
-
-    pub fn upto(&self) -> Offset {
-        self.upto
     }
 }
 
@@ -130,6 +171,8 @@ pub struct Log {
     segments: BTreeMap<Offset, Segment>,
     log_start: Offset,
     high_watermark: Offset,
+    /// Every offset below this is in the files (the page cache at least).
+    written: Offset,
     /// Every offset below this is on stable storage.
     flushed: Offset,
     /// A new segment file exists whose directory entry has not been synced.
@@ -190,6 +233,7 @@ impl Log {
             segments,
             log_start,
             high_watermark: log_end,
+            written: log_end,
             flushed: log_end,
             dir_dirty,
             sealed_since_flush: Vec::new(),
@@ -240,9 +284,10 @@ impl Log {
     }
 
     /// Validates a producer's batch, assigns its offsets and appends it. On success the
-    /// batch is in the page cache and visible to readers; durability comes with a flush.
-    pub fn append(&mut self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
-        let header = batch::validate_produced(records, self.config.max_message_bytes)?;
+    /// batch is visible to readers; the next write round puts it in the file, and a
+    /// round that syncs makes it durable.
+    pub fn append(&mut self, mut records: Vec<u8>, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let header = batch::validate_produced(&records, self.config.max_message_bytes)?;
         if let SequenceCheck::Duplicate {
             base_offset,
             last_offset,
@@ -259,7 +304,7 @@ impl Log {
         }
         let base_offset = self.log_end();
         let log_append_time_ms = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        batch::assign(records, base_offset, 0, log_append_time_ms);
+        batch::assign(&mut records, base_offset, 0, log_append_time_ms);
         let header = BatchHeader {
             base_offset,
             max_timestamp: log_append_time_ms.unwrap_or(header.max_timestamp),
@@ -270,7 +315,7 @@ impl Log {
         let Some(active) = self.segments.values_mut().next_back() else {
             return Err(io::Error::other("log has no active segment").into());
         };
-        active.append(records, &header, index_interval)?;
+        active.append(Bytes::from(records), &header, index_interval);
         self.producers.record(&header, now_ms);
         self.high_watermark = header.next_offset();
         self.records_since_flush += header.record_count as u64;
@@ -301,7 +346,7 @@ impl Log {
         }
         let base = header.base_offset;
         if let Some(active) = self.segments.values_mut().next_back() {
-            active.seal()?;
+            active.seal();
             self.sealed_since_flush.push(active.base_offset());
         }
         self.segments
@@ -310,9 +355,36 @@ impl Log {
         Ok(())
     }
 
-    /// Reads whole batches from `offset`: up to `max_bytes`, or the first batch alone if
-    /// it is larger and `min_one` is set. Reading at the high watermark returns nothing.
-    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Vec<u8>, ReadError> {
+    /// Reads whole batches from `offset` on the calling thread: up to `max_bytes`, or the
+    /// first batch alone if it is larger and `min_one` is set. Reading at the high
+    /// watermark returns nothing. The broker's fetches use [`Log::read_start`] instead,
+    /// which leaves waiting for the disk to the caller.
+    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Bytes, ReadError> {
+        let mut step = self.read_start(offset, max_bytes, min_one)?;
+        loop {
+            match step {
+                ReadStep::Done(bytes) => return Ok(bytes),
+                ReadStep::Disk(read) => {
+                    let mut buf = vec![0u8; read.len];
+                    read.file.read_exact_at(&mut buf, read.pos)?;
+                    step = self.read_continue(read, Bytes::from(buf));
+                }
+            }
+        }
+    }
+
+    /// Continues a read with the bytes its last step asked for.
+    pub fn read_continue(&self, read: crate::segment::DiskRead, data: Bytes) -> ReadStep {
+        match self.segments.get(&read.cursor.segment) {
+            Some(segment) => segment.read_step(read.cursor, Some(data), self.config.index_interval_bytes),
+            // The segment went away meanwhile (the topic was deleted).
+            None => ReadStep::Done(Bytes::new()),
+        }
+    }
+
+    /// Starts a read (see [`Log::read`]): answers at once from memory, or names the
+    /// first file range to read.
+    pub fn read_start(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<ReadStep, ReadError> {
         if offset < self.log_start || offset > self.high_watermark {
             return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
@@ -321,7 +393,7 @@ impl Log {
             });
         }
         if offset == self.high_watermark {
-            return Ok(Vec::new());
+            return Ok(ReadStep::Done(Bytes::new()));
         }
         // The segment holding `offset`, or a later one when that segment ends exactly at
         // `offset` (an empty active segment after a roll, say).
@@ -329,10 +401,11 @@ impl Log {
         let later = self.segments.range((Bound::Excluded(offset), Bound::Unbounded));
         for (_, segment) in holding.into_iter().chain(later) {
             if segment.next_offset() > offset {
-                return Ok(segment.read(offset, max_bytes, min_one)?);
+                let cursor = segment.read_cursor(offset, max_bytes, min_one);
+                return Ok(segment.read_step(cursor, None, self.config.index_interval_bytes));
             }
         }
-        Ok(Vec::new())
+        Ok(ReadStep::Done(Bytes::new()))
     }
 
     /// ListOffsets by timestamp: the first offset whose timestamp is at or after `timestamp`.
@@ -366,42 +439,110 @@ impl Log {
                 || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms)
     }
 
-    /// A flush of everything appended so far, or None when all of it is durable.
-    pub fn flush_job(&mut self) -> io::Result<Option<FlushJob>> {
+    /// Every offset below this is in the files.
+    pub fn written(&self) -> Offset {
+        self.written
+    }
+
+    /// Bytes appended but not yet in the files.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.segments.values().rev().map(Segment::unwritten_bytes).take_while(|b| *b > 0).sum()
+    }
+
+    /// A round writing everything appended since the last one, and with `sync` making
+    /// all of it durable; None when there is nothing to do.
+    pub fn take_writes(&mut self, sync: bool) -> Option<WriteJob> {
         let upto = self.log_end();
-        if self.flushed >= upto && !self.dir_dirty {
-            return Ok(None);
+        let mut writes = Vec::new();
+        let active_base = self.active().map(Segment::base_offset);
+        for segment in self.segments.values_mut().rev() {
+            // Every round takes everything, so behind the first segment that had
+            // nothing left to give, every segment was given all it had.
+            let done = segment.fully_submitted();
+            segment.take_writes(&mut writes);
+            if done && Some(segment.base_offset()) != active_base {
+                break;
+            }
         }
+        let sync = sync && (self.flushed < upto || self.dir_dirty);
+        if writes.is_empty() && !sync {
+            return None;
+        }
+        let mut syncs = Vec::new();
+        if sync {
+            syncs = self.sync_files();
+        }
+        let dir = (sync && std::mem::take(&mut self.dir_dirty)).then(|| (self.io.clone(), self.dir.clone()));
+        if sync {
+            self.records_since_flush = 0;
+        }
+        Some(WriteJob {
+            writes,
+            syncs,
+            dir,
+            upto,
+            sync,
+        })
+    }
+
+    /// Files holding data that is not durable yet.
+    fn sync_files(&mut self) -> Vec<FileRef> {
         let mut files = Vec::new();
         for base in self.sealed_since_flush.drain(..) {
             if let Some(segment) = self.segments.get(&base) {
                 files.extend(segment.sync_handles(true));
             }
         }
-        let active_base = self.active().map(Segment::base_offset);
-        for segment in self.segments.values() {
-            if segment.next_offset() > self.flushed || Some(segment.base_offset()) == active_base {
-                files.extend(segment.sync_handles(false));
+        // The segment holding `flushed` and every later one (the active one among them).
+        let from = self
+            .segments
+            .range(..=self.flushed)
+            .next_back()
+            .map(|(base, _)| *base)
+            .unwrap_or(self.log_start);
+        for (_, segment) in self.segments.range(from..) {
+            files.extend(segment.sync_handles(false));
+        }
+        files
+    }
+
+    /// Records that a round finished without error.
+    pub fn complete_writes(&mut self, receipt: &WriteReceipt, now_ms: i64) {
+        for (base, target, len) in &receipt.writes {
+            if let Some(segment) = self.segments.get_mut(base) {
+                segment.wrote(*target, *len);
             }
         }
-        let dir = std::mem::take(&mut self.dir_dirty).then(|| (self.io.clone(), self.dir.clone()));
-        self.records_since_flush = 0;
-        Ok(Some(FlushJob { files, dir, upto }))
-    }
-
-    /// Records that a flush job finished: offsets below `upto` are durable.
-    pub fn complete_flush(&mut self, upto: Offset, now_ms: i64) {
-        if upto > self.flushed {
-            self.flushed = upto;
+        self.written = self.written.max(receipt.upto);
+        if receipt.sync {
+            self.flushed = self.flushed.max(receipt.upto);
+            self.last_flush_ms = now_ms;
         }
-        self.last_flush_ms = now_ms;
     }
 
-    /// Flushes synchronously (shutdown uses this).
+    /// Forgets rounds that were handed out but never completed (their engine stopped),
+    /// so the next round writes those bytes again.
+    pub fn rewind_writes(&mut self) {
+        for segment in self.segments.values_mut() {
+            segment.rewind();
+        }
+    }
+
+    /// Writes and syncs everything on the calling thread (shutdown and tests use this).
     pub fn flush_now(&mut self, now_ms: i64) -> io::Result<()> {
-        if let Some(job) = self.flush_job()? {
-            job.run()?;
-            self.complete_flush(job.upto(), now_ms);
+        self.rewind_writes();
+        if let Some(job) = self.take_writes(true) {
+            job.run_blocking()?;
+            self.complete_writes(&job.receipt(), now_ms);
+        }
+        Ok(())
+    }
+
+    /// Writes everything pending on the calling thread, without a sync.
+    pub fn write_now(&mut self, now_ms: i64) -> io::Result<()> {
+        if let Some(job) = self.take_writes(false) {
+            job.run_blocking()?;
+            self.complete_writes(&job.receipt(), now_ms);
         }
         Ok(())
     }

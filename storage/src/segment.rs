@@ -3,9 +3,17 @@
 //! A segment only appends. It knows its size, the offset after its last batch and the
 //! largest timestamp it holds; the log decides when to roll to a new one. Positions in
 //! the file are `u64` while offsets are [`Offset`], so the two cannot be mixed.
+//!
+//! Appends are write-behind: a batch joins the segment's in-memory tail at once (and is
+//! readable from there), and the log's next write round hands the whole tail to the
+//! engine as one vectored write. `written` is how much of the segment is in the file;
+//! everything past it is served from the tail.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
 
 use crate::io::{FileRef, Io};
 
@@ -26,6 +34,11 @@ pub struct Segment {
     time_index: IndexFile<TimeEntry>,
     /// Bytes of whole, valid batches; the next append goes here.
     size: u64,
+    /// Bytes known to be in the file; `submitted` bytes were handed to a write round.
+    written: u64,
+    submitted: u64,
+    /// Batches at and after `written`, each with its position: the write-behind tail.
+    tail: VecDeque<(u64, Bytes)>,
     next_offset: Offset,
     /// Largest batch max-timestamp in the segment and the last offset of that batch.
     max_timestamp: Option<(i64, Offset)>,
@@ -60,6 +73,9 @@ impl Segment {
             offset_index,
             time_index,
             size: 0,
+            written: 0,
+            submitted: 0,
+            tail: VecDeque::new(),
             next_offset: base_offset,
             max_timestamp: None,
             bytes_since_index_entry: 0,
@@ -91,6 +107,9 @@ impl Segment {
             offset_index,
             time_index,
             size: file_len,
+            written: file_len,
+            submitted: file_len,
+            tail: VecDeque::new(),
             next_offset: base_offset,
             max_timestamp: None,
             bytes_since_index_entry: 0,
@@ -100,7 +119,8 @@ impl Segment {
             segment.recover(index_interval_bytes)?;
         } else if !segment.indexes_agree_with_log()? {
             segment.recover(index_interval_bytes)?;
-            segment.seal()?;
+            segment.seal();
+            segment.write_blocking()?;
         } else {
             segment.next_offset = segment.last_batch_next_offset()?;
             segment.max_timestamp = segment
@@ -131,6 +151,8 @@ impl Segment {
             self.time_index.replace(scan.time_entries)?;
         }
         self.size = scan.valid_len;
+        self.written = scan.valid_len;
+        self.submitted = scan.valid_len;
         self.next_offset = scan.next_offset;
         self.max_timestamp = scan.max_timestamp;
         self.bytes_since_index_entry = scan.bytes_since_index_entry;
@@ -180,7 +202,7 @@ impl Segment {
             return Ok(None);
         }
         let mut buf = [0u8; BATCH_HEADER_LEN];
-        self.log.read_exact_at(&mut buf, position)?;
+        self.read_at(&mut buf, position)?;
         Ok(BatchHeader::parse(&buf)
             .ok()
             .filter(|h| position + h.size as u64 <= self.size))
@@ -210,47 +232,154 @@ impl Segment {
         self.size == 0
     }
 
-    /// Appends one batch whose offsets were already assigned.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64) -> io::Result<()> {
-        self.log.write_all_at(batch, self.size)?;
+    /// Appends one batch whose offsets were already assigned, to the tail in memory.
+    pub fn append(&mut self, batch: Bytes, header: &BatchHeader, index_interval_bytes: u64) {
         if self.size == 0 || self.bytes_since_index_entry >= index_interval_bytes {
             let relative_offset = (header.base_offset.0 - self.base_offset.0) as u32;
             self.offset_index.push(OffsetEntry {
                 relative_offset,
                 position: self.size as u32,
-            })?;
+            });
             self.bytes_since_index_entry = 0;
-            self.maybe_add_time_entry(header.max_timestamp, header.last_offset())?;
+            self.maybe_add_time_entry(header.max_timestamp, header.last_offset());
         }
         if self.max_timestamp.is_none_or(|(ts, _)| header.max_timestamp > ts) {
             self.max_timestamp = Some((header.max_timestamp, header.last_offset()));
         }
-        self.size += batch.len() as u64;
-        self.bytes_since_index_entry += batch.len() as u64;
+        let len = batch.len() as u64;
+        self.tail.push_back((self.size, batch));
+        self.size += len;
+        self.bytes_since_index_entry += len;
         self.next_offset = header.next_offset();
-        Ok(())
     }
 
-    fn maybe_add_time_entry(&mut self, timestamp: i64, offset: Offset) -> io::Result<()> {
+    fn maybe_add_time_entry(&mut self, timestamp: i64, offset: Offset) {
         if self.time_index.last().is_none_or(|e| timestamp > e.timestamp) {
             let relative_offset = (offset.0 - self.base_offset.0) as u32;
             self.time_index.push(TimeEntry {
                 timestamp,
                 relative_offset,
-            })?;
+            });
         }
-        Ok(())
     }
 
     /// Called when the log rolls past this segment: its time index then ends with the
     /// segment's largest timestamp, so a reopened closed segment knows it without a scan.
-    pub fn seal(&mut self) -> io::Result<()> {
+    pub fn seal(&mut self) {
         if let Some((ts, offset)) = self.max_timestamp {
-            self.maybe_add_time_entry(ts, offset)?;
+            self.maybe_add_time_entry(ts, offset);
+        }
+    }
+
+    /// Bytes appended but not yet known to be in the file.
+    pub fn unwritten_bytes(&self) -> u64 {
+        self.size - self.written
+    }
+
+    /// Hands everything not yet given to a write round to one: the tail as one
+    /// vectored write, and the new entries of both indexes.
+    pub fn take_writes(&mut self, out: &mut Vec<FileWrite>) {
+        if self.submitted < self.size {
+            let first = self.tail.partition_point(|(pos, _)| *pos < self.submitted);
+            let bufs = self.tail.iter().skip(first).map(|(_, b)| b.clone()).collect();
+            out.push(FileWrite {
+                file: self.log.clone(),
+                pos: self.submitted,
+                bufs,
+                segment: self.base_offset,
+                target: Target::Log,
+            });
+            self.submitted = self.size;
+        }
+        if let Some((pos, bytes)) = self.offset_index.take_unwritten() {
+            out.push(FileWrite {
+                file: self.offset_index.file(),
+                pos,
+                bufs: vec![bytes],
+                segment: self.base_offset,
+                target: Target::OffsetIndex,
+            });
+        }
+        if let Some((pos, bytes)) = self.time_index.take_unwritten() {
+            out.push(FileWrite {
+                file: self.time_index.file(),
+                pos,
+                bufs: vec![bytes],
+                segment: self.base_offset,
+                target: Target::TimeIndex,
+            });
+        }
+    }
+
+    /// Writes everything pending on the calling thread (start-up and tests).
+    pub fn write_blocking(&mut self) -> io::Result<()> {
+        let mut writes = Vec::new();
+        self.take_writes(&mut writes);
+        for w in &writes {
+            w.run_blocking()?;
+            self.wrote(w.target, w.len());
         }
         Ok(())
     }
 
+    /// Whether everything appended was already handed to a write round.
+    pub fn fully_submitted(&self) -> bool {
+        self.submitted >= self.size
+    }
+
+    /// A write round put `len` bytes into one of this segment's files.
+    pub fn wrote(&mut self, target: Target, len: u64) {
+        match target {
+            Target::Log => {
+                self.written = (self.written + len).min(self.size);
+                while self
+                    .tail
+                    .front()
+                    .is_some_and(|(pos, b)| pos + b.len() as u64 <= self.written)
+                {
+                    self.tail.pop_front();
+                }
+            }
+            Target::OffsetIndex => self.offset_index.wrote(len),
+            Target::TimeIndex => self.time_index.wrote(len),
+        }
+    }
+
+    /// Forgets write rounds that never completed; the next round writes their bytes again.
+    pub fn rewind(&mut self) {
+        self.submitted = self.written;
+        self.offset_index.rewind();
+        self.time_index.rewind();
+    }
+
+    /// Reads `buf.len()` bytes at `pos`: from the file below `written`, from the tail
+    /// above it.
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        let end = pos + buf.len() as u64;
+        if end > self.size {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the segment's end"));
+        }
+        let from_file = end.min(self.written).saturating_sub(pos) as usize;
+        if from_file > 0 {
+            self.log.read_exact_at(&mut buf[..from_file], pos)?;
+        }
+        let mut at = pos + from_file as u64;
+        let first = self.tail.partition_point(|(p, b)| p + b.len() as u64 <= at);
+        for (p, b) in self.tail.iter().skip(first) {
+            if at >= end {
+                break;
+            }
+            let within = (at - p) as usize;
+            let n = (b.len() - within).min((end - at) as usize);
+            let into = (at - pos) as usize;
+            buf[into..into + n].copy_from_slice(&b[within..within + n]);
+            at += n as u64;
+        }
+        if at < end {
+            return Err(io::Error::other("segment tail does not cover its size"));
+        }
+        Ok(())
+    }
     /// File handles whose data a flush must make durable.
     pub fn sync_handles(&self, with_indexes: bool) -> Vec<FileRef> {
         let mut files = vec![self.log.clone()];
@@ -288,32 +417,101 @@ impl Segment {
         Ok(None)
     }
 
-    /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
-    /// of them, or the first batch alone when it is larger and `min_one` is set (KIP-74).
-    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> io::Result<Vec<u8>> {
-        let Some(start) = self.position_of(offset)? else {
-            return Ok(Vec::new());
-        };
-        let available = self.size - start;
-        let want = (max_bytes as u64).min(available) as usize;
-        let mut buf = vec![0u8; want];
-        self.log.read_exact_at(&mut buf, start)?;
-        let mut whole = 0usize;
-        while let Ok(h) = BatchHeader::parse(&buf[whole..]) {
-            if whole + h.size > buf.len() {
+    /// Where a read of `offset` starts: the index entry at or before it.
+    pub fn read_cursor(&self, offset: Offset, max_bytes: usize, min_one: bool) -> ReadCursor {
+        let relative = (offset.0 - self.base_offset.0).clamp(0, u32::MAX as i64) as u32;
+        let pos = self
+            .offset_index
+            .floor(relative)
+            .map(|e| e.position as u64)
+            .unwrap_or(0);
+        ReadCursor {
+            segment: self.base_offset,
+            pos,
+            offset,
+            max_bytes,
+            min_one,
+        }
+    }
+
+    /// One step of a read: whole batches starting with the one that holds the cursor's
+    /// offset, at most `max_bytes` of them, or the first alone when it is larger and
+    /// `min_one` is set (KIP-74). `data` is what the previous step asked to read from
+    /// the file (it starts at the cursor). A step either answers or names the next
+    /// file range to read, so the caller decides how to wait for the disk.
+    pub fn read_step(&self, mut cursor: ReadCursor, data: Option<Bytes>, lookahead: u64) -> ReadStep {
+        if let Some(data) = data {
+            let mut at = 0usize;
+            while let Ok(h) = BatchHeader::parse(&data[at..]) {
+                if h.next_offset() > cursor.offset {
+                    break;
+                }
+                at += h.size;
+                if at >= data.len() {
+                    break;
+                }
+            }
+            if at < data.len() && BatchHeader::parse(&data[at..]).is_ok() {
+                return match whole_batches(&data[at..], cursor.max_bytes, cursor.min_one) {
+                    Whole::Bytes(0) => ReadStep::Done(Bytes::new()),
+                    Whole::Bytes(n) => ReadStep::Done(data.slice(at..at + n)),
+                    Whole::First(size) => {
+                        cursor.pos += at as u64;
+                        ReadStep::Disk(DiskRead {
+                            file: self.log.clone(),
+                            pos: cursor.pos,
+                            len: size,
+                            cursor,
+                        })
+                    }
+                };
+            }
+            // Skipped past what was read, or stopped inside a header: plan afresh.
+            cursor.pos += at as u64;
+        }
+        if cursor.pos >= self.size {
+            return ReadStep::Done(Bytes::new());
+        }
+        if cursor.pos >= self.written {
+            return ReadStep::Done(self.read_tail(&cursor));
+        }
+        let len = (cursor.max_bytes.max(BATCH_HEADER_LEN) as u64 + lookahead).min(self.written - cursor.pos);
+        ReadStep::Disk(DiskRead {
+            file: self.log.clone(),
+            pos: cursor.pos,
+            len: len as usize,
+            cursor,
+        })
+    }
+
+    /// A read served from the write-behind tail: no I/O, and no copy for one batch.
+    fn read_tail(&self, cursor: &ReadCursor) -> Bytes {
+        let first = self.tail.partition_point(|(p, b)| p + b.len() as u64 <= cursor.pos);
+        let mut chosen: Vec<&Bytes> = Vec::new();
+        let mut total = 0usize;
+        for (_, b) in self.tail.iter().skip(first) {
+            let Ok(h) = BatchHeader::parse(b) else { break };
+            if h.next_offset() <= cursor.offset {
+                continue;
+            }
+            let fits = total + b.len() <= cursor.max_bytes;
+            if !fits && !(chosen.is_empty() && cursor.min_one) {
                 break;
             }
-            whole += h.size;
+            total += b.len();
+            chosen.push(b);
         }
-        if whole == 0 && min_one {
-            if let Some(h) = self.header_at(start)? {
-                buf.resize(h.size, 0);
-                self.log.read_exact_at(&mut buf, start)?;
-                return Ok(buf);
+        match chosen.as_slice() {
+            [] => Bytes::new(),
+            [one] => (*one).clone(),
+            many => {
+                let mut out = BytesMut::with_capacity(total);
+                for b in many {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
             }
         }
-        buf.truncate(whole);
-        Ok(buf)
     }
 
     /// The first record whose timestamp is at or after `timestamp`, with its timestamp.
@@ -334,7 +532,7 @@ impl Segment {
                     return Ok(Some((h.base_offset, h.max_timestamp)));
                 }
                 let mut batch = vec![0u8; h.size];
-                self.log.read_exact_at(&mut batch, pos)?;
+                self.read_at(&mut batch, pos)?;
                 let mut found = None;
                 let _ = for_each_record(&batch[BATCH_HEADER_LEN..], |r| {
                     let ts = h.base_timestamp + r.timestamp_delta;
@@ -357,6 +555,112 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Which of a segment's files a write goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Log,
+    OffsetIndex,
+    TimeIndex,
+}
+
+/// One write of a round: `bufs` go to `file` at `pos`, back to back.
+pub struct FileWrite {
+    pub file: FileRef,
+    pub pos: u64,
+    pub bufs: Vec<Bytes>,
+    pub(crate) segment: Offset,
+    pub(crate) target: Target,
+}
+
+impl FileWrite {
+    pub fn len(&self) -> u64 {
+        self.bufs.iter().map(|b| b.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes on the calling thread, gathering small buffers into one write each
+    /// `STAGING_BYTES` (positional I/O has no vectored write in std).
+    pub fn run_blocking(&self) -> io::Result<()> {
+        /// Large enough that a round costs few syscalls, small enough to stay in cache.
+        const STAGING_BYTES: usize = 1 << 20;
+        let mut pos = self.pos;
+        let mut staging: Vec<u8> = Vec::new();
+        for b in &self.bufs {
+            if staging.is_empty() && b.len() >= STAGING_BYTES {
+                self.file.write_all_at(b, pos)?;
+                pos += b.len() as u64;
+                continue;
+            }
+            staging.extend_from_slice(b);
+            if staging.len() >= STAGING_BYTES {
+                self.file.write_all_at(&staging, pos)?;
+                pos += staging.len() as u64;
+                staging.clear();
+            }
+        }
+        if !staging.is_empty() {
+            self.file.write_all_at(&staging, pos)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a read stands between steps: the segment, the file position of the batch to
+/// look at next, and what the reader asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadCursor {
+    pub(crate) segment: Offset,
+    pub(crate) pos: u64,
+    pub(crate) offset: Offset,
+    pub(crate) max_bytes: usize,
+    pub(crate) min_one: bool,
+}
+
+/// The outcome of a read step.
+pub enum ReadStep {
+    /// Whole batches (possibly none).
+    Done(Bytes),
+    /// Read this range of the file and continue with [`crate::Log::read_continue`].
+    Disk(DiskRead),
+}
+
+pub struct DiskRead {
+    pub file: FileRef,
+    pub pos: u64,
+    pub len: usize,
+    pub(crate) cursor: ReadCursor,
+}
+
+enum Whole {
+    /// This many bytes of whole batches fit.
+    Bytes(usize),
+    /// Nothing fits but the first batch is wanted whole: it is this long.
+    First(usize),
+}
+
+/// How many leading bytes of `buf` are whole batches within `max_bytes` (KIP-74: the
+/// first batch counts even when larger, with `min_one`).
+fn whole_batches(buf: &[u8], max_bytes: usize, min_one: bool) -> Whole {
+    let mut end = 0usize;
+    while let Ok(h) = BatchHeader::parse(&buf[end..]) {
+        let first = end == 0;
+        if end + h.size > buf.len() {
+            if first && min_one {
+                return Whole::First(h.size);
+            }
+            break;
+        }
+        if end + h.size > max_bytes && !(first && min_one) {
+            break;
+        }
+        end += h.size;
+    }
+    Whole::Bytes(end)
 }
 
 /// Reads a log file batch by batch from the start, checking each CRC, and stops at the

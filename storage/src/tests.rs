@@ -33,8 +33,8 @@ fn batches(mut bytes: &[u8]) -> Vec<(i64, i32)> {
 fn appended_batches_read_back_with_their_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let a = log.append(&mut build_batch(10, &[b"a", b"b", b"c"]), 0).unwrap();
-    let b = log.append(&mut build_batch(20, &[b"d", b"e"]), 0).unwrap();
+    let a = log.append(build_batch(10, &[b"a", b"b", b"c"]), 0).unwrap();
+    let b = log.append(build_batch(20, &[b"d", b"e"]), 0).unwrap();
     assert_eq!((a.base_offset, a.last_offset), (Offset(0), Offset(2)));
     assert_eq!((b.base_offset, b.last_offset), (Offset(3), Offset(4)));
     assert_eq!(log.offsets().high_watermark, Offset(5));
@@ -52,10 +52,10 @@ fn appended_batches_read_back_with_their_offsets() {
 fn max_bytes_cuts_at_whole_batches_but_returns_one_oversized_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let mut first = build_batch(1, &[&[1u8; 500]]);
+    let first = build_batch(1, &[&[1u8; 500]]);
     let size = first.len();
-    log.append(&mut first, 0).unwrap();
-    log.append(&mut build_batch(2, &[&[2u8; 500]]), 0).unwrap();
+    log.append(first.clone(), 0).unwrap();
+    log.append(build_batch(2, &[&[2u8; 500]]), 0).unwrap();
     assert_eq!(batches(&log.read(Offset(0), size + 10, true).unwrap()), vec![(0, 1)]);
     assert_eq!(batches(&log.read(Offset(0), 10, true).unwrap()), vec![(0, 1)]);
     assert!(log.read(Offset(0), 10, false).unwrap().is_empty());
@@ -66,12 +66,13 @@ fn segments_roll_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     for i in 0..40 {
-        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
+        log.append(build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
     }
     assert!(log.segment_count() > 3, "1000-byte segments must roll");
     let before = read_all(&log);
     assert_eq!(batches(&before).len(), 40);
     log.flush_now(0).unwrap();
+    log.write_now(0).unwrap();
     drop(log);
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!(log.offsets().log_end, Offset(40));
@@ -95,8 +96,9 @@ fn read_all(log: &Log) -> Vec<u8> {
 fn a_torn_final_batch_is_cut_off_at_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    log.append(&mut build_batch(1, &[b"kept"]), 0).unwrap();
-    log.append(&mut build_batch(2, &[b"kept too"]), 0).unwrap();
+    log.append(build_batch(1, &[b"kept"]), 0).unwrap();
+    log.append(build_batch(2, &[b"kept too"]), 0).unwrap();
+    log.write_now(0).unwrap();
     drop(log);
     // A crash in the middle of the third write leaves half a batch at the tail.
     let torn = build_batch(3, &[b"lost in the crash"]);
@@ -110,7 +112,7 @@ fn a_torn_final_batch_is_cut_off_at_recovery() {
         batches(&log.read(Offset(0), 1 << 20, true).unwrap()),
         vec![(0, 1), (1, 1)]
     );
-    let next = log.append(&mut build_batch(4, &[b"after"]), 0).unwrap();
+    let next = log.append(build_batch(4, &[b"after"]), 0).unwrap();
     assert_eq!(next.base_offset, Offset(2));
     assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
 }
@@ -119,8 +121,9 @@ fn a_torn_final_batch_is_cut_off_at_recovery() {
 fn a_corrupt_batch_in_the_tail_truncates_from_there() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    log.append(&mut build_batch(1, &[b"one"]), 0).unwrap();
-    log.append(&mut build_batch(2, &[b"two"]), 0).unwrap();
+    log.append(build_batch(1, &[b"one"]), 0).unwrap();
+    log.append(build_batch(2, &[b"two"]), 0).unwrap();
+    log.write_now(0).unwrap();
     drop(log);
     let path = dir.path().join("00000000000000000000.log");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -136,9 +139,10 @@ fn a_corrupt_index_of_a_closed_segment_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     for i in 0..30 {
-        log.append(&mut build_batch(i, &[&[7u8; 120]]), 0).unwrap();
+        log.append(build_batch(i, &[&[7u8; 120]]), 0).unwrap();
     }
-    let expected: Vec<Vec<u8>> = (0..30).map(|o| log.read(Offset(o), 1 << 20, true).unwrap()).collect();
+    let expected: Vec<bytes::Bytes> = (0..30).map(|o| log.read(Offset(o), 1 << 20, true).unwrap()).collect();
+    log.write_now(0).unwrap();
     drop(log);
     std::fs::write(dir.path().join("00000000000000000000.index"), [0xAB; 24]).unwrap();
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
@@ -153,7 +157,7 @@ fn offsets_by_timestamp_and_max_timestamp() {
     let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
     // Batch i holds 3 records with timestamps 1000*i, 1000*i+1, 1000*i+2.
     for i in 1..=20 {
-        log.append(&mut build_batch(1000 * i, &[b"x", b"y", b"z"]), 0).unwrap();
+        log.append(build_batch(1000 * i, &[b"x", b"y", b"z"]), 0).unwrap();
     }
     // Timestamp 5001 is the second record of the fifth batch (offsets 12..14).
     assert_eq!(log.offset_for_timestamp(5001).unwrap(), Some((Offset(13), 5001)));
@@ -171,7 +175,7 @@ fn log_append_time_overrides_the_producers_timestamp() {
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), config, 0).unwrap();
-    let info = log.append(&mut build_batch(5, &[b"x"]), 777_000).unwrap();
+    let info = log.append(build_batch(5, &[b"x"]), 777_000).unwrap();
     assert_eq!(info.log_append_time_ms, Some(777_000));
     let bytes = log.read(Offset(0), 1 << 20, true).unwrap();
     assert_eq!(BatchHeader::parse(&bytes).unwrap().max_timestamp, 777_000);
@@ -182,14 +186,18 @@ fn flush_jobs_cover_what_was_appended() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
     log.flush_now(0).unwrap();
-    assert!(log.flush_job().unwrap().is_none());
-    log.append(&mut build_batch(5, &[b"x", b"y"]), 0).unwrap();
-    let job = log.flush_job().unwrap().expect("unflushed data");
-    log.append(&mut build_batch(6, &[b"z"]), 0).unwrap();
-    job.run().unwrap();
-    log.complete_flush(job.upto(), 0);
+    assert!(log.take_writes(true).is_none());
+    log.append(build_batch(5, &[b"x", b"y"]), 0).unwrap();
+    let job = log.take_writes(true).expect("unflushed data");
+    log.append(build_batch(6, &[b"z"]), 0).unwrap();
+    job.run_blocking().unwrap();
+    log.complete_writes(&job.receipt(), 0);
     assert_eq!(log.flushed(), Offset(2));
-    assert_eq!(log.flush_job().unwrap().map(|j| j.upto()), Some(Offset(3)));
+    assert_eq!(log.written(), Offset(2));
+    // The next round takes only what came after the first.
+    let next = log.take_writes(true).expect("the third record");
+    assert_eq!(next.receipt().upto(), Offset(3));
+    assert_eq!(next.bytes(), build_batch(6, &[b"z"]).len() as u64);
 }
 
 #[derive(Debug, Clone)]
@@ -224,8 +232,10 @@ proptest! {
                     let values: Vec<Vec<u8>> = sizes.iter().map(|n| vec![next as u8; *n]).collect();
                     let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
                     let mut batch = build_batch(next, &refs);
-                    let info = log.append(&mut batch, 0).unwrap();
+                    let info = log.append(batch.clone(), 0).unwrap();
                     prop_assert_eq!(info.base_offset, Offset(next));
+                    // Stored as sent, but for the fields the broker patches.
+                    crate::batch::assign(&mut batch, info.base_offset, 0, None);
                     model.push((next, batch));
                     next += sizes.len() as i64;
                 }
@@ -275,15 +285,15 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
     use crate::AppendError;
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let first = log.append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0).unwrap();
+    let first = log.append(idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0).unwrap();
     assert_eq!((first.base_offset, first.duplicate), (Offset(0), false));
-    let retry = log.append(&mut idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0).unwrap();
+    let retry = log.append(idempotent_batch(7, 0, 0, &[b"a", b"b"]), 0).unwrap();
     assert_eq!(
         (retry.base_offset, retry.last_offset, retry.duplicate),
         (Offset(0), Offset(1), true)
     );
     assert_eq!(log.offsets().log_end, Offset(2), "a retry writes nothing");
-    let gap = log.append(&mut idempotent_batch(7, 0, 5, &[b"c"]), 0);
+    let gap = log.append(idempotent_batch(7, 0, 5, &[b"c"]), 0);
     assert!(matches!(
         gap,
         Err(AppendError::Sequence(SequenceError::OutOfOrder {
@@ -293,23 +303,24 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
         }))
     ));
     assert_eq!(
-        log.append(&mut idempotent_batch(7, 0, 2, &[b"c"]), 0)
+        log.append(idempotent_batch(7, 0, 2, &[b"c"]), 0)
             .unwrap()
             .base_offset,
         Offset(2)
     );
     // Another producer is independent.
     assert_eq!(
-        log.append(&mut idempotent_batch(8, 0, 0, &[b"z"]), 0)
+        log.append(idempotent_batch(8, 0, 0, &[b"z"]), 0)
             .unwrap()
             .base_offset,
         Offset(3)
     );
     log.flush_now(0).unwrap();
+    log.write_now(0).unwrap();
     drop(log);
 
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
-    let retry = log.append(&mut idempotent_batch(7, 0, 2, &[b"c"]), 0).unwrap();
+    let retry = log.append(idempotent_batch(7, 0, 2, &[b"c"]), 0).unwrap();
     assert_eq!(
         (retry.base_offset, retry.duplicate),
         (Offset(2), true),
@@ -317,12 +328,12 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
     );
     // A bumped epoch starts again at 0; the old epoch is then fenced.
     assert_eq!(
-        log.append(&mut idempotent_batch(7, 1, 0, &[b"d"]), 0)
+        log.append(idempotent_batch(7, 1, 0, &[b"d"]), 0)
             .unwrap()
             .base_offset,
         Offset(4)
     );
-    let fenced = log.append(&mut idempotent_batch(7, 0, 3, &[b"e"]), 0);
+    let fenced = log.append(idempotent_batch(7, 0, 3, &[b"e"]), 0);
     assert!(matches!(
         fenced,
         Err(AppendError::Sequence(SequenceError::Fenced { .. }))
@@ -337,10 +348,10 @@ fn segments_roll_by_age() {
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), config, 0).unwrap();
-    log.append(&mut build_batch(1, &[b"old"]), 0).unwrap();
-    log.append(&mut build_batch(2, &[b"still young"]), 999).unwrap();
+    log.append(build_batch(1, &[b"old"]), 0).unwrap();
+    log.append(build_batch(2, &[b"still young"]), 999).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&mut build_batch(3, &[b"new segment"]), 1000).unwrap();
+    log.append(build_batch(3, &[b"new segment"]), 1000).unwrap();
     assert_eq!(log.segment_count(), 2);
     assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
 }
@@ -421,8 +432,11 @@ mod simulated {
                 match op {
                     Op::Append(size) if !refusing => {
                         let mut batch = build_batch(i as i64, &[&vec![i as u8; size]]);
-                        match log.append(&mut batch, 0) {
-                            Ok(_) => pending.push(batch),
+                        match log.append(batch.clone(), 0) {
+                            Ok(info) => {
+                                crate::batch::assign(&mut batch, info.base_offset, 0, None);
+                                pending.push(batch)
+                            }
                             Err(_) => {
                                 refusing = true;
                                 maybe = Some(batch);
@@ -430,11 +444,11 @@ mod simulated {
                         }
                     }
                     Op::Append(_) => {}
-                    Op::Flush if !refusing => match log.flush_job().expect("flush job") {
+                    Op::Flush if !refusing => match log.take_writes(true) {
                         None => prop_assert!(pending.is_empty()),
-                        Some(job) => match job.run() {
+                        Some(job) => match job.run_blocking() {
                             Ok(()) => {
-                                log.complete_flush(job.upto(), 0);
+                                log.complete_writes(&job.receipt(), 0);
                                 acked.append(&mut pending);
                             }
                             Err(_) => refusing = true,
@@ -472,13 +486,13 @@ mod simulated {
     fn a_failed_sync_is_never_reported_as_durable() {
         let sim = SimIo::new(7, Faults::default());
         let mut log = open(&sim);
-        log.append(&mut build_batch(1, &[b"first"]), 0).expect("append");
+        log.append(build_batch(1, &[b"first"]), 0).expect("append");
         sim.set_faults(Faults {
             sync_error_ppm: 1_000_000,
             ..Faults::default()
         });
-        let job = log.flush_job().expect("job").expect("something to flush");
-        assert!(job.run().is_err(), "the injected sync failure must surface");
+        let job = log.take_writes(true).expect("something to flush");
+        assert!(job.run_blocking().is_err(), "the injected sync failure must surface");
         assert_eq!(log.flushed(), Offset(0), "nothing counts as flushed");
         drop(log);
         sim.crash();
@@ -499,7 +513,7 @@ fn the_log_runs_on_io_uring() {
     let io = std::sync::Arc::new(Uring);
     let mut log = Log::open_with(io.clone(), dir.path(), small_config(), 0).unwrap();
     for i in 0..40 {
-        log.append(&mut build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
+        log.append(build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
     }
     assert!(log.segment_count() > 3);
     let before = read_all(&log);

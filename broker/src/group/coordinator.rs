@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::records::{self, Committed, OffsetsRecord, StoredGroup, StoredMember};
 use super::{Group, GroupState, JoinWaiter, Member, ID_LEN_MAX, MEMBER_ID_PREFIX_LEN_MAX, OFFSET_METADATA_MAX_BYTES};
-use crate::shard::{now_ms, Shard, TopicPartition};
+use crate::shard::{now_ms, AckLevel, Shard, TopicPartition};
 
 /// Kafka's `offsets.commit.timeout.ms`: how long a commit waits to be durable.
 const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -794,7 +794,8 @@ impl Shard {
             .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
             .collect();
         let batch = batch::build(&pairs, now_ms());
-        let (outcome, wait) = self.append_local(&tp, &batch, now_ms(), durable);
+        let ack = if durable { AckLevel::Durable } else { AckLevel::Written };
+        let (outcome, wait) = self.append_local(&tp, &batch, now_ms(), ack);
         if let Some(error) = outcome.error {
             tracing::error!(
                 group = group_id,
@@ -805,7 +806,6 @@ impl Shard {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         apply(self);
-        self.kick_flusher();
         if let Some(wait) = wait {
             if let Some(error) = self.wait_durable(wait, Instant::now() + OFFSETS_COMMIT_TIMEOUT).await {
                 tracing::error!(group = group_id, "commit not durable: {error:?}");
@@ -821,7 +821,7 @@ impl Shard {
         let key = records::group_key(group_id);
         let value = stored.map(records::group_value);
         let batch = batch::build(&[(Some(&key), value.as_deref())], now_ms());
-        let (outcome, _) = self.append_local(&tp, &batch, now_ms(), false);
+        let (outcome, _) = self.append_local(&tp, &batch, now_ms(), AckLevel::None);
         if let Some(error) = outcome.error {
             tracing::warn!(group = group_id, "cannot store group metadata: {error:?}");
         }
@@ -880,7 +880,7 @@ impl Shard {
             let mut tombstones: Vec<Vec<u8>> = keys.iter().map(|(t, p)| records::offset_key(&id, t, *p)).collect();
             tombstones.push(records::group_key(&id));
             let pairs: Vec<batch::KeyValue> = tombstones.iter().map(|k| (Some(k.as_slice()), None)).collect();
-            let (outcome, _) = self.append_local(&tp, &batch::build(&pairs, now_wall), now_wall, false);
+            let (outcome, _) = self.append_local(&tp, &batch::build(&pairs, now_wall), now_wall, AckLevel::None);
             if outcome.error.is_none() {
                 self.groups.borrow_mut().remove(&id);
             }
@@ -908,7 +908,7 @@ impl Shard {
                 if chunk.is_empty() {
                     break;
                 }
-                let mut rest = chunk.as_slice();
+                let mut rest = &chunk[..];
                 while let Ok(h) = BatchHeader::parse(rest) {
                     if h.size > rest.len() {
                         break;

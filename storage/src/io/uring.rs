@@ -1,8 +1,14 @@
-//! The io_uring engine, first step: every read, write and data sync of the log goes
-//! through an io_uring ring (one per thread, created on first use) instead of a
-//! syscall each. Calls still wait for their completion, so a shard thread still waits
-//! for its I/O as with pread/pwrite; driving the rings from the shards' runtimes (their
-//! eventfds registered with tokio) is the next step of the io_uring issue.
+//! The io_uring engine, in two parts.
+//!
+//! [`Ring`] is a shard's own ring, created at start-up and driven by the shard's tokio
+//! runtime through the ring's eventfd: the hot path (group-commit writes with their
+//! linked fsyncs, and fetch reads) submits and awaits completions, so the shard thread
+//! never waits for the disk. The ring owns every buffer and file of an operation until
+//! the kernel completes it, even when the future that asked for it was dropped.
+//!
+//! [`Uring`] implements the synchronous [`Io`] trait over a small ring per thread, for
+//! what runs outside the hot path (opening and recovering logs at start-up, rare
+//! lookups by timestamp); each call waits for its own completion.
 //!
 //! [`Uring::probe`] tells at start-up whether io_uring can be used here: it is often
 //! disabled by sysctl (`kernel.io_uring_disabled`) or seccomp (EPERM, ENOSYS).
@@ -10,13 +16,21 @@
 #![allow(unsafe_code)] // submitting to a ring is unsafe; see `complete` for why it is sound here
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use super::{FileRef, Io, IoFile, Positional};
 
@@ -41,6 +55,7 @@ impl Uring {
         for (code, name) in [
             (opcode::Read::CODE, "read"),
             (opcode::Write::CODE, "write"),
+            (opcode::Writev::CODE, "writev"),
             (opcode::Fsync::CODE, "fsync"),
         ] {
             if !probe.is_supported(code) {
@@ -133,6 +148,10 @@ impl IoFile for UringFile {
         let fd = types::Fd(self.0.as_raw_fd());
         complete(opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()).map(|_| ())
     }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.0.as_raw_fd())
+    }
 }
 
 impl Io for Uring {
@@ -162,5 +181,398 @@ impl Io for Uring {
     }
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+}
+
+/// Entries of a shard's ring. A round of group commit submits a write and a linked
+/// fsync per dirty file and fetches add a read per partition; 256 covers a busy shard,
+/// and a full queue is drained by submitting, never refused.
+const SHARD_RING_ENTRIES: u32 = 256;
+/// Completion queue size: four completions per submission slot, so bursts of
+/// completions the shard has not reaped yet do not overflow it.
+const SHARD_RING_COMPLETIONS: u32 = 1024;
+/// The most iovecs one writev takes (Linux's IOV_MAX).
+const IOV_MAX: usize = 1024;
+
+/// What an operation's memory and file are while the kernel may still use them. The
+/// ring owns this until the completion arrives, even when the future that asked for
+/// the operation was dropped: the kernel never writes into freed memory.
+#[derive(Default)]
+#[allow(dead_code)] // held, never read: these fields exist to outlive the kernel's use
+struct Keep {
+    file: Option<FileRef>,
+    bufs: Vec<Bytes>,
+    iovecs: Vec<libc::iovec>,
+    read: Vec<u8>,
+}
+
+struct Op {
+    result: Option<i32>,
+    waker: Option<Waker>,
+    /// The future is gone; free the slot when the completion arrives.
+    abandoned: bool,
+    keep: Keep,
+}
+
+struct RingState {
+    ring: IoUring,
+    ops: Vec<Option<Op>>,
+    free: Vec<usize>,
+    in_flight: usize,
+}
+
+/// A shard's own io_uring ring, driven by the shard's tokio runtime: the ring signals
+/// an eventfd on every completion, tokio watches the eventfd, and [`Ring::drive`] hands
+/// completions to the futures waiting for them. No call here waits for the disk on
+/// the shard's thread. Single-threaded by construction (`Rc`, `RefCell`).
+pub struct Ring {
+    state: RefCell<RingState>,
+    event: AsyncFd<OwnedFd>,
+}
+
+impl Ring {
+    /// Creates the ring and registers its eventfd with the current tokio runtime.
+    pub fn new() -> io::Result<Rc<Ring>> {
+        let ring = IoUring::builder()
+            .setup_cqsize(SHARD_RING_COMPLETIONS)
+            .build(SHARD_RING_ENTRIES)?;
+        // SAFETY: eventfd takes no pointers; a negative return is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        ring.submitter().register_eventfd(event.as_raw_fd())?;
+        // Registering with a reactor panics outside a runtime; say so instead.
+        tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
+        // same for the AsyncFd's whole life.
+        let event = unsafe { AsyncFd::register_with_interest(event, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        Ok(Rc::new(Ring {
+            state: RefCell::new(RingState {
+                ring,
+                ops: Vec::new(),
+                free: Vec::new(),
+                in_flight: 0,
+            }),
+            event,
+        }))
+    }
+
+    /// Reaps completions whenever the eventfd fires; run it as a task on the shard.
+    pub async fn drive(self: Rc<Self>) {
+        loop {
+            let Ok(mut guard) = self.event.readable().await else {
+                return;
+            };
+            guard.clear_ready();
+            let mut counter = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a live 8-byte buffer.
+            let _ = unsafe { libc::read(self.event.as_raw_fd(), counter.as_mut_ptr().cast(), counter.len()) };
+            self.reap();
+        }
+    }
+
+    /// Hands every completion in the queue to its operation.
+    fn reap(&self) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let mut done = Vec::new();
+        for cqe in state.ring.completion() {
+            done.push((cqe.user_data() as usize, cqe.result()));
+        }
+        for (slot, result) in done {
+            state.in_flight -= 1;
+            let Some(Some(op)) = state.ops.get_mut(slot) else {
+                continue;
+            };
+            if op.abandoned {
+                state.ops[slot] = None;
+                state.free.push(slot);
+            } else {
+                op.result = Some(result);
+                if let Some(w) = op.waker.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    /// Queues `entries` (linked or not) with what they point into, and submits them.
+    ///
+    /// Sound because every pointer in `entries` points into `keeps` (or into nothing),
+    /// and the ring keeps each `Keep` until its operation's completion is reaped.
+    async fn submit(self: &Rc<Self>, entries: Vec<(squeue::Entry, Keep)>) -> io::Result<Vec<OpFuture>> {
+        let count = entries.len();
+        loop {
+            {
+                let mut state = self.state.borrow_mut();
+                let state = &mut *state;
+                let room = {
+                    let queue = state.ring.submission();
+                    queue.capacity() - queue.len()
+                };
+                if room >= count {
+                    let mut futures = Vec::with_capacity(count);
+                    for (entry, keep) in entries {
+                        let slot = state.free.pop().unwrap_or_else(|| {
+                            state.ops.push(None);
+                            state.ops.len() - 1
+                        });
+                        state.ops[slot] = Some(Op {
+                            result: None,
+                            waker: None,
+                            abandoned: false,
+                            keep,
+                        });
+                        let entry = entry.user_data(slot as u64);
+                        // SAFETY: see the function's comment; the memory the entry
+                        // points into now belongs to `state.ops[slot]`.
+                        unsafe { state.ring.submission().push(&entry) }
+                            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                        state.in_flight += 1;
+                        futures.push(OpFuture {
+                            ring: self.clone(),
+                            slot,
+                            done: false,
+                        });
+                    }
+                    loop {
+                        match state.ring.submit() {
+                            Ok(_) => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            // The kernel is busy with completions we have not reaped;
+                            // the queued entries go in with the next submission.
+                            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    return Ok(futures);
+                }
+                let _ = state.ring.submit();
+            }
+            self.reap();
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Writes `bufs` at `pos` in full, then (with `sync`) fdatasyncs the file, the sync
+    /// linked to the write so both take one submission.
+    pub async fn write_all(self: &Rc<Self>, file: &FileRef, mut pos: u64, bufs: &[Bytes], sync: bool) -> io::Result<()> {
+        let Some(raw) = file.raw_fd() else {
+            return Err(io::Error::other("file has no descriptor for io_uring"));
+        };
+        let fd = types::Fd(raw);
+        let mut pending: VecDeque<Bytes> = bufs.iter().filter(|b| !b.is_empty()).cloned().collect();
+        while !pending.is_empty() {
+            let chunk: Vec<Bytes> = pending.iter().take(IOV_MAX).cloned().collect();
+            let last_chunk = chunk.len() == pending.len();
+            let iovecs: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            let want: usize = chunk.iter().map(Bytes::len).sum();
+            let mut write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
+                .offset(pos)
+                .build();
+            let with_sync = sync && last_chunk;
+            if with_sync {
+                write = write.flags(squeue::Flags::IO_LINK);
+            }
+            let mut entries = vec![(
+                write,
+                Keep {
+                    file: Some(file.clone()),
+                    bufs: chunk,
+                    iovecs,
+                    read: Vec::new(),
+                },
+            )];
+            if with_sync {
+                entries.push((fsync_entry(fd), keep_file(file)));
+            }
+            let mut ops = self.submit(entries).await?.into_iter();
+            let written = match ops.next() {
+                Some(op) => op.await.0,
+                None => return Err(io::Error::other("io_uring lost a write")),
+            };
+            let synced = match ops.next() {
+                Some(op) => Some(op.await.0),
+                None => None,
+            };
+            if written < 0 {
+                return Err(io::Error::from_raw_os_error(-written));
+            }
+            if written == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "the disk took no bytes"));
+            }
+            let mut advanced = written as usize;
+            pos += advanced as u64;
+            while advanced > 0 {
+                let Some(front) = pending.front_mut() else { break };
+                if front.len() <= advanced {
+                    advanced -= front.len();
+                    pending.pop_front();
+                } else {
+                    let _ = front.split_to(advanced);
+                    advanced = 0;
+                }
+            }
+            if written as usize == want {
+                if let Some(result) = synced {
+                    // A short write cancels the linked sync (-ECANCELED); then the loop
+                    // writes the rest and syncs again.
+                    if result < 0 {
+                        return Err(io::Error::from_raw_os_error(-result));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        if sync {
+            self.sync(file).await?;
+        }
+        Ok(())
+    }
+
+    /// fdatasyncs `file`.
+    pub async fn sync(self: &Rc<Self>, file: &FileRef) -> io::Result<()> {
+        let Some(raw) = file.raw_fd() else {
+            return Err(io::Error::other("file has no descriptor for io_uring"));
+        };
+        let ops = self.submit(vec![(fsync_entry(types::Fd(raw)), keep_file(file))]).await?;
+        for op in ops {
+            let result = op.await.0;
+            if result < 0 {
+                return Err(io::Error::from_raw_os_error(-result));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `len` bytes at `pos`.
+    pub async fn read_exact(self: &Rc<Self>, file: &FileRef, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let Some(raw) = file.raw_fd() else {
+            return Err(io::Error::other("file has no descriptor for io_uring"));
+        };
+        let mut out: Vec<u8> = Vec::new();
+        while out.len() < len {
+            let want = (len - out.len()).min(u32::MAX as usize);
+            let mut buf = vec![0u8; want];
+            let entry = opcode::Read::new(types::Fd(raw), buf.as_mut_ptr(), want as u32)
+                .offset(pos + out.len() as u64)
+                .build();
+            let keep = Keep {
+                file: Some(file.clone()),
+                read: buf,
+                ..Keep::default()
+            };
+            let ops = self.submit(vec![(entry, keep)]).await?;
+            let Some(op) = ops.into_iter().next() else {
+                return Err(io::Error::other("io_uring lost a read"));
+            };
+            let (n, mut keep) = op.await;
+            if n < 0 {
+                return Err(io::Error::from_raw_os_error(-n));
+            }
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+            }
+            keep.read.truncate(n as usize);
+            if out.is_empty() {
+                out = keep.read;
+            } else {
+                out.extend_from_slice(&keep.read);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn fsync_entry(fd: types::Fd) -> squeue::Entry {
+    opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()
+}
+
+fn keep_file(file: &FileRef) -> Keep {
+    Keep {
+        file: Some(file.clone()),
+        ..Keep::default()
+    }
+}
+
+impl Drop for Ring {
+    /// Waits for operations still in flight, so no buffer is freed under the kernel.
+    fn drop(&mut self) {
+        let state = self.state.get_mut();
+        while state.in_flight > 0 {
+            match state.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+            let reaped = state.ring.completion().count();
+            state.in_flight = state.in_flight.saturating_sub(reaped);
+        }
+    }
+}
+
+/// One submitted operation: resolves to its result and what it kept.
+struct OpFuture {
+    ring: Rc<Ring>,
+    slot: usize,
+    done: bool,
+}
+
+impl Future for OpFuture {
+    type Output = (i32, Keep);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Completions of buffered I/O often arrive during the submit itself.
+        self.ring.reap();
+        let slot = self.slot;
+        let mut state = self.ring.state.borrow_mut();
+        let ready = match state.ops.get_mut(slot) {
+            Some(Some(op)) => match op.result {
+                Some(result) => Some((result, std::mem::take(&mut op.keep))),
+                None => {
+                    op.waker = Some(cx.waker().clone());
+                    None
+                }
+            },
+            _ => Some((-libc::EIO, Keep::default())),
+        };
+        match ready {
+            Some(out) => {
+                state.ops[slot] = None;
+                state.free.push(slot);
+                drop(state);
+                self.done = true;
+                Poll::Ready(out)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for OpFuture {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(mut state) = self.ring.state.try_borrow_mut() {
+            if let Some(Some(op)) = state.ops.get_mut(self.slot) {
+                if op.result.is_some() {
+                    state.ops[self.slot] = None;
+                    state.free.push(self.slot);
+                } else {
+                    op.abandoned = true;
+                    op.waker = None;
+                }
+            }
+        }
     }
 }
