@@ -69,15 +69,16 @@ fn produce_keyed_with(
 ) -> HashMap<String, Vec<String>> {
     let context = Deliveries::default();
     let mut config = ClientConfig::new();
-    for (k, v) in extra {
-        config.set(*k, *v);
-    }
-    let producer: BaseProducer<Deliveries> = config
+    config
         .set("bootstrap.servers", &broker.addr)
         .set("acks", "all")
         .set("compression.type", codec)
         .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "200000")
+        .set("queue.buffering.max.messages", "200000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let producer: BaseProducer<Deliveries> = config
         .create_with_context(context.clone())
         .expect("producer");
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
@@ -225,6 +226,19 @@ async fn acknowledged_messages_survive_kill_9() {
 #[tokio::test]
 async fn acknowledged_messages_survive_kill_9_on_pwrite() {
     survives_kill_9(&["--io-engine", "pwrite"]).await;
+}
+
+/// acks=1 answers come after the write round, not the append: a killed process must
+/// not lose them either (only a machine crash may, as with Kafka).
+#[tokio::test]
+async fn acks_1_messages_survive_kill_9() {
+    let mut broker = Broker::start(&[]);
+    create_topic(&broker, "written", PARTITIONS).await;
+    let sent = produce_keyed_with(&broker, "written", 50_000, "none", &[("acks", "1")]);
+    broker.kill9();
+    broker.restart();
+    let got = consume_all(&broker, "written", 50_000);
+    assert_round_trip(&sent, &got);
 }
 
 async fn survives_kill_9(flags: &[&str]) {
