@@ -49,7 +49,8 @@ run() { # label broker-index bootstrap pid scenario
         b) out=$($bench produce "${common[@]}" --topic "$topic" --acks all --duration 15 --target-mb "$b_target") ;;
         c) $bench produce "${common[@]}" --topic "$topic" --acks 1 --count 2097152 >/dev/null
            out=$($bench consume "${common[@]}" --topic "$topic" --count 2097152 --target-mb 800) ;;
-        d) out=$($bench e2e "${common[@]}" --topic "$topic" --acks 1 --rate-mb 50 --duration 20 --target-p99-ms 2) ;;
+        # linger.ms=0: latency is measured without librdkafka's default 5 ms batching wait.
+        d) out=$($bench e2e "${common[@]}" --topic "$topic" --acks 1 --linger-ms 0 --rate-mb 50 --duration 20 --target-p99-ms 2) ;;
     esac
     echo "$label $scenario $out" >>"$results"
     echo "$label $scenario $out"
@@ -87,11 +88,21 @@ for s in "abcd":
     ratio = f"{medians[0] / medians[1]:.2f}" if len(medians) == 2 and medians[1] else "-"
     print(f"{names[s]:28} {cells[0]:26} {cells[1]:26} {ratio}")
     for label in "AB":
-        for r in rows.get((s, label), [])[-1:]:
-            extra = []
-            if r.get("broker_rss_peak_bytes"): extra.append(f"RSS {r['broker_rss_peak_bytes'] / 2**20:.0f} MiB")
-            if r.get("broker_cpu_seconds_per_mb"): extra.append(f"CPU {r['broker_cpu_seconds_per_mb']*1000:.2f} ms/MB")
-            if s == "d": extra.append(f"p99.9 {r['latency_ms']['p99.9']:.2f} ms")
-            extra += r.get("targets", [])
-            print(f"{'':28} {label}: " + "; ".join(extra))
+        runs = rows.get((s, label), [])
+        if not runs:
+            continue
+        def med(key):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            return statistics.median(vals) if vals else None
+        extra = []
+        rss = [r["broker_rss_peak_bytes"] for r in runs if r.get("broker_rss_peak_bytes")]
+        if rss: extra.append(f"broker RSS peak {max(rss) / 2**20:.0f} MiB")
+        if med("broker_cpu_seconds_per_mb"): extra.append(f"broker CPU {med('broker_cpu_seconds_per_mb')*1000:.2f} ms/MB")
+        if med("client_cpu_seconds_per_mb"): extra.append(f"client CPU {med('client_cpu_seconds_per_mb')*1000:.2f} ms/MB")
+        if s == "d":
+            p999 = statistics.median(r["latency_ms"]["p99.9"] for r in runs)
+            p50 = statistics.median(r["latency_ms"]["p50"] for r in runs)
+            extra.append(f"p50 {p50:.2f} ms, p99.9 {p999:.2f} ms (medians)")
+        extra += runs[-1].get("targets", [])
+        print(f"{'':28} {label}: " + "; ".join(extra) + (" (last round)" if runs[-1].get("targets") else ""))
 PY

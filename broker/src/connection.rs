@@ -21,8 +21,10 @@ use crate::shard::Shard;
 /// Requests decoded but not yet answered, per connection. Past this the reader stops
 /// reading the socket until the oldest answer is written: backpressure, not growth.
 const IN_FLIGHT_MAX: usize = 64;
-/// Buffers for a large frame grow by at most this much per read, so a client that
-/// announces 100 MB and sends 10 bytes costs 1 MiB, not 100 MB.
+/// Buffers for a large frame grow by at most this much, or by what already arrived if
+/// that is more, per read: a client that announces 100 MB and sends 10 bytes costs
+/// 1 MiB, not 100 MB, while a real 8 MB frame grows by doubling (a few reallocations
+/// copying 8 MB in all, not one per MiB copying ~36 MB).
 const READ_CHUNK_MAX: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +106,7 @@ async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) 
                 buf.advance(4);
                 return Ok(Some(buf.split_to(len as usize).freeze()));
             }
-            buf.reserve((need - buf.len()).min(READ_CHUNK_MAX));
+            buf.reserve((need - buf.len()).min(READ_CHUNK_MAX.max(buf.len())));
         } else {
             buf.reserve(4);
         }

@@ -271,7 +271,10 @@ impl Shard {
     /// Must run inside the shard's runtime: an io_uring engine registers its ring there.
     pub fn new(id: usize, cluster: Arc<Cluster>) -> Shard {
         let engine = Engine::for_io(cluster.io.as_ref()).unwrap_or_else(|e| {
-            tracing::warn!(shard = id, "cannot create this shard's io_uring ring ({e}); using positional I/O");
+            tracing::warn!(
+                shard = id,
+                "cannot create this shard's io_uring ring ({e}); using positional I/O"
+            );
             Engine::Blocking
         });
         Shard {
@@ -480,7 +483,7 @@ impl Shard {
     pub fn append_local(
         &self,
         tp: &TopicPartition,
-        records: &[u8],
+        records: &Bytes,
         now: i64,
         ack: AckLevel,
     ) -> (ProduceOutcome, Option<DurableWait>) {
@@ -499,9 +502,7 @@ impl Shard {
         if p.durability.borrow().failed {
             return (ProduceOutcome::failed(ResponseError::KafkaStorageError, None), None);
         }
-        // The frame is shared by every partition of the request, so the batch is copied
-        // once here to patch its offsets; see the io_uring issue.
-        match p.log.append(records.to_vec(), now) {
+        match p.log.append(records.clone(), now) {
             Ok(info) => {
                 if !info.duplicate {
                     p.wake_readers();
@@ -517,8 +518,7 @@ impl Shard {
                     self.io_wake.notify_one();
                 }
                 // A retried duplicate waits for the original's round like a new batch.
-                let must_wait =
-                    ack != AckLevel::None || p.log.unwritten_bytes() > UNWRITTEN_BYTES_MAX;
+                let must_wait = ack != AckLevel::None || p.log.unwritten_bytes() > UNWRITTEN_BYTES_MAX;
                 let wait = must_wait.then(|| DurableWait {
                     rx: p.durability.subscribe(),
                     target: info.last_offset.plus(1),

@@ -78,9 +78,7 @@ fn produce_keyed_with(
     for (k, v) in extra {
         config.set(*k, *v);
     }
-    let producer: BaseProducer<Deliveries> = config
-        .create_with_context(context.clone())
-        .expect("producer");
+    let producer: BaseProducer<Deliveries> = config.create_with_context(context.clone()).expect("producer");
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
     for i in 0..count {
         let key = format!("key-{}", i % 1000);

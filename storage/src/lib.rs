@@ -15,9 +15,9 @@ pub mod segment;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};
 pub use log::{AppendError, AppendInfo, Log, LogConfig, ReadError, WriteJob, WriteReceipt};
-pub use segment::{DiskRead, ReadStep};
 pub use offset::{LogOffsets, Offset};
 pub use producer::SequenceError;
+pub use segment::{DiskRead, ReadStep};
 
 #[cfg(test)]
 mod tests;

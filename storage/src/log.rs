@@ -286,7 +286,8 @@ impl Log {
     /// Validates a producer's batch, assigns its offsets and appends it. On success the
     /// batch is visible to readers; the next write round puts it in the file, and a
     /// round that syncs makes it durable.
-    pub fn append(&mut self, mut records: Vec<u8>, now_ms: i64) -> Result<AppendInfo, AppendError> {
+    pub fn append(&mut self, records: impl Into<Bytes>, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let records: Bytes = records.into();
         let header = batch::validate_produced(&records, self.config.max_message_bytes)?;
         if let SequenceCheck::Duplicate {
             base_offset,
@@ -304,7 +305,16 @@ impl Log {
         }
         let base_offset = self.log_end();
         let log_append_time_ms = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
-        batch::assign(&mut records, base_offset, 0, log_append_time_ms);
+        // Only the header is copied to patch offsets into it; the rest stays where the
+        // request put it. LogAppendTime rewrites the CRC, so that batch is copied whole.
+        let patched_len = if log_append_time_ms.is_some() {
+            records.len()
+        } else {
+            batch::BATCH_HEADER_LEN.min(records.len())
+        };
+        let mut head = records[..patched_len].to_vec();
+        batch::assign(&mut head, base_offset, 0, log_append_time_ms);
+        let body = records.slice(patched_len..);
         let header = BatchHeader {
             base_offset,
             max_timestamp: log_append_time_ms.unwrap_or(header.max_timestamp),
@@ -315,7 +325,7 @@ impl Log {
         let Some(active) = self.segments.values_mut().next_back() else {
             return Err(io::Error::other("log has no active segment").into());
         };
-        active.append(Bytes::from(records), &header, index_interval);
+        active.append(Bytes::from(head), body, &header, index_interval);
         self.producers.record(&header, now_ms);
         self.high_watermark = header.next_offset();
         self.records_since_flush += header.record_count as u64;
@@ -446,7 +456,12 @@ impl Log {
 
     /// Bytes appended but not yet in the files.
     pub fn unwritten_bytes(&self) -> u64 {
-        self.segments.values().rev().map(Segment::unwritten_bytes).take_while(|b| *b > 0).sum()
+        self.segments
+            .values()
+            .rev()
+            .map(Segment::unwritten_bytes)
+            .take_while(|b| *b > 0)
+            .sum()
     }
 
     /// A round writing everything appended since the last one, and with `sync` making

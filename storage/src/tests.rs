@@ -303,16 +303,12 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
         }))
     ));
     assert_eq!(
-        log.append(idempotent_batch(7, 0, 2, &[b"c"]), 0)
-            .unwrap()
-            .base_offset,
+        log.append(idempotent_batch(7, 0, 2, &[b"c"]), 0).unwrap().base_offset,
         Offset(2)
     );
     // Another producer is independent.
     assert_eq!(
-        log.append(idempotent_batch(8, 0, 0, &[b"z"]), 0)
-            .unwrap()
-            .base_offset,
+        log.append(idempotent_batch(8, 0, 0, &[b"z"]), 0).unwrap().base_offset,
         Offset(3)
     );
     log.flush_now(0).unwrap();
@@ -328,9 +324,7 @@ fn idempotent_retries_are_not_written_twice_even_after_reopening() {
     );
     // A bumped epoch starts again at 0; the old epoch is then fenced.
     assert_eq!(
-        log.append(idempotent_batch(7, 1, 0, &[b"d"]), 0)
-            .unwrap()
-            .base_offset,
+        log.append(idempotent_batch(7, 1, 0, &[b"d"]), 0).unwrap().base_offset,
         Offset(4)
     );
     let fenced = log.append(idempotent_batch(7, 0, 3, &[b"e"]), 0);
@@ -541,7 +535,10 @@ fn the_log_runs_on_io_uring() {
 fn rounds_through_the_engine(io: std::sync::Arc<dyn crate::io::Io>) {
     use crate::engine::Engine;
     use crate::ReadStep;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let dir = tempfile::tempdir().unwrap();

@@ -795,7 +795,7 @@ impl Shard {
             .collect();
         let batch = batch::build(&pairs, now_ms());
         let ack = if durable { AckLevel::Durable } else { AckLevel::Written };
-        let (outcome, wait) = self.append_local(&tp, &batch, now_ms(), ack);
+        let (outcome, wait) = self.append_local(&tp, &Bytes::from(batch), now_ms(), ack);
         if let Some(error) = outcome.error {
             tracing::error!(
                 group = group_id,
@@ -821,7 +821,7 @@ impl Shard {
         let key = records::group_key(group_id);
         let value = stored.map(records::group_value);
         let batch = batch::build(&[(Some(&key), value.as_deref())], now_ms());
-        let (outcome, _) = self.append_local(&tp, &batch, now_ms(), AckLevel::None);
+        let (outcome, _) = self.append_local(&tp, &Bytes::from(batch), now_ms(), AckLevel::None);
         if let Some(error) = outcome.error {
             tracing::warn!(group = group_id, "cannot store group metadata: {error:?}");
         }
@@ -880,7 +880,12 @@ impl Shard {
             let mut tombstones: Vec<Vec<u8>> = keys.iter().map(|(t, p)| records::offset_key(&id, t, *p)).collect();
             tombstones.push(records::group_key(&id));
             let pairs: Vec<batch::KeyValue> = tombstones.iter().map(|k| (Some(k.as_slice()), None)).collect();
-            let (outcome, _) = self.append_local(&tp, &batch::build(&pairs, now_wall), now_wall, AckLevel::None);
+            let (outcome, _) = self.append_local(
+                &tp,
+                &Bytes::from(batch::build(&pairs, now_wall)),
+                now_wall,
+                AckLevel::None,
+            );
             if outcome.error.is_none() {
                 self.groups.borrow_mut().remove(&id);
             }

@@ -248,7 +248,8 @@ impl Ring {
         tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the
         // same for the AsyncFd's whole life.
-        let event = unsafe { AsyncFd::register_with_interest(event, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        let event =
+            unsafe { AsyncFd::register_with_interest(event, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
         Ok(Rc::new(Ring {
             state: RefCell::new(RingState {
                 ring,
@@ -359,7 +360,13 @@ impl Ring {
 
     /// Writes `bufs` at `pos` in full, then (with `sync`) fdatasyncs the file, the sync
     /// linked to the write so both take one submission.
-    pub async fn write_all(self: &Rc<Self>, file: &FileRef, mut pos: u64, bufs: &[Bytes], sync: bool) -> io::Result<()> {
+    pub async fn write_all(
+        self: &Rc<Self>,
+        file: &FileRef,
+        mut pos: u64,
+        bufs: &[Bytes],
+        sync: bool,
+    ) -> io::Result<()> {
         let Some(raw) = file.raw_fd() else {
             return Err(io::Error::other("file has no descriptor for io_uring"));
         };
@@ -444,7 +451,9 @@ impl Ring {
         let Some(raw) = file.raw_fd() else {
             return Err(io::Error::other("file has no descriptor for io_uring"));
         };
-        let ops = self.submit(vec![(fsync_entry(types::Fd(raw)), keep_file(file))]).await?;
+        let ops = self
+            .submit(vec![(fsync_entry(types::Fd(raw)), keep_file(file))])
+            .await?;
         for op in ops {
             let result = op.await.0;
             if result < 0 {
@@ -462,7 +471,8 @@ impl Ring {
         let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
             let want = (len - out.len()).min(u32::MAX as usize);
-            let mut buf = vec![0u8; want];
+            // Not zeroed: the kernel fills it, and only what it reports filling is kept.
+            let mut buf: Vec<u8> = Vec::with_capacity(want);
             let entry = opcode::Read::new(types::Fd(raw), buf.as_mut_ptr(), want as u32)
                 .offset(pos + out.len() as u64)
                 .build();
@@ -480,9 +490,17 @@ impl Ring {
                 return Err(io::Error::from_raw_os_error(-n));
             }
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past the end of the file",
+                ));
             }
-            keep.read.truncate(n as usize);
+            if n as usize > keep.read.capacity() {
+                return Err(io::Error::other("io_uring read reported more than it was given"));
+            }
+            // SAFETY: the kernel initialised the first `n` bytes of the buffer, which
+            // has at least that capacity (checked above).
+            unsafe { keep.read.set_len(n as usize) };
             if out.is_empty() {
                 out = keep.read;
             } else {
