@@ -456,12 +456,17 @@ impl Log {
 
     /// Bytes appended but not yet in the files.
     pub fn unwritten_bytes(&self) -> u64 {
-        self.segments
-            .values()
-            .rev()
-            .map(Segment::unwritten_bytes)
-            .take_while(|b| *b > 0)
-            .sum()
+        // Only the newest segments can hold unwritten bytes: rounds write in order.
+        // The active one may be empty and new while the one before still waits.
+        let mut total = 0;
+        for (i, segment) in self.segments.values().rev().enumerate() {
+            let bytes = segment.unwritten_bytes();
+            if bytes == 0 && i > 0 {
+                break;
+            }
+            total += bytes;
+        }
+        total
     }
 
     /// A round writing everything appended since the last one, and with `sync` making

@@ -549,7 +549,7 @@ fn rounds_through_the_engine(io: std::sync::Arc<dyn crate::io::Io>) {
             tokio::task::spawn_local(ring.drive());
         }
         let mut expected = Vec::new();
-        let mut append = |log: &mut Log, expected: &mut Vec<Vec<u8>>| {
+        let append = |log: &mut Log, expected: &mut Vec<Vec<u8>>| {
             let n = expected.len();
             let mut batch = build_batch(n as i64, &[&vec![n as u8; 90 + n % 200]]);
             let info = log.append(batch.clone(), 0).unwrap();
