@@ -6,6 +6,8 @@
 #
 #   benches/compare.sh [--rounds 3] [--pid-a PID] [--pid-b PID] A_BOOTSTRAP [B_BOOTSTRAP]
 #
+# Each run deletes its topic at the end (a 15 s produce run writes ~5 GB).
+#
 # Scenarios (1 KiB records, one topic of 6 partitions):
 #   a  produce, acks=1                      target >= 600 MB/s
 #   b  produce, acks=all                    target >= 75% of the disk's write+fdatasync rate
@@ -45,12 +47,12 @@ run() { # label broker-index bootstrap pid scenario
     [ -n "$pid" ] && common+=(--broker-pid "$pid")
     local out
     case "$scenario" in
-        a) out=$($bench produce "${common[@]}" --topic "$topic" --acks 1 --duration 15 --target-mb 600) ;;
-        b) out=$($bench produce "${common[@]}" --topic "$topic" --acks all --duration 15 --target-mb "$b_target") ;;
+        a) out=$($bench produce "${common[@]}" --topic "$topic" --acks 1 --duration 15 --target-mb 600 --delete-topic) ;;
+        b) out=$($bench produce "${common[@]}" --topic "$topic" --acks all --duration 15 --target-mb "$b_target" --delete-topic) ;;
         c) $bench produce "${common[@]}" --topic "$topic" --acks 1 --count 2097152 >/dev/null
-           out=$($bench consume "${common[@]}" --topic "$topic" --count 2097152 --target-mb 800) ;;
+           out=$($bench consume "${common[@]}" --topic "$topic" --count 2097152 --target-mb 800 --delete-topic) ;;
         # linger.ms=0: latency is measured without librdkafka's default 5 ms batching wait.
-        d) out=$($bench e2e "${common[@]}" --topic "$topic" --acks 1 --linger-ms 0 --rate-mb 50 --duration 20 --target-p99-ms 2) ;;
+        d) out=$($bench e2e "${common[@]}" --topic "$topic" --acks 1 --linger-ms 0 --rate-mb 50 --duration 20 --target-p99-ms 2 --delete-topic) ;;
     esac
     echo "$label $scenario $out" >>"$results"
     echo "$label $scenario $out"

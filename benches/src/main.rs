@@ -51,6 +51,9 @@ struct Common {
     /// Partitions when the topic is created.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    /// Delete the topic when the run ends, so repeated runs do not fill the disk.
+    #[arg(long)]
+    delete_topic: bool,
     #[arg(long, default_value_t = 1024)]
     message_size: usize,
     /// Messages to produce or consume (produce: ignored when --duration is given).
@@ -102,16 +105,22 @@ struct Report {
 fn main() {
     let cli = Cli::parse();
     let cpu_before = cpu_seconds(std::process::id());
-    let report = match cli.mode {
-        Mode::Produce(c) => run_produce(&c, None).map(|r| (r, c)),
-        Mode::Consume(c) => run_consume(&c).map(|r| (r, c)),
-        Mode::E2e(c) => run_e2e(&c).map(|r| (r, c)),
+    let report = match &cli.mode {
+        Mode::Produce(c) => run_produce(c, None),
+        Mode::Consume(c) => run_consume(c),
+        Mode::E2e(c) => run_e2e(c),
     };
     let cpu_after = cpu_seconds(std::process::id());
+    let (Mode::Produce(c) | Mode::Consume(c) | Mode::E2e(c)) = &cli.mode;
+    if c.delete_topic {
+        if let Err(e) = delete_topic(c) {
+            eprintln!("sluice-bench: {e}");
+        }
+    }
     match report {
-        Ok((mut r, c)) => {
+        Ok(mut r) => {
             r.client_cpu_seconds = cpu_before.zip(cpu_after).map(|(a, b)| b - a);
-            print(&r, &c)
+            print(&r, c)
         }
         Err(e) => {
             eprintln!("sluice-bench: {e}");
@@ -148,6 +157,21 @@ fn ensure_topic(c: &Common) -> Result<(), String> {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(format!("create topic: {code}"));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the run's topic (`--delete-topic`).
+fn delete_topic(c: &Common) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let results = block_on(admin.delete_topics(&[c.topic.as_str()], &AdminOptions::new())).map_err(|e| e.to_string())?;
+    for r in results {
+        if let Err((_, code)) = r {
+            return Err(format!("delete topic: {code}"));
         }
     }
     Ok(())
