@@ -8,19 +8,25 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::handlers;
 use crate::shard::Shard;
 
-/// Requests decoded but not yet answered, per connection. Past this the reader stops
-/// reading the socket until the oldest answer is written: backpressure, not growth.
-const IN_FLIGHT_MAX: usize = 64;
+/// Requests decoded but not yet answered, per connection, and the bytes of their
+/// frames. Past either the reader stops reading the socket until the oldest answer is
+/// written: backpressure, not growth. The count is high because a producer with
+/// linger.ms=0 pipelines thousands of small requests a second while each waits a few
+/// milliseconds for its write round; with 64, stalled writes stopped the reading of
+/// new requests and so held back data consumers could already have been served.
+const IN_FLIGHT_MAX: usize = 1024;
+const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 /// Buffers for a large frame grow by at most this much, or by what already arrived if
 /// that is more, per read: a client that announces 100 MB and sends 10 bytes costs
 /// 1 MiB, not 100 MB, while a real 8 MB frame grows by doubling (a few reallocations
@@ -40,9 +46,11 @@ enum ReadError {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut answers) = mpsc::channel::<tokio::task::JoinHandle<Option<BytesMut>>>(IN_FLIGHT_MAX);
+    let (queue, mut answers) = mpsc::channel::<(tokio::task::JoinHandle<Option<BytesMut>>, OwnedSemaphorePermit)>(IN_FLIGHT_MAX);
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES_MAX));
     let write_task = tokio::task::spawn_local(async move {
-        while let Some(pending) = answers.recv().await {
+        // A request's bytes count against the budget until its answer is written.
+        while let Some((pending, _bytes)) = answers.recv().await {
             match pending.await {
                 Ok(Some(frame)) => {
                     if writer.write_all(&frame).await.is_err() {
@@ -75,9 +83,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
+        let cost = frame.len().clamp(1, IN_FLIGHT_BYTES_MAX) as u32;
+        let Ok(bytes) = budget.clone().acquire_many_owned(cost).await else {
+            break;
+        };
         match handlers::dispatch(&shard, peer, frame) {
             Ok(pending) => {
-                if queue.send(tokio::task::spawn_local(pending)).await.is_err() {
+                if queue.send((tokio::task::spawn_local(pending), bytes)).await.is_err() {
                     break;
                 }
             }
