@@ -168,7 +168,8 @@ fn delete_topic(c: &Common) -> Result<(), String> {
         .set("bootstrap.servers", &c.bootstrap)
         .create()
         .map_err(|e| e.to_string())?;
-    let results = block_on(admin.delete_topics(&[c.topic.as_str()], &AdminOptions::new())).map_err(|e| e.to_string())?;
+    let results =
+        block_on(admin.delete_topics(&[c.topic.as_str()], &AdminOptions::new())).map_err(|e| e.to_string())?;
     for r in results {
         if let Err((_, code)) = r {
             return Err(format!("delete topic: {code}"));

@@ -46,7 +46,8 @@ enum ReadError {
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
-    let (queue, mut answers) = mpsc::channel::<(tokio::task::JoinHandle<Option<BytesMut>>, OwnedSemaphorePermit)>(IN_FLIGHT_MAX);
+    let (queue, mut answers) =
+        mpsc::channel::<(tokio::task::JoinHandle<Option<BytesMut>>, OwnedSemaphorePermit)>(IN_FLIGHT_MAX);
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES_MAX));
     let write_task = tokio::task::spawn_local(async move {
         // A request's bytes count against the budget until its answer is written.

@@ -89,11 +89,9 @@ async fn run_on_ring(ring: &Rc<Ring>, job: WriteJob) -> io::Result<()> {
         let before = syncs_alone.len();
         syncs_alone.retain(|f| !same_file(f, &w.file));
         let sync = syncs_alone.len() < before;
-        writes.push(ring.write_all(&w.file, w.pos, &w.bufs, sync));
+        writes.push((w.file.clone(), w.pos, w.bufs.clone(), sync));
     }
-    for result in join_all(writes).await {
-        result?;
-    }
+    ring.write_round(writes).await?;
     for result in join_all(syncs_alone.iter().map(|f| ring.sync(f))).await {
         result?;
     }

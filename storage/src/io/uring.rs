@@ -358,6 +358,96 @@ impl Ring {
         }
     }
 
+    /// A whole write round in one submission: for each `(file, pos, bufs, sync)`, one
+    /// writev of `bufs` at `pos` with, when `sync`, an fdatasync linked behind it. A
+    /// write the kernel took only in part is finished by [`Ring::write_all`].
+    pub async fn write_round(self: &Rc<Self>, writes: Vec<(FileRef, u64, Vec<Bytes>, bool)>) -> io::Result<()> {
+        let mut entries = Vec::new();
+        let mut plan = Vec::new();
+        let mut rest = Vec::new();
+        for (file, pos, bufs, sync) in writes {
+            let bufs: Vec<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
+            let raw = file.raw_fd();
+            match raw {
+                Some(raw) if !bufs.is_empty() && bufs.len() <= IOV_MAX => {
+                    let fd = types::Fd(raw);
+                    let iovecs: Vec<libc::iovec> = bufs
+                        .iter()
+                        .map(|b| libc::iovec {
+                            iov_base: b.as_ptr() as *mut libc::c_void,
+                            iov_len: b.len(),
+                        })
+                        .collect();
+                    let mut write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
+                        .offset(pos)
+                        .build();
+                    if sync {
+                        write = write.flags(squeue::Flags::IO_LINK);
+                    }
+                    let want: usize = bufs.iter().map(Bytes::len).sum();
+                    entries.push((
+                        write,
+                        Keep {
+                            file: Some(file.clone()),
+                            bufs: bufs.clone(),
+                            iovecs,
+                            read: Vec::new(),
+                        },
+                    ));
+                    if sync {
+                        entries.push((fsync_entry(fd), keep_file(&file)));
+                    }
+                    plan.push((file, pos, bufs, sync, want));
+                }
+                _ => rest.push((file, pos, bufs, sync)),
+            }
+        }
+        let mut ops = self.submit(entries).await?.into_iter();
+        let mut results = Vec::with_capacity(plan.len());
+        for (_, _, _, sync, _) in &plan {
+            let written = match ops.next() {
+                Some(op) => op.await.0,
+                None => return Err(io::Error::other("io_uring lost a write")),
+            };
+            let synced = if *sync {
+                match ops.next() {
+                    Some(op) => Some(op.await.0),
+                    None => return Err(io::Error::other("io_uring lost a sync")),
+                }
+            } else {
+                None
+            };
+            results.push((written, synced));
+        }
+        for ((file, pos, bufs, sync, want), (written, synced)) in plan.into_iter().zip(results) {
+            if written < 0 {
+                return Err(io::Error::from_raw_os_error(-written));
+            }
+            if written as usize == want {
+                if let Some(result) = synced.filter(|r| *r < 0) {
+                    return Err(io::Error::from_raw_os_error(-result));
+                }
+                continue;
+            }
+            // A short write (its linked sync was cancelled): the rest the slow way.
+            let mut skip = written as usize;
+            let mut remaining = Vec::new();
+            for b in bufs {
+                if skip >= b.len() {
+                    skip -= b.len();
+                } else {
+                    remaining.push(b.slice(skip..));
+                    skip = 0;
+                }
+            }
+            rest.push((file, pos + written as u64, remaining, sync));
+        }
+        for (file, pos, bufs, sync) in rest {
+            self.write_all(&file, pos, &bufs, sync).await?;
+        }
+        Ok(())
+    }
+
     /// Writes `bufs` at `pos` in full, then (with `sync`) fdatasyncs the file, the sync
     /// linked to the write so both take one submission.
     pub async fn write_all(
