@@ -12,9 +12,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::join_all;
 
-use crate::io::uring::Ring;
+use crate::io::uring::{Ring, RoundWrite};
 use crate::io::{FileRef, Io};
 use crate::log::WriteJob;
 use crate::segment::DiskRead;
@@ -82,19 +81,28 @@ fn same_file(a: &FileRef, b: &FileRef) -> bool {
 }
 
 async fn run_on_ring(ring: &Rc<Ring>, job: WriteJob) -> io::Result<()> {
-    // A file that is written and synced gets its sync linked behind its write.
-    let mut syncs_alone = job.syncs.clone();
-    let mut writes = Vec::with_capacity(job.writes.len());
-    for w in &job.writes {
+    // One submission for the round: each written file with its sync linked behind its
+    // write when it needs one, and the files that only need a sync.
+    let mut syncs_alone = job.syncs;
+    let mut round = Vec::with_capacity(job.writes.len() + syncs_alone.len());
+    for w in job.writes {
         let before = syncs_alone.len();
         syncs_alone.retain(|f| !same_file(f, &w.file));
         let sync = syncs_alone.len() < before;
-        writes.push((w.file.clone(), w.pos, w.bufs.clone(), sync));
+        round.push(RoundWrite {
+            file: w.file,
+            pos: w.pos,
+            bufs: w.bufs,
+            sync,
+        });
     }
-    ring.write_round(writes).await?;
-    for result in join_all(syncs_alone.iter().map(|f| ring.sync(f))).await {
-        result?;
-    }
+    round.extend(syncs_alone.into_iter().map(|file| RoundWrite {
+        file,
+        pos: 0,
+        bufs: Vec::new(),
+        sync: true,
+    }));
+    ring.write_round(round).await?;
     if let Some((io, dir)) = job.dir {
         // A directory sync happens once per new segment: rare enough for the pool.
         match tokio::task::spawn_blocking(move || io.sync_dir(&dir)).await {

@@ -74,15 +74,20 @@ impl IoFile for PositionalFile {
     }
 }
 
+/// Opens `path` for reading and writing (creating it if `create`), never truncating:
+/// how every engine opens segment and index files.
+pub(crate) fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+}
+
 impl Io for Positional {
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
-        Ok(Arc::new(PositionalFile(file)))
+        Ok(Arc::new(PositionalFile(open_read_write(path, create)?)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)

@@ -619,3 +619,46 @@ fn rounds_through_the_io_uring_engine() {
 fn rounds_through_the_positional_engine() {
     rounds_through_the_engine(std::sync::Arc::new(crate::io::Positional));
 }
+
+/// A round with more buffers than one writev takes (IOV_MAX) is written in passes, in
+/// order, and synced after the last; a file that only wants a sync shares the round.
+#[test]
+fn a_ring_round_larger_than_one_writev() {
+    use crate::io::uring::{Ring, RoundWrite, Uring};
+    use crate::io::Io;
+    use bytes::Bytes;
+    Uring::probe().expect("io_uring must be usable on this machine");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let ring = Ring::new().unwrap();
+        tokio::task::spawn_local(ring.clone().drive());
+        let data = Uring.open(&dir.path().join("data"), true).unwrap();
+        let other = Uring.open(&dir.path().join("other"), true).unwrap();
+        let bufs: Vec<Bytes> = (0..3000u32).map(|i| Bytes::from(format!("{i:05};"))).collect();
+        let expected: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
+        let round = vec![
+            RoundWrite {
+                file: data.clone(),
+                pos: 10,
+                bufs,
+                sync: true,
+            },
+            RoundWrite {
+                file: other,
+                pos: 0,
+                bufs: Vec::new(),
+                sync: true,
+            },
+        ];
+        ring.write_round(round).await.unwrap();
+        assert_eq!(data.size().unwrap(), 10 + expected.len() as u64);
+        let mut back = vec![0u8; expected.len()];
+        data.read_exact_at(&mut back, 10).unwrap();
+        assert_eq!(back, expected);
+    });
+}

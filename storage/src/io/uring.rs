@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -156,13 +156,7 @@ impl IoFile for UringFile {
 
 impl Io for Uring {
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
-        Ok(Arc::new(UringFile(file)))
+        Ok(Arc::new(UringFile(super::open_read_write(path, create)?)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         Positional.create_dir_all(path)
@@ -358,197 +352,106 @@ impl Ring {
         }
     }
 
-    /// A whole write round in one submission: for each `(file, pos, bufs, sync)`, one
-    /// writev of `bufs` at `pos` with, when `sync`, an fdatasync linked behind it. A
-    /// write the kernel took only in part is finished by [`Ring::write_all`].
-    pub async fn write_round(self: &Rc<Self>, writes: Vec<(FileRef, u64, Vec<Bytes>, bool)>) -> io::Result<()> {
-        let mut entries = Vec::new();
-        let mut plan = Vec::new();
-        let mut rest = Vec::new();
-        for (file, pos, bufs, sync) in writes {
-            let bufs: Vec<Bytes> = bufs.into_iter().filter(|b| !b.is_empty()).collect();
-            let raw = file.raw_fd();
-            match raw {
-                Some(raw) if !bufs.is_empty() && bufs.len() <= IOV_MAX => {
-                    let fd = types::Fd(raw);
-                    let iovecs: Vec<libc::iovec> = bufs
+    /// A write round: for each [`RoundWrite`], its buffers written in full at its
+    /// position and then, when asked, the file fdatasynced. Every file's writev (at
+    /// most `IOV_MAX` buffers) goes in one submission, with its sync linked behind its
+    /// last writev. A write the kernel took only in part cancels its linked sync; the
+    /// next pass writes the rest and syncs again.
+    pub async fn write_round(self: &Rc<Self>, writes: Vec<RoundWrite>) -> io::Result<()> {
+        let mut pending = Vec::with_capacity(writes.len());
+        for w in writes {
+            let Some(raw) = w.file.raw_fd() else {
+                return Err(io::Error::other("file has no descriptor for io_uring"));
+            };
+            pending.push(Pending {
+                fd: types::Fd(raw),
+                bufs: w.bufs.into_iter().filter(|b| !b.is_empty()).collect(),
+                pos: w.pos,
+                sync: w.sync,
+                file: w.file,
+            });
+        }
+        while !pending.is_empty() {
+            let mut entries = Vec::new();
+            // Per file: whether this pass writes, and whether it syncs.
+            let mut passes = Vec::with_capacity(pending.len());
+            for w in &mut pending {
+                let chunk: Vec<Bytes> = w.bufs.drain(..w.bufs.len().min(IOV_MAX)).collect();
+                let writes = !chunk.is_empty();
+                let syncs = w.sync && w.bufs.is_empty();
+                if writes {
+                    let iovecs: Vec<libc::iovec> = chunk
                         .iter()
                         .map(|b| libc::iovec {
                             iov_base: b.as_ptr() as *mut libc::c_void,
                             iov_len: b.len(),
                         })
                         .collect();
-                    let mut write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
-                        .offset(pos)
+                    let mut entry = opcode::Writev::new(w.fd, iovecs.as_ptr(), iovecs.len() as u32)
+                        .offset(w.pos)
                         .build();
-                    if sync {
-                        write = write.flags(squeue::Flags::IO_LINK);
+                    if syncs {
+                        entry = entry.flags(squeue::Flags::IO_LINK);
                     }
-                    let want: usize = bufs.iter().map(Bytes::len).sum();
-                    entries.push((
-                        write,
-                        Keep {
-                            file: Some(file.clone()),
-                            bufs: bufs.clone(),
-                            iovecs,
-                            read: Vec::new(),
-                        },
-                    ));
-                    if sync {
-                        entries.push((fsync_entry(fd), keep_file(&file)));
-                    }
-                    plan.push((file, pos, bufs, sync, want));
+                    let keep = Keep {
+                        file: Some(w.file.clone()),
+                        bufs: chunk,
+                        iovecs,
+                        read: Vec::new(),
+                    };
+                    entries.push((entry, keep));
                 }
-                _ => rest.push((file, pos, bufs, sync)),
-            }
-        }
-        let mut ops = self.submit(entries).await?.into_iter();
-        let mut results = Vec::with_capacity(plan.len());
-        for (_, _, _, sync, _) in &plan {
-            let written = match ops.next() {
-                Some(op) => op.await.0,
-                None => return Err(io::Error::other("io_uring lost a write")),
-            };
-            let synced = if *sync {
-                match ops.next() {
-                    Some(op) => Some(op.await.0),
-                    None => return Err(io::Error::other("io_uring lost a sync")),
+                if syncs {
+                    entries.push((fsync_entry(w.fd), keep_file(&w.file)));
                 }
-            } else {
-                None
-            };
-            results.push((written, synced));
-        }
-        for ((file, pos, bufs, sync, want), (written, synced)) in plan.into_iter().zip(results) {
-            if written < 0 {
-                return Err(io::Error::from_raw_os_error(-written));
-            }
-            if written as usize == want {
-                if let Some(result) = synced.filter(|r| *r < 0) {
-                    return Err(io::Error::from_raw_os_error(-result));
-                }
-                continue;
-            }
-            // A short write (its linked sync was cancelled): the rest the slow way.
-            let mut skip = written as usize;
-            let mut remaining = Vec::new();
-            for b in bufs {
-                if skip >= b.len() {
-                    skip -= b.len();
-                } else {
-                    remaining.push(b.slice(skip..));
-                    skip = 0;
-                }
-            }
-            rest.push((file, pos + written as u64, remaining, sync));
-        }
-        for (file, pos, bufs, sync) in rest {
-            self.write_all(&file, pos, &bufs, sync).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes `bufs` at `pos` in full, then (with `sync`) fdatasyncs the file, the sync
-    /// linked to the write so both take one submission.
-    pub async fn write_all(
-        self: &Rc<Self>,
-        file: &FileRef,
-        mut pos: u64,
-        bufs: &[Bytes],
-        sync: bool,
-    ) -> io::Result<()> {
-        let Some(raw) = file.raw_fd() else {
-            return Err(io::Error::other("file has no descriptor for io_uring"));
-        };
-        let fd = types::Fd(raw);
-        let mut pending: VecDeque<Bytes> = bufs.iter().filter(|b| !b.is_empty()).cloned().collect();
-        while !pending.is_empty() {
-            let chunk: Vec<Bytes> = pending.iter().take(IOV_MAX).cloned().collect();
-            let last_chunk = chunk.len() == pending.len();
-            let iovecs: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                })
-                .collect();
-            let want: usize = chunk.iter().map(Bytes::len).sum();
-            let mut write = opcode::Writev::new(fd, iovecs.as_ptr(), iovecs.len() as u32)
-                .offset(pos)
-                .build();
-            let with_sync = sync && last_chunk;
-            if with_sync {
-                write = write.flags(squeue::Flags::IO_LINK);
-            }
-            let mut entries = vec![(
-                write,
-                Keep {
-                    file: Some(file.clone()),
-                    bufs: chunk,
-                    iovecs,
-                    read: Vec::new(),
-                },
-            )];
-            if with_sync {
-                entries.push((fsync_entry(fd), keep_file(file)));
+                passes.push((writes, syncs));
             }
             let mut ops = self.submit(entries).await?.into_iter();
-            let written = match ops.next() {
-                Some(op) => op.await.0,
-                None => return Err(io::Error::other("io_uring lost a write")),
-            };
-            let synced = match ops.next() {
-                Some(op) => Some(op.await.0),
-                None => None,
-            };
-            if written < 0 {
-                return Err(io::Error::from_raw_os_error(-written));
-            }
-            if written == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "the disk took no bytes"));
-            }
-            let mut advanced = written as usize;
-            pos += advanced as u64;
-            while advanced > 0 {
-                let Some(front) = pending.front_mut() else { break };
-                if front.len() <= advanced {
-                    advanced -= front.len();
-                    pending.pop_front();
-                } else {
-                    let _ = front.split_to(advanced);
-                    advanced = 0;
+            let mut finished = Vec::with_capacity(pending.len());
+            for (w, (writes, syncs)) in pending.iter_mut().zip(passes) {
+                let mut whole = true;
+                if writes {
+                    let Some(op) = ops.next() else {
+                        return Err(io::Error::other("io_uring lost a write"));
+                    };
+                    let (n, keep) = op.await;
+                    if n < 0 {
+                        return Err(io::Error::from_raw_os_error(-n));
+                    }
+                    if n == 0 {
+                        return Err(io::Error::new(io::ErrorKind::WriteZero, "the disk took no bytes"));
+                    }
+                    w.pos += n as u64;
+                    // What the kernel did not take goes back to the front of the queue.
+                    let mut skip = n as usize;
+                    let mut unwritten = Vec::new();
+                    for b in keep.bufs {
+                        if skip >= b.len() {
+                            skip -= b.len();
+                        } else {
+                            unwritten.push(b.slice(skip..));
+                            skip = 0;
+                        }
+                    }
+                    whole = unwritten.is_empty();
+                    for b in unwritten.into_iter().rev() {
+                        w.bufs.push_front(b);
+                    }
                 }
-            }
-            if written as usize == want {
-                if let Some(result) = synced {
-                    // A short write cancels the linked sync (-ECANCELED); then the loop
-                    // writes the rest and syncs again.
-                    if result < 0 {
+                if syncs {
+                    let Some(op) = ops.next() else {
+                        return Err(io::Error::other("io_uring lost a sync"));
+                    };
+                    let result = op.await.0;
+                    // After a short write the linked sync reports -ECANCELED: retried.
+                    if whole && result < 0 {
                         return Err(io::Error::from_raw_os_error(-result));
                     }
-                    return Ok(());
                 }
+                finished.push(w.bufs.is_empty() && (!w.sync || (syncs && whole)));
             }
-        }
-        if sync {
-            self.sync(file).await?;
-        }
-        Ok(())
-    }
-
-    /// fdatasyncs `file`.
-    pub async fn sync(self: &Rc<Self>, file: &FileRef) -> io::Result<()> {
-        let Some(raw) = file.raw_fd() else {
-            return Err(io::Error::other("file has no descriptor for io_uring"));
-        };
-        let ops = self
-            .submit(vec![(fsync_entry(types::Fd(raw)), keep_file(file))])
-            .await?;
-        for op in ops {
-            let result = op.await.0;
-            if result < 0 {
-                return Err(io::Error::from_raw_os_error(-result));
-            }
+            let mut finished = finished.into_iter();
+            pending.retain(|_| !finished.next().unwrap_or(false));
         }
         Ok(())
     }
@@ -599,6 +502,23 @@ impl Ring {
         }
         Ok(out)
     }
+}
+
+/// One file's part of a write round (see [`Ring::write_round`]).
+pub struct RoundWrite {
+    pub file: FileRef,
+    pub pos: u64,
+    pub bufs: Vec<Bytes>,
+    pub sync: bool,
+}
+
+/// A file's part of a round while it is being written.
+struct Pending {
+    file: FileRef,
+    fd: types::Fd,
+    pos: u64,
+    bufs: VecDeque<Bytes>,
+    sync: bool,
 }
 
 fn fsync_entry(fd: types::Fd) -> squeue::Entry {
