@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the partition log (append: validation into the write-behind
-//! tail plus its write round; read: 1 MiB from the files) and of the wire codec
-//! (decode a Produce request, encode a Fetch response, each carrying 1 MiB of records).
+//! tail plus its write round; read: 1 MiB from the files), of a shard's log manager
+//! (an acks=1 append and the wait for its write round, on each engine, as the broker's
+//! produce path does it) and of the wire codec (decode a Produce request, encode a
+//! Fetch response, each carrying 1 MiB of records).
 //!   cargo bench -p sluice-benches
 
 #![allow(clippy::expect_used)] // a benchmark stops at its first failure
@@ -11,7 +13,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchResponse, ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice_storage::batch::build;
-use sluice_storage::{Log, LogConfig, Offset};
+use sluice_storage::{Durability, Engine, Log, LogConfig, LogManager, Offset};
 
 fn batch_of(records: usize, size: usize) -> Vec<u8> {
     let value = vec![7u8; size];
@@ -33,7 +35,7 @@ fn log(c: &mut Criterion) {
     });
     g.throughput(Throughput::Bytes(1 << 20));
     g.bench_function("read 1 MiB", |b| {
-        let end = log.offsets().high_watermark.value();
+        let end = log.offsets().log_end.value();
         let mut next = 0;
         b.iter(|| {
             let bytes = log.read(Offset(next), 1 << 20, true).expect("read");
@@ -41,6 +43,41 @@ fn log(c: &mut Criterion) {
             bytes.len()
         })
     });
+    g.finish();
+}
+
+/// One acks=1 append of 1 KiB and the wait for the write round that covers it, through
+/// a shard's log manager: the storage half of a linger.ms=0 produce request.
+fn manager(c: &mut Criterion) {
+    let template = Bytes::from(batch_of(1, 1024));
+    let mut g = c.benchmark_group("manager");
+    g.throughput(Throughput::Bytes(template.len() as u64));
+    for engine in [Engine::IoUring, Engine::Pwrite] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = local.block_on(&rt, async {
+            let manager = LogManager::new(engine.start().expect("engine"));
+            tokio::task::spawn_local(manager.clone().run(std::future::pending()));
+            manager.open(dir.path(), LogConfig::default(), 0).expect("log")
+        });
+        let name = format!("append 1 KiB acks=1 and await its round ({})", engine.name());
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                local.block_on(&rt, async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        let appended = log.append(template.clone(), 0, Durability::Written).expect("append");
+                        appended.receipt.expect("acks=1 waits").wait().await.expect("written");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
     g.finish();
 }
 
@@ -92,5 +129,5 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, log, codec);
+criterion_group!(benches, log, manager, codec);
 criterion_main!(benches);

@@ -1,14 +1,14 @@
-//! Topic creation and deletion across the controller and every shard: the controller
-//! records the change, then each shard opens (or deletes) the logs it owns.
+//! Topic creation and deletion: the controller records the change, every shard sees it
+//! through the controller's watch and opens (or deletes) the logs it owns, and the
+//! answer waits until every shard has.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
 use sluice_controller::{ControllerError, NewTopic, TopicMetadata};
-use tokio::sync::oneshot;
 
-use crate::shard::{Shard, ShardCall};
+use crate::shard::Shard;
 use crate::topic_config;
 
 #[derive(Debug)]
@@ -59,61 +59,55 @@ pub async fn create_topic(
     configs: BTreeMap<String, String>,
 ) -> Result<TopicMetadata, AdminError> {
     validate_configs(&configs)?;
-    let topic = shard.controller().create_topic(NewTopic {
-        name: name.to_string(),
-        partitions,
-        replication_factor,
-        configs,
-        internal: false,
-    })?;
-    broadcast(shard, |reply| ShardCall::OpenTopic {
-        topic: topic.clone(),
-        reply,
-    })
-    .await?;
+    let change = shard
+        .controller()
+        .create_topic(NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs,
+            internal: false,
+        })
+        .await?;
+    applied_everywhere(shard, change.revision).await?;
     tracing::info!(topic = name, partitions, "created topic");
-    Ok(topic)
+    Ok(change.value)
 }
 
 /// Adds partitions to a topic; the shards that own the new ones open their logs.
 pub async fn create_partitions(shard: &Rc<Shard>, name: &str, partitions: i32) -> Result<TopicMetadata, AdminError> {
-    let topic = shard.controller().create_partitions(name, partitions)?;
-    broadcast(shard, |reply| ShardCall::OpenTopic {
-        topic: topic.clone(),
-        reply,
-    })
-    .await?;
+    let change = shard.controller().create_partitions(name, partitions).await?;
+    applied_everywhere(shard, change.revision).await?;
     tracing::info!(topic = name, partitions, "added partitions");
-    Ok(topic)
+    Ok(change.value)
 }
 
 pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMetadata, AdminError> {
-    let topic = shard.controller().delete_topic(name)?;
-    broadcast(shard, |reply| ShardCall::DeleteTopic {
-        topic: topic.clone(),
-        reply,
-    })
-    .await?;
+    let change = shard.controller().delete_topic(name).await?;
+    applied_everywhere(shard, change.revision).await?;
     tracing::info!(topic = name, "deleted topic");
-    Ok(topic)
+    Ok(change.value)
 }
 
-async fn broadcast(
-    shard: &Rc<Shard>,
-    make: impl Fn(oneshot::Sender<Result<(), String>>) -> ShardCall,
-) -> Result<(), AdminError> {
-    let mut answers = Vec::new();
-    for target in 0..shard.cluster.peers.len() {
-        let (reply, answer) = oneshot::channel();
-        let call = make(reply);
-        let this = shard.clone();
-        tokio::task::spawn_local(async move { this.route(target, call).await });
-        answers.push(answer);
-    }
-    for answer in answers {
-        match answer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(AdminError::new(ResponseError::KafkaStorageError, message)),
+/// Waits until every shard has applied metadata `revision` (opened or removed its
+/// partitions), so a client that was told a topic exists can use it at once through
+/// any shard; the error of a shard that could not apply it.
+async fn applied_everywhere(shard: &Shard, revision: u64) -> Result<(), AdminError> {
+    for applied in &shard.cluster.applied {
+        let mut watch = applied.subscribe();
+        let mut shutdown = shard.cluster.shutdown.clone();
+        let reached = tokio::select! {
+            reached = watch.wait_for(|a| a.revision >= revision) => reached.map(|a| a.clone()),
+            _ = shutdown.changed() => {
+                return Err(AdminError::new(ResponseError::BrokerNotAvailable, "broker is shutting down"))
+            }
+        };
+        match reached {
+            Ok(a) if a.revision == revision && a.failure.is_some() => {
+                let why = a.failure.unwrap_or_default();
+                return Err(AdminError::new(ResponseError::KafkaStorageError, why));
+            }
+            Ok(_) => {}
             Err(_) => {
                 return Err(AdminError::new(
                     ResponseError::BrokerNotAvailable,

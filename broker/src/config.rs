@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use serde::Deserialize;
 
-/// Kafka's `message.max.bytes`: 1 MiB of records plus the batch overhead.
-pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_048_588;
 /// Kafka's `socket.request.max.bytes`: 100 MiB. A frame announcing more is refused
 /// before anything is allocated for it.
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 104_857_600;
@@ -183,7 +181,7 @@ impl BrokerConfig {
             message_max_bytes: cli
                 .message_max_bytes
                 .or(file.message_max_bytes)
-                .unwrap_or(MESSAGE_MAX_BYTES_DEFAULT),
+                .unwrap_or(sluice_storage::log::MESSAGE_MAX_BYTES_DEFAULT),
             socket_request_max_bytes: cli
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes)

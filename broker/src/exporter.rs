@@ -99,7 +99,10 @@ async fn collect(cluster: &Cluster) -> Option<Vec<ShardSnapshot>> {
     let mut answers = Vec::new();
     for peer in &cluster.peers {
         let (reply, answer) = oneshot::channel();
-        peer.send(ShardCall::Snapshot { reply }).await.ok()?;
+        let call = ShardCall::new(None, move |shard| async move {
+            let _ = reply.send(shard.snapshot());
+        });
+        peer.send(call).await.ok()?;
         answers.push(answer);
     }
     let mut out = Vec::new();
@@ -276,17 +279,15 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
     );
     f.histogram(
         "sluice_storage_fsync_duration_seconds",
-        "Duration of each group-commit fdatasync.",
+        "Duration of each write round that synced (group commit), writes and fdatasyncs together.",
         &[],
         &total.fsync,
     );
-    let help = "The storage I/O engine in use (value 1).";
-    f.gauge(
-        "sluice_storage_io_engine",
-        help,
-        &[("engine", cluster.io.name().to_string())],
-        1.0,
-    );
+    let help = "The storage I/O engine in use (value 1); a shard that could not start the configured engine adds its fallback.";
+    let engines: std::collections::BTreeSet<&str> = snapshots.iter().map(|s| s.engine).collect();
+    for engine in engines {
+        f.gauge("sluice_storage_io_engine", help, &[("engine", engine.to_string())], 1.0);
+    }
 
     let mut high_watermarks = HashMap::new();
     for p in snapshots.iter().flat_map(|s| s.partitions.iter()) {

@@ -7,18 +7,18 @@
 mod admin;
 mod config;
 mod connection;
+mod coordinator;
 mod exporter;
 mod group;
 mod handlers;
 mod metrics;
+mod partition;
+mod router;
 mod server;
 mod shard;
 mod topic_config;
 
 use std::process::ExitCode;
-
-/// Kafka's internal topic of committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 use clap::Parser;
 

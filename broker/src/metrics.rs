@@ -152,6 +152,8 @@ pub struct GroupStats {
 /// Everything one shard reports to a scrape.
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
+    /// The storage engine the shard runs on.
+    pub engine: &'static str,
     pub metrics: ShardMetrics,
     pub partitions: Vec<PartitionStats>,
     pub groups: Vec<GroupStats>,

@@ -1,5 +1,7 @@
-//! Start-up and shutdown: open the controller, bind one SO_REUSEPORT listener per
-//! shard on the same port, start the pinned shard threads, and stop them cleanly.
+//! Start-up and shutdown: open the controller (today the embedded local one; the etcd
+//! backend plugs in here through the same `Controller` trait), bind one SO_REUSEPORT
+//! listener per shard on the same port, start the pinned shard threads, and stop them
+//! cleanly.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;
@@ -8,20 +10,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_controller::{ClusterMetadata, Controller, LocalController};
+use sluice_storage::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::BrokerConfig;
 use crate::connection;
-use crate::shard::{Cluster, Shard, ShardCall, INBOX_DEPTH};
+use crate::coordinator::{Coordinator, TICK};
+use crate::group::coordinator::GroupCoordinator;
+use crate::shard::{Applied, Cluster, Shard, ShardCall, INBOX_DEPTH};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(config: BrokerConfig) -> Result<(), String> {
-    let controller = LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
-    let offsets_partitions = ensure_offsets_topic(&controller, &config)?;
+    let controller = open_controller(&config)?;
+    let offsets_partitions = ensure_offsets_topic(controller.as_ref(), &config)?;
     remove_orphan_partitions(&config.data_dir, &controller.metadata());
     let listeners = bind(config.listen, config.shards)?;
     let metrics_listener = StdListener::bind(config.metrics_addr)
@@ -45,14 +50,14 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let config_for_groups = config.clone();
     let cluster = Arc::new(Cluster {
         config,
-        controller: Arc::new(controller),
+        controller,
         advertised: advertised.clone(),
         peers,
         shutdown: shutdown_rx,
-        producer_ids: std::sync::Mutex::new(0..0),
         offsets_partitions,
         groups: group_config(&config_for_groups),
-        io: choose_io_engine(&config_for_groups.io_engine)?,
+        engine: choose_io_engine(&config_for_groups.io_engine)?,
+        applied: (0..shards).map(|_| watch::channel(Applied::default()).0).collect(),
     });
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -173,14 +178,26 @@ fn run_shard(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let shard = Rc::new(Shard::new(id, cluster.clone()));
-        for topic in cluster.controller.metadata().topics.values() {
-            if let Err(e) = shard.open_topic(topic) {
-                let _ = ready.send(Err(format!("shard {id}: cannot open {}: {e}", topic.name)));
-                return;
-            }
+        let metadata = cluster.controller.metadata();
+        let revision = metadata.revision;
+        if let Err(e) = shard.apply_metadata(metadata) {
+            let _ = ready.send(Err(format!("shard {id}: cannot open partitions: {e}")));
+            return;
         }
-        if let Err(e) = shard.load_groups() {
-            let _ = ready.send(Err(format!("shard {id}: cannot load consumer groups: {e}")));
+        if let Some(applied) = cluster.applied.get(id) {
+            applied.send_replace(Applied {
+                revision,
+                failure: None,
+            });
+        }
+        // Storage runs until the connections have drained, so their last appends and
+        // reads complete.
+        let (storage_stop, storage_stopped) = tokio::sync::oneshot::channel::<()>();
+        let storage = tokio::task::spawn_local(shard.logs.clone().run(async move {
+            let _ = storage_stopped.await;
+        }));
+        if let Err(e) = shard.load_coordinators().await {
+            let _ = ready.send(Err(format!("shard {id}: cannot load {}: {e}", GroupCoordinator::TOPIC)));
             return;
         }
         let listener = match TcpListener::from_std(listener) {
@@ -190,23 +207,19 @@ fn run_shard(
                 return;
             }
         };
-        if let Some(ring) = shard.engine.ring() {
-            tokio::task::spawn_local(ring.drive());
-        }
-        tokio::task::spawn_local(shard.clone().run_io());
+        tokio::task::spawn_local(shard.clone().follow_metadata());
         let ticking = shard.clone();
         tokio::task::spawn_local(async move {
-            let mut tick = tokio::time::interval(crate::group::TICK);
+            let mut tick = tokio::time::interval(TICK);
             loop {
                 tick.tick().await;
-                ticking.tick_groups();
+                ticking.tick_coordinators();
             }
         });
         let serving = shard.clone();
         tokio::task::spawn_local(async move {
             while let Some(call) = inbox.recv().await {
-                let shard = serving.clone();
-                tokio::task::spawn_local(async move { shard.serve(call).await });
+                tokio::task::spawn_local(serving.clone().serve(call));
             }
         });
         let _ = ready.send(Ok(()));
@@ -243,46 +256,60 @@ fn run_shard(
                 "connections still busy after {DRAIN_TIMEOUT:?}; closing them"
             );
         }
-        shard.flush_all();
+        let _ = storage_stop.send(());
+        let _ = storage.await;
+        shard.logs.flush_all();
     });
+}
+
+/// The controller backend: the embedded local one (the etcd backend of cluster mode
+/// comes through the same trait).
+fn open_controller(config: &BrokerConfig) -> Result<Arc<dyn Controller>, String> {
+    let local = LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
+    Ok(Arc::new(local))
 }
 
 /// Creates `__consumer_offsets` on first start; returns its partition count, which
 /// places every group and so must never change afterwards.
-fn ensure_offsets_topic(controller: &LocalController, config: &BrokerConfig) -> Result<i32, String> {
-    if let Some(topic) = controller.metadata().topic(crate::OFFSETS_TOPIC) {
+fn ensure_offsets_topic(controller: &dyn Controller, config: &BrokerConfig) -> Result<i32, String> {
+    let topic_name = GroupCoordinator::TOPIC;
+    if let Some(topic) = controller.metadata().topic(topic_name) {
         return Ok(topic.partitions);
     }
-    let topic = controller
-        .create_topic(sluice_controller::NewTopic {
-            name: crate::OFFSETS_TOPIC.to_string(),
+    // Start-up is not on a shard yet: a runtime of its own waits for the controller.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let created = rt
+        .block_on(controller.create_topic(sluice_controller::NewTopic {
+            name: topic_name.to_string(),
             partitions: config.offsets_topic_num_partitions,
             replication_factor: 1,
             configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
             internal: true,
-        })
-        .map_err(|e| format!("cannot create {}: {e}", crate::OFFSETS_TOPIC))?;
-    Ok(topic.partitions)
+        }))
+        .map_err(|e| format!("cannot create {topic_name}: {e}"))?;
+    Ok(created.value.partitions)
 }
 
 /// The storage engine: io_uring when asked for or when `auto` finds it usable, else
 /// positional I/O. Which one runs, and why, is logged.
-fn choose_io_engine(wanted: &str) -> Result<Arc<dyn sluice_storage::io::Io>, String> {
-    use sluice_storage::io::{uring::Uring, Positional};
-    let probe = Uring::probe();
+fn choose_io_engine(wanted: &str) -> Result<Engine, String> {
+    let probe = sluice_storage::io::uring::Uring::probe();
     match (wanted, probe) {
         ("pwrite", _) => {
             tracing::info!("storage engine: pwrite (as configured)");
-            Ok(Arc::new(Positional))
+            Ok(Engine::Pwrite)
         }
         (_, Ok(())) => {
             tracing::info!("storage engine: io_uring");
-            Ok(Arc::new(Uring))
+            Ok(Engine::IoUring)
         }
         ("io_uring", Err(e)) => Err(format!("--io-engine io_uring: io_uring is unavailable here: {e}")),
         (_, Err(e)) => {
             tracing::warn!("storage engine: pwrite (io_uring is unavailable here: {e})");
-            Ok(Arc::new(Positional))
+            Ok(Engine::Pwrite)
         }
     }
 }

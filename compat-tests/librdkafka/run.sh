@@ -2,7 +2,7 @@
 # Runs librdkafka's own integration tests against a fresh sluice broker.
 #
 #   compat-tests/librdkafka/run.sh            the allow-list (scripts/test.sh runs it)
-#   compat-tests/librdkafka/run.sh --all      every test 0000-0099, to find new passes
+#   compat-tests/librdkafka/run.sh --all      every test 0000-0153, to find new passes
 #   compat-tests/librdkafka/run.sh 0012 0030  just these
 #
 # One test-runner process per test (a failing test aborts its process), each with a
@@ -23,7 +23,7 @@ cargo build --quiet -p sluice || exit 1
 tests_dir="$root/$OUT/librdkafka/tests"
 
 if [ "${1:-}" = "--all" ]; then
-    mapfile -t tests < <(ls "$tests_dir" | sed -n 's/^\(00[0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u)
+    mapfile -t tests < <(ls "$tests_dir" | sed -n 's/^\(0[01][0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u)
 elif [ $# -gt 0 ]; then
     tests=("$@")
 else

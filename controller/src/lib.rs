@@ -2,20 +2,30 @@
 //! the cluster id. This crate knows cluster state, never sockets (DESIGN.md,
 //! "Controller").
 //!
-//! Readers take an immutable [`ClusterMetadata`] snapshot (an `Arc`), so a metadata
-//! request never waits on a writer and no shard holds a lock while it works. Writers go
-//! through a [`Controller`]; the `local` backend persists to one file in the data
-//! directory, written atomically (write, fsync, rename, fsync the directory). The etcd
-//! backend of cluster mode implements the same trait with compare-and-swap.
+//! The [`Controller`] trait is the one interface to cluster state. Changes are async
+//! (a backend waits for its disk or its consensus store without blocking the caller's
+//! thread) and every change, made here or by another broker, reaches every watcher of
+//! [`Controller::watch`] as a new immutable [`ClusterMetadata`] snapshot (an `Arc`)
+//! with a higher `revision`. Brokers keep the latest snapshot per shard, so the
+//! produce and fetch paths read metadata without a lock, and reconcile what they run
+//! with what the snapshot says (desired state in, actual state reconciled).
+//!
+//! The `local` backend persists to one file in the data directory, written atomically
+//! (write, fsync, rename, fsync the directory) on tokio's blocking pool. The etcd
+//! backend of cluster mode implements the same trait with compare-and-swap and feeds
+//! the same watch from etcd's.
 
 pub mod local;
 pub mod names;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use local::LocalController;
@@ -46,6 +56,9 @@ pub struct ClusterMetadata {
     /// The first producer id not yet handed out (KIP-98); ids are never reused.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Grows with every change, so a watcher can tell whether it has seen one.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl ClusterMetadata {
@@ -82,17 +95,33 @@ pub enum ControllerError {
     Corrupt(String),
 }
 
+/// A change the controller made, and the metadata revision that first holds it.
+#[derive(Debug, Clone)]
+pub struct Change<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+/// A controller call in progress: it waits for the backend's storage, never blocks.
+pub type ControllerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControllerError>> + Send + 'a>>;
+
 /// What every controller backend offers the broker.
 pub trait Controller: Send + Sync {
-    /// The current metadata; cheap (an `Arc` clone).
-    fn metadata(&self) -> Arc<ClusterMetadata>;
-    /// Creates a topic and persists it before returning.
-    fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata, ControllerError>;
-    /// Deletes a topic and persists that before returning.
-    fn delete_topic(&self, name: &str) -> Result<TopicMetadata, ControllerError>;
+    /// The current metadata now, and every change from here on (including those made
+    /// by other brokers in a cluster).
+    fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>>;
+    /// The current metadata; off the hot path (shards keep their own snapshot).
+    fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.watch().borrow().clone()
+    }
+    /// Creates a topic and persists it before resolving; watchers see it at the
+    /// revision of the returned snapshot or later.
+    fn create_topic(&self, topic: NewTopic) -> ControllerFuture<'_, Change<TopicMetadata>>;
+    /// Deletes a topic and persists that before resolving.
+    fn delete_topic(&self, name: &str) -> ControllerFuture<'_, Change<TopicMetadata>>;
     /// Grows a topic to `partitions` partitions (never shrinks, as in Kafka).
-    fn create_partitions(&self, name: &str, partitions: i32) -> Result<TopicMetadata, ControllerError>;
-    /// Reserves `count` producer ids for this broker, persisted before returning, so
+    fn create_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>>;
+    /// Reserves `count` producer ids for this broker, persisted before resolving, so
     /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
-    fn allocate_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, ControllerError>;
+    fn allocate_producer_ids(&self, count: i64) -> ControllerFuture<'_, std::ops::Range<i64>>;
 }

@@ -3,19 +3,22 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
-use crate::{ClusterMetadata, Controller, ControllerError, NewTopic, TopicMetadata};
+use crate::{Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic, TopicMetadata};
 
 const FILE_NAME: &str = "metadata.json";
 
 pub struct LocalController {
     path: PathBuf,
-    /// Readers clone the `Arc` under a brief read lock; writers serialize here, so
-    /// two concurrent CreateTopics for one name cannot both succeed.
-    current: RwLock<Arc<ClusterMetadata>>,
+    /// Writers take turns here, so two concurrent CreateTopics for one name cannot
+    /// both succeed; readers never wait for it.
+    writer: Mutex<()>,
+    /// The current metadata, sent to every watcher on each change.
+    current: watch::Sender<Arc<ClusterMetadata>>,
 }
 
 impl LocalController {
@@ -30,91 +33,116 @@ impl LocalController {
                     cluster_id: new_cluster_id(),
                     topics: Default::default(),
                     next_producer_id: 0,
+                    revision: 0,
                 };
                 write_atomically(&path, &fresh)?;
                 fresh
             }
             Err(e) => return Err(e.into()),
         };
+        let (current, _) = watch::channel(Arc::new(metadata));
         Ok(LocalController {
             path,
-            current: RwLock::new(Arc::new(metadata)),
+            writer: Mutex::new(()),
+            current,
         })
     }
 
-    fn update<T>(
+    /// Applies `change` to a copy of the metadata, persists the copy (on the blocking
+    /// pool: it fsyncs) and then publishes it to watchers.
+    async fn update<T>(
         &self,
         change: impl FnOnce(&mut ClusterMetadata) -> Result<T, ControllerError>,
-    ) -> Result<T, ControllerError> {
-        let mut guard = self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = ClusterMetadata::clone(&guard);
-        let out = change(&mut next)?;
-        write_atomically(&self.path, &next)?;
-        *guard = Arc::new(next);
-        Ok(out)
+    ) -> Result<Change<T>, ControllerError> {
+        let _turn = self.writer.lock().await;
+        let mut next = ClusterMetadata::clone(&self.current.borrow());
+        let value = change(&mut next)?;
+        next.revision += 1;
+        let next = Arc::new(next);
+        let (path, written) = (self.path.clone(), next.clone());
+        match tokio::task::spawn_blocking(move || write_atomically(&path, &written)).await {
+            Ok(result) => result?,
+            Err(e) => return Err(ControllerError::Storage(std::io::Error::other(e))),
+        }
+        let revision = next.revision;
+        self.current.send_replace(next);
+        Ok(Change { value, revision })
     }
 }
 
 impl Controller for LocalController {
-    fn metadata(&self) -> Arc<ClusterMetadata> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+    fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
+        self.current.subscribe()
     }
 
-    fn create_topic(&self, topic: NewTopic) -> Result<TopicMetadata, ControllerError> {
-        crate::validate_topic_name(&topic.name).map_err(ControllerError::InvalidTopicName)?;
-        if topic.partitions < 1 {
-            return Err(ControllerError::InvalidPartitions(topic.partitions));
-        }
-        if topic.replication_factor != 1 {
-            return Err(ControllerError::InvalidReplicationFactor(topic.replication_factor, 1));
-        }
-        self.update(|meta| {
-            if meta.topics.contains_key(&topic.name) {
-                return Err(ControllerError::TopicExists(topic.name.clone()));
+    fn create_topic(&self, topic: NewTopic) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        Box::pin(async move {
+            crate::validate_topic_name(&topic.name).map_err(ControllerError::InvalidTopicName)?;
+            if topic.partitions < 1 {
+                return Err(ControllerError::InvalidPartitions(topic.partitions));
             }
-            let created = TopicMetadata {
-                name: topic.name.clone(),
-                id: Uuid::new_v4(),
-                partitions: topic.partitions,
-                replication_factor: topic.replication_factor,
-                configs: topic.configs,
-                internal: topic.internal,
-            };
-            meta.topics.insert(topic.name, created.clone());
-            Ok(created)
-        })
-    }
-
-    fn delete_topic(&self, name: &str) -> Result<TopicMetadata, ControllerError> {
-        self.update(|meta| {
-            meta.topics
-                .remove(name)
-                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
-        })
-    }
-
-    fn create_partitions(&self, name: &str, partitions: i32) -> Result<TopicMetadata, ControllerError> {
-        self.update(|meta| {
-            let topic = meta
-                .topics
-                .get_mut(name)
-                .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-            if partitions <= topic.partitions {
-                return Err(ControllerError::InvalidPartitions(partitions));
+            if topic.replication_factor != 1 {
+                return Err(ControllerError::InvalidReplicationFactor(topic.replication_factor, 1));
             }
-            topic.partitions = partitions;
-            Ok(topic.clone())
+            self.update(|meta| {
+                if meta.topics.contains_key(&topic.name) {
+                    return Err(ControllerError::TopicExists(topic.name.clone()));
+                }
+                let created = TopicMetadata {
+                    name: topic.name.clone(),
+                    id: Uuid::new_v4(),
+                    partitions: topic.partitions,
+                    replication_factor: topic.replication_factor,
+                    configs: topic.configs,
+                    internal: topic.internal,
+                };
+                meta.topics.insert(topic.name, created.clone());
+                Ok(created)
+            })
+            .await
         })
     }
 
-    fn allocate_producer_ids(&self, count: i64) -> Result<std::ops::Range<i64>, ControllerError> {
-        self.update(|meta| {
-            let start = meta.next_producer_id;
-            meta.next_producer_id = start + count.max(1);
-            Ok(start..meta.next_producer_id)
+    fn delete_topic(&self, name: &str) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                meta.topics
+                    .remove(&name)
+                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))
+            })
+            .await
+        })
+    }
+
+    fn create_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                let topic = meta
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+                if partitions <= topic.partitions {
+                    return Err(ControllerError::InvalidPartitions(partitions));
+                }
+                topic.partitions = partitions;
+                Ok(topic.clone())
+            })
+            .await
+        })
+    }
+
+    fn allocate_producer_ids(&self, count: i64) -> ControllerFuture<'_, std::ops::Range<i64>> {
+        Box::pin(async move {
+            let change = self
+                .update(|meta| {
+                    let start = meta.next_producer_id;
+                    meta.next_producer_id = start + count.max(1);
+                    Ok(start..meta.next_producer_id)
+                })
+                .await?;
+            Ok(change.value)
         })
     }
 }
@@ -169,11 +197,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cluster_id_and_topic_ids_survive_reopening() {
+    #[tokio::test]
+    async fn cluster_id_and_topic_ids_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalController::open(dir.path()).unwrap();
-        let created = c.create_topic(topic("orders", 6)).unwrap();
+        let created = c.create_topic(topic("orders", 6)).await.unwrap().value;
         let cluster_id = c.metadata().cluster_id.clone();
         assert_eq!(cluster_id.len(), 22);
         drop(c);
@@ -182,37 +210,62 @@ mod tests {
         assert_eq!(c.metadata().topic("orders"), Some(&created));
     }
 
-    #[test]
-    fn producer_id_blocks_never_overlap_across_reopening() {
+    #[tokio::test]
+    async fn producer_id_blocks_never_overlap_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalController::open(dir.path()).unwrap();
-        assert_eq!(c.allocate_producer_ids(1000).unwrap(), 0..1000);
+        assert_eq!(c.allocate_producer_ids(1000).await.unwrap(), 0..1000);
         drop(c);
         let c = LocalController::open(dir.path()).unwrap();
-        assert_eq!(c.allocate_producer_ids(1000).unwrap(), 1000..2000);
+        assert_eq!(c.allocate_producer_ids(1000).await.unwrap(), 1000..2000);
     }
 
-    #[test]
-    fn duplicates_bad_names_and_deletes() {
+    #[tokio::test]
+    async fn watchers_see_every_change_with_a_higher_revision() {
         let dir = tempfile::tempdir().unwrap();
         let c = LocalController::open(dir.path()).unwrap();
-        c.create_topic(topic("a", 1)).unwrap();
+        let mut watch = c.watch();
+        let start = watch.borrow_and_update().revision;
+        let created = c.create_topic(topic("orders", 2)).await.unwrap();
+        assert!(watch.has_changed().unwrap());
+        let seen = watch.borrow_and_update().clone();
+        assert_eq!(seen.revision, created.revision);
+        assert!(created.revision > start);
+        assert_eq!(seen.topic("orders").map(|t| t.partitions), Some(2));
+        let grown = c.create_partitions("orders", 5).await.unwrap();
+        assert!(grown.revision > created.revision);
+        watch.changed().await.unwrap();
+        assert_eq!(watch.borrow().topic("orders").map(|t| t.partitions), Some(5));
+        // A refused change publishes nothing.
+        assert!(c.create_topic(topic("orders", 1)).await.is_err());
+        assert!(!watch.has_changed().unwrap());
+        // The revision survives a restart, so it never goes back.
+        drop(c);
+        let c = LocalController::open(dir.path()).unwrap();
+        assert_eq!(c.metadata().revision, grown.revision);
+    }
+
+    #[tokio::test]
+    async fn duplicates_bad_names_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = LocalController::open(dir.path()).unwrap();
+        c.create_topic(topic("a", 1)).await.unwrap();
         assert!(matches!(
-            c.create_topic(topic("a", 1)),
+            c.create_topic(topic("a", 1)).await,
             Err(ControllerError::TopicExists(_))
         ));
         assert!(matches!(
-            c.create_topic(topic("a/b", 1)),
+            c.create_topic(topic("a/b", 1)).await,
             Err(ControllerError::InvalidTopicName(_))
         ));
         assert!(matches!(
-            c.create_topic(topic("b", 0)),
+            c.create_topic(topic("b", 0)).await,
             Err(ControllerError::InvalidPartitions(0))
         ));
-        let old_id = c.delete_topic("a").unwrap().id;
+        let old_id = c.delete_topic("a").await.unwrap().value.id;
         assert!(c.metadata().topic("a").is_none());
         assert_ne!(
-            c.create_topic(topic("a", 1)).unwrap().id,
+            c.create_topic(topic("a", 1)).await.unwrap().value.id,
             old_id,
             "a recreated topic gets a new id"
         );

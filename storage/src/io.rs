@@ -1,21 +1,30 @@
-//! The I/O underneath the log (DESIGN.md, "Storage"): positional reads and writes, data
-//! syncs and directory operations behind one trait, so the engine can change without the
-//! log noticing. Backends: [`Positional`] (pread/pwrite/fdatasync, portable, the one the
-//! broker runs on today) and [`sim::SimIo`] (an in-memory disk with seeded faults and
-//! crashes, for tests) and [`uring::Uring`] (io_uring; see its module for how far it
-//! goes).
+//! The one I/O seam underneath storage (DESIGN.md, "Storage"): a shard's backend opens
+//! files and does the rare directory operations synchronously, and runs the hot path
+//! asynchronously: write rounds (every file a round touches, written and synced in one
+//! go) and fetch reads. The log and the [`crate::LogManager`] see only this trait.
+//!
+//! Backends: [`uring::Uring`] (the default: the shard's own io_uring ring, so the shard
+//! thread never waits for the disk), [`Positional`] (pread/pwrite/fdatasync where
+//! io_uring is unavailable; rounds run on tokio's blocking pool) and [`sim::SimIo`] (an
+//! in-memory disk with seeded faults and crashes, for tests). [`Engine`] is the choice
+//! `--io-engine` makes; each shard starts its own backend from it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 
 pub mod sim;
 pub mod uring;
 
-/// A file as storage uses it.
+/// A file as storage uses it. These calls wait for the disk on the calling thread, so
+/// the hot path never makes them: they open and recover logs, and serve rare lookups.
 pub trait IoFile: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
@@ -23,17 +32,18 @@ pub trait IoFile: Send + Sync {
     fn size(&self) -> io::Result<u64>;
     /// Makes everything written so far durable (fdatasync); an error means it may not be.
     fn sync_data(&self) -> io::Result<()>;
-    /// The file descriptor, for engines that submit to the kernel themselves (io_uring).
+    /// The file descriptor, for backends that submit to the kernel themselves (io_uring).
     fn raw_fd(&self) -> Option<RawFd> {
         None
     }
 }
 
-/// Files are shared: a flush job holds them while the log goes on appending.
+/// Files are shared: a write round holds them while the log goes on appending.
 pub type FileRef = Arc<dyn IoFile>;
 
-/// Opening files and the directory operations the log needs.
-pub trait Io: Send + Sync {
+/// A shard's storage backend. Single-threaded: each shard starts its own (see
+/// [`Engine::start`]), so an io_uring backend can own the shard's ring.
+pub trait Io {
     /// Opens `path` for reading and writing, creating it if `create`.
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef>;
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
@@ -43,8 +53,118 @@ pub trait Io: Send + Sync {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (files created or removed) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
-    /// The engine's name, for logs and metrics.
+    /// The backend's name, for logs and metrics.
     fn name(&self) -> &'static str;
+
+    /// Runs a write round: every write in full, each file's sync after its write, and
+    /// the directory syncs; one result per write and per directory. The default runs
+    /// it inline, which suits backends that never wait (the simulated disk).
+    fn write_round(&self, round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
+        let outcome = round.run_blocking(|dir| self.sync_dir(dir));
+        Box::pin(std::future::ready(outcome))
+    }
+
+    /// Reads exactly `len` bytes of `file` at `pos`. The default reads inline.
+    fn read(&self, file: &FileRef, pos: u64, len: usize) -> LocalBoxFuture<'_, io::Result<Bytes>> {
+        let mut buf = vec![0u8; len];
+        let result = file.read_exact_at(&mut buf, pos).map(|()| Bytes::from(buf));
+        Box::pin(std::future::ready(result))
+    }
+
+    /// A task the backend needs running on its shard (io_uring's completion reaper);
+    /// the log manager runs it beside its write rounds.
+    fn driver(&self) -> Option<LocalBoxFuture<'static, ()>> {
+        None
+    }
+}
+
+/// One file's part of a write round: `bufs` go to `file` at `pos`, back to back, and
+/// with `sync` the file is fdatasynced once they are all in.
+pub struct RoundWrite {
+    pub file: FileRef,
+    pub pos: u64,
+    pub bufs: Vec<Bytes>,
+    pub sync: bool,
+}
+
+impl RoundWrite {
+    pub fn len(&self) -> u64 {
+        self.bufs.iter().map(|b| b.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes on the calling thread, gathering small buffers into one write each
+    /// `STAGING_BYTES` (positional I/O has no vectored write in std), then syncs.
+    pub fn run_blocking(&self) -> io::Result<()> {
+        /// Large enough that a round costs few syscalls, small enough to stay in cache.
+        const STAGING_BYTES: usize = 1 << 20;
+        let mut pos = self.pos;
+        let mut staging: Vec<u8> = Vec::new();
+        for b in &self.bufs {
+            if staging.is_empty() && b.len() >= STAGING_BYTES {
+                self.file.write_all_at(b, pos)?;
+                pos += b.len() as u64;
+                continue;
+            }
+            staging.extend_from_slice(b);
+            if staging.len() >= STAGING_BYTES {
+                self.file.write_all_at(&staging, pos)?;
+                pos += staging.len() as u64;
+                staging.clear();
+            }
+        }
+        if !staging.is_empty() {
+            self.file.write_all_at(&staging, pos)?;
+        }
+        if self.sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a shard writes in one round, across all its partitions: the backend
+/// submits it at once (one io_uring submission) and reports each part's outcome.
+#[derive(Default)]
+pub struct WriteRound {
+    pub writes: Vec<RoundWrite>,
+    /// Directories whose new entries (segments created since the last sync) must be
+    /// made durable after the writes.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// The outcome of each part of a [`WriteRound`], in the round's order.
+pub struct RoundOutcome {
+    pub writes: Vec<io::Result<()>>,
+    pub dirs: Vec<io::Result<()>>,
+}
+
+impl WriteRound {
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.dirs.is_empty()
+    }
+
+    /// Bytes this round writes.
+    pub fn bytes(&self) -> u64 {
+        self.writes.iter().map(RoundWrite::len).sum()
+    }
+
+    /// Whether any part of the round syncs.
+    pub fn syncs(&self) -> bool {
+        !self.dirs.is_empty() || self.writes.iter().any(|w| w.sync)
+    }
+
+    /// Runs the round on the calling thread: each file written then synced, then the
+    /// directories.
+    pub fn run_blocking(self, sync_dir: impl Fn(&Path) -> io::Result<()>) -> RoundOutcome {
+        RoundOutcome {
+            writes: self.writes.iter().map(RoundWrite::run_blocking).collect(),
+            dirs: self.dirs.iter().map(|d| sync_dir(d)).collect(),
+        }
+    }
 }
 
 /// Plain positional I/O on the page cache: works everywhere.
@@ -75,7 +195,7 @@ impl IoFile for PositionalFile {
 }
 
 /// Opens `path` for reading and writing (creating it if `create`), never truncating:
-/// how every engine opens segment and index files.
+/// how every backend opens segment and index files.
 pub(crate) fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -83,6 +203,27 @@ pub(crate) fn open_read_write(path: &Path, create: bool) -> io::Result<File> {
         .create(create)
         .truncate(false)
         .open(path)
+}
+
+pub(crate) fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        if let Some(name) = entry?.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+pub(crate) fn remove_file_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+pub(crate) fn sync_dir_now(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Io for Positional {
@@ -93,27 +234,63 @@ impl Io for Positional {
         fs::create_dir_all(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            if let Some(name) = entry?.file_name().to_str() {
-                names.push(name.to_string());
-            }
-        }
-        Ok(names)
+        list_dir(dir)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match fs::remove_file(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+        remove_file_if_present(path)
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::remove_dir_all(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        sync_dir_now(dir)
     }
     fn name(&self) -> &'static str {
         "pwrite"
+    }
+
+    /// Rounds wait for the disk, so they run on tokio's blocking pool; reads stay
+    /// inline (page-cache reads in the common case).
+    fn write_round(&self, round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
+        Box::pin(async move {
+            let parts = (round.writes.len(), round.dirs.len());
+            match tokio::task::spawn_blocking(move || round.run_blocking(sync_dir_now)).await {
+                Ok(outcome) => outcome,
+                Err(e) => failed_round(parts, &e.to_string()),
+            }
+        })
+    }
+}
+
+/// A round none of whose parts can be vouched for.
+pub(crate) fn failed_round((writes, dirs): (usize, usize), why: &str) -> RoundOutcome {
+    RoundOutcome {
+        writes: (0..writes).map(|_| Err(io::Error::other(why.to_string()))).collect(),
+        dirs: (0..dirs).map(|_| Err(io::Error::other(why.to_string()))).collect(),
+    }
+}
+
+/// Which backend the broker's shards run on (`--io-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    IoUring,
+    Pwrite,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::IoUring => "io_uring",
+            Engine::Pwrite => "pwrite",
+        }
+    }
+
+    /// The calling shard's own backend. io_uring creates the shard's ring, which must
+    /// happen on the shard's tokio runtime.
+    pub fn start(self) -> io::Result<Rc<dyn Io>> {
+        match self {
+            Engine::IoUring => Ok(Rc::new(uring::Uring::new()?)),
+            Engine::Pwrite => Ok(Rc::new(Positional)),
+        }
     }
 }

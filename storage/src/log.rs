@@ -1,31 +1,31 @@
-//! A partition log: an ordered run of segments with the offsets Kafka exposes (log
-//! start, high watermark, log end), append with validation, reads by offset and by
-//! timestamp, rolling, recovery at open, and the write-round bookkeeping behind
-//! write-behind appends and group commit.
+//! A partition log: an ordered run of segments with the offsets storage knows (log
+//! start, log end, and how far the files are written and durable), append with
+//! validation, reads by offset and by timestamp, rolling, recovery at open, and the
+//! write-round bookkeeping behind write-behind appends and group commit.
 //!
-//! Worked example of the offsets: after batches of 3 and 2 records into an empty log,
-//! `log_start = 0`, `log_end = 5`; on a single node the high watermark equals `log_end`
-//! as soon as the append returns (readers are served from memory); `written` reaches 5
-//! when a write round has put both batches in the file (`acks=1` answers wait for
-//! that, so a killed process loses nothing acknowledged), and `flushed` when a round
-//! with an fdatasync has (`acks=all` answers wait for that).
+//! The log is synchronous and does no I/O on its hot path: appends go to the active
+//! segment's in-memory tail, [`Log::take_writes`] hands out what a write round must
+//! write, and reads are steps that either answer from memory or name a file range.
+//! The shard's [`crate::LogManager`] runs the rounds and the reads through the
+//! shard's I/O backend; nothing outside storage sees a step or a round.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::ops::{Bound, Range};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-
-use crate::io::{FileRef, Io, Positional};
-use std::io;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
-
+use futures_util::FutureExt;
 use thiserror::Error;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
-use crate::offset::{LogOffsets, Offset};
+use crate::io::{FileRef, Io, Positional, WriteRound};
+use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
-use crate::segment::{FileWrite, ReadStep, Segment, Target};
+use crate::segment::{DiskRead, FileWrite, ReadStep, Segment, Target};
 
 /// Per-topic settings, named after Kafka's topic configs.
 #[derive(Debug, Clone)]
@@ -49,8 +49,9 @@ pub struct LogConfig {
 
 /// Kafka's default `segment.bytes`.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
-/// Kafka's default `message.max.bytes`: 1 MiB plus the record batch overhead.
-pub const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
+/// Kafka's default `message.max.bytes` (and topic `max.message.bytes`): 1 MiB plus the
+/// record batch overhead.
+pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_048_588;
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -58,7 +59,7 @@ impl Default for LogConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             segment_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4096,
-            max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            max_message_bytes: MESSAGE_MAX_BYTES_DEFAULT,
             timestamp_type: TimestampType::CreateTime,
             flush_messages: u64::MAX,
             flush_ms: i64::MAX,
@@ -74,15 +75,19 @@ pub enum AppendError {
     Sequence(#[from] SequenceError),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
+    /// An earlier write or sync of this log failed: what is in its files is unknown, so
+    /// it takes no more writes rather than acknowledge data it cannot vouch for.
+    #[error("an earlier write or sync of this log failed; it takes no more writes")]
+    Failed,
 }
 
 #[derive(Debug, Error)]
 pub enum ReadError {
-    #[error("offset {requested} is outside {log_start}..={high_watermark}")]
+    #[error("offset {requested} is outside {log_start}..={log_end}")]
     OffsetOutOfRange {
         requested: Offset,
-        log_start: Offset,
-        high_watermark: Offset,
+        log_start: LogStart,
+        log_end: LogEnd,
     },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
@@ -95,23 +100,23 @@ pub struct AppendInfo {
     pub last_offset: Offset,
     /// The broker's time for LogAppendTime topics, otherwise None (-1 on the wire).
     pub log_append_time_ms: Option<i64>,
-    pub log_start_offset: Offset,
+    pub log_start_offset: LogStart,
     pub record_count: i32,
     /// An idempotent producer's retry of a batch already in the log: nothing was
     /// written, and the offsets are the original's.
     pub duplicate: bool,
 }
 
-/// One write round of a log: everything appended since the last round, as one
-/// vectored write per file, then (when the round syncs) an fdatasync of every file
-/// that holds data not yet durable. It holds no reference to the log, so an engine can
-/// run it while the log keeps taking appends; those join the next round (group commit).
+/// One log's part of a write round: everything appended since its last round, as one
+/// vectored write per file, and (when the round syncs) an fdatasync of every file that
+/// holds data not yet durable. It holds no reference to the log, so the round can run
+/// while the log keeps taking appends; those join the next round (group commit).
 pub struct WriteJob {
-    pub writes: Vec<FileWrite>,
+    writes: Vec<FileWrite>,
     /// Files to fdatasync once every write is done; empty unless the round syncs.
-    pub syncs: Vec<FileRef>,
+    syncs: Vec<FileRef>,
     /// The log's directory, when a new segment's directory entry must be synced too.
-    pub dir: Option<(Arc<dyn Io>, PathBuf)>,
+    dir: Option<PathBuf>,
     upto: Offset,
     sync: bool,
 }
@@ -135,6 +140,12 @@ impl WriteReceipt {
     }
 }
 
+/// Where a job's parts landed in a [`WriteRound`], to read their outcomes back.
+pub struct RoundParts {
+    pub writes: Range<usize>,
+    pub dir: Option<usize>,
+}
+
 impl WriteJob {
     pub fn receipt(&self) -> WriteReceipt {
         WriteReceipt {
@@ -144,37 +155,92 @@ impl WriteJob {
         }
     }
 
-    /// Bytes this round writes.
+    /// Bytes this job writes.
     pub fn bytes(&self) -> u64 {
         self.writes.iter().map(FileWrite::len).sum()
     }
 
-    /// Runs the round on the calling thread: writes, then syncs.
-    pub fn run_blocking(&self) -> io::Result<()> {
-        for w in &self.writes {
-            w.run_blocking()?;
+    /// Adds the job to a shard's round: each written file with its sync behind its
+    /// write when it needs one, then the files that only need a sync, then the
+    /// directory.
+    pub fn add_to(self, round: &mut WriteRound) -> RoundParts {
+        let first = round.writes.len();
+        let mut syncs_alone = self.syncs;
+        for w in self.writes {
+            let before = syncs_alone.len();
+            syncs_alone.retain(|f| !same_file(f, &w.file));
+            round.writes.push(w.into_round(syncs_alone.len() < before));
         }
-        for f in &self.syncs {
-            f.sync_data()?;
+        round
+            .writes
+            .extend(syncs_alone.into_iter().map(|file| crate::io::RoundWrite {
+                file,
+                pos: 0,
+                bufs: Vec::new(),
+                sync: true,
+            }));
+        let dir = self.dir.map(|d| {
+            round.dirs.push(d);
+            round.dirs.len() - 1
+        });
+        RoundParts {
+            writes: first..round.writes.len(),
+            dir,
         }
-        if let Some((io, dir)) = &self.dir {
-            io.sync_dir(dir)?;
-        }
-        Ok(())
+    }
+
+    /// Runs the job alone on the calling thread: writes, then syncs.
+    pub fn run_blocking(self, io: &dyn Io) -> io::Result<()> {
+        let mut round = WriteRound::default();
+        self.add_to(&mut round);
+        let outcome = round.run_blocking(|dir| io.sync_dir(dir));
+        outcome.writes.into_iter().chain(outcome.dirs).collect()
     }
 }
 
+/// A crash during a round that wrote several segments may keep a later segment and lose
+/// the end of an earlier one (each file keeps what reached the disk). Nothing after
+/// such a gap was acknowledged (a round acknowledges only when all of it is in), so the
+/// segments after it are removed rather than served with a hole before them.
+///
+/// This assumes consecutive segments meet exactly, which holds while segments only
+/// roll and are deleted from the front. Compaction (which may empty a segment's end)
+/// must keep that true or replace this check with a recovery-point checkpoint.
+fn drop_after_gap(io: &dyn Io, segments: &mut BTreeMap<Offset, Segment>) -> io::Result<()> {
+    let mut expected: Option<Offset> = None;
+    let mut gap_at = None;
+    for (base, segment) in segments.iter() {
+        if expected.is_some_and(|next| next != *base) {
+            gap_at = Some(*base);
+            break;
+        }
+        expected = Some(segment.next_offset());
+    }
+    if let Some(from) = gap_at {
+        for (base, segment) in segments.split_off(&from) {
+            tracing::warn!(
+                segment = base.0,
+                after = ?expected,
+                "removing a segment that follows a gap left by a crash"
+            );
+            segment.delete(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn same_file(a: &FileRef, b: &FileRef) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const u8, Arc::as_ptr(b) as *const u8)
+}
+
 pub struct Log {
-    io: Arc<dyn Io>,
+    io: Rc<dyn Io>,
     dir: PathBuf,
     config: LogConfig,
     segments: BTreeMap<Offset, Segment>,
-    log_start: Offset,
-    high_watermark: Offset,
-    /// Every offset below this is in the files (the page cache at least).
-    written: Offset,
-    /// Every offset below this is on stable storage.
-    flushed: Offset,
+    log_start: LogStart,
+    written: Written,
+    flushed: Flushed,
     /// A new segment file exists whose directory entry has not been synced.
     dir_dirty: bool,
     /// Segments closed since the last flush, whose indexes want syncing with it.
@@ -191,11 +257,11 @@ const SEGMENTS_REPLAYED_FOR_PRODUCERS: usize = 2;
 impl Log {
     /// Opens the log in `dir` (created if absent) on plain positional I/O.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
-        Log::open_with(Arc::new(Positional), dir, config, now_ms)
+        Log::open_with(Rc::new(Positional), dir, config, now_ms)
     }
 
     /// Opens the log in `dir` (created if absent) on `io`, recovering its active segment.
-    pub fn open_with(io: Arc<dyn Io>, dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
+    pub fn open_with(io: Rc<dyn Io>, dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
         io.create_dir_all(dir)?;
         let mut bases = Vec::new();
         for name in io.list(dir)? {
@@ -212,6 +278,7 @@ impl Log {
             let segment = Segment::open(io.as_ref(), dir, *base, is_active, config.index_interval_bytes, now_ms)?;
             segments.insert(*base, segment);
         }
+        drop_after_gap(io.as_ref(), &mut segments)?;
         let dir_dirty = segments.is_empty();
         if segments.is_empty() {
             segments.insert(Offset::ZERO, Segment::create(io.as_ref(), dir, Offset::ZERO, now_ms)?);
@@ -231,10 +298,9 @@ impl Log {
             dir: dir.to_path_buf(),
             config,
             segments,
-            log_start,
-            high_watermark: log_end,
-            written: log_end,
-            flushed: log_end,
+            log_start: LogStart(log_start),
+            written: Written(log_end),
+            flushed: Flushed(log_end),
             dir_dirty,
             sealed_since_flush: Vec::new(),
             records_since_flush: 0,
@@ -258,16 +324,25 @@ impl Log {
     pub fn offsets(&self) -> LogOffsets {
         LogOffsets {
             log_start: self.log_start,
-            high_watermark: self.high_watermark,
             log_end: self.log_end(),
         }
     }
 
-    pub fn log_end(&self) -> Offset {
-        self.active().map(|s| s.next_offset()).unwrap_or(self.log_start)
+    pub fn log_end(&self) -> LogEnd {
+        LogEnd(
+            self.active()
+                .map(|s| s.next_offset())
+                .unwrap_or(self.log_start.offset()),
+        )
     }
 
-    pub fn flushed(&self) -> Offset {
+    /// Every offset below this is in the files.
+    pub fn written(&self) -> Written {
+        self.written
+    }
+
+    /// Every offset below this is on stable storage.
+    pub fn flushed(&self) -> Flushed {
         self.flushed
     }
 
@@ -284,8 +359,8 @@ impl Log {
     }
 
     /// Validates a producer's batch, assigns its offsets and appends it. On success the
-    /// batch is visible to readers; the next write round puts it in the file, and a
-    /// round that syncs makes it durable.
+    /// batch is readable; the next write round puts it in the file, and a round that
+    /// syncs makes it durable.
     pub fn append(&mut self, records: impl Into<Bytes>, now_ms: i64) -> Result<AppendInfo, AppendError> {
         let records: Bytes = records.into();
         let header = batch::validate_produced(&records, self.config.max_message_bytes)?;
@@ -303,7 +378,7 @@ impl Log {
                 duplicate: true,
             });
         }
-        let base_offset = self.log_end();
+        let base_offset = self.log_end().offset();
         let log_append_time_ms = (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         // Only the header is copied to patch offsets into it; the rest stays where the
         // request put it. LogAppendTime rewrites the CRC, so that batch is copied whole.
@@ -327,7 +402,6 @@ impl Log {
         };
         active.append(Bytes::from(head), body, &header, index_interval);
         self.producers.record(&header, now_ms);
-        self.high_watermark = header.next_offset();
         self.records_since_flush += header.record_count as u64;
         Ok(AppendInfo {
             base_offset,
@@ -365,26 +439,27 @@ impl Log {
         Ok(())
     }
 
-    /// Reads whole batches from `offset` on the calling thread: up to `max_bytes`, or the
-    /// first batch alone if it is larger and `min_one` is set. Reading at the high
-    /// watermark returns nothing. The broker's fetches use [`Log::read_start`] instead,
-    /// which leaves waiting for the disk to the caller.
+    /// Reads whole batches from `offset` up to the log end on the calling thread: up to
+    /// `max_bytes`, or the first batch alone if it is larger and `min_one` is set.
+    /// Tests, benchmarks and tools use this; the broker reads through its shard's
+    /// [`crate::LogManager`], which waits for the disk without blocking.
     pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Bytes, ReadError> {
-        let mut step = self.read_start(offset, max_bytes, min_one)?;
-        loop {
-            match step {
-                ReadStep::Done(bytes) => return Ok(bytes),
-                ReadStep::Disk(read) => {
-                    let mut buf = vec![0u8; read.len];
-                    read.file.read_exact_at(&mut buf, read.pos)?;
-                    step = self.read_continue(read, Bytes::from(buf));
-                }
-            }
+        let first = self.read_start(offset, max_bytes, min_one, self.log_end().offset())?;
+        let read_file = |read: &DiskRead| {
+            let mut buf = vec![0u8; read.len];
+            let result = read.file.read_exact_at(&mut buf, read.pos).map(|()| Bytes::from(buf));
+            std::future::ready(result)
+        };
+        let done = finish_read(first, read_file, |read, data| self.read_continue(read, data));
+        // Every step above is ready at once, so the future completes on its first poll.
+        match done.now_or_never() {
+            Some(result) => Ok(result?),
+            None => Err(io::Error::other("a blocking read did not complete").into()),
         }
     }
 
     /// Continues a read with the bytes its last step asked for.
-    pub fn read_continue(&self, read: crate::segment::DiskRead, data: Bytes) -> ReadStep {
+    pub(crate) fn read_continue(&self, read: DiskRead, data: Bytes) -> ReadStep {
         match self.segments.get(&read.cursor.segment) {
             Some(segment) => segment.read_step(read.cursor, Some(data), self.config.index_interval_bytes),
             // The segment went away meanwhile (the topic was deleted).
@@ -392,17 +467,26 @@ impl Log {
         }
     }
 
-    /// Starts a read (see [`Log::read`]): answers at once from memory, or names the
-    /// first file range to read.
-    pub fn read_start(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<ReadStep, ReadError> {
-        if offset < self.log_start || offset > self.high_watermark {
+    /// Starts a read of whole batches from `offset` that returns no batch starting at
+    /// or after `upto`: answers at once from memory, or names the first file range to
+    /// read. `offset` must be within the log (log start to log end); reading at or past
+    /// `upto` returns nothing, as Kafka does between the high watermark and the log end.
+    pub(crate) fn read_start(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+        upto: Offset,
+    ) -> Result<ReadStep, ReadError> {
+        let log_end = self.log_end();
+        if offset < self.log_start.offset() || offset > log_end.offset() {
             return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
                 log_start: self.log_start,
-                high_watermark: self.high_watermark,
+                log_end,
             });
         }
-        if offset == self.high_watermark {
+        if offset >= upto.min(log_end.offset()) {
             return Ok(ReadStep::Done(Bytes::new()));
         }
         // The segment holding `offset`, or a later one when that segment ends exactly at
@@ -411,7 +495,7 @@ impl Log {
         let later = self.segments.range((Bound::Excluded(offset), Bound::Unbounded));
         for (_, segment) in holding.into_iter().chain(later) {
             if segment.next_offset() > offset {
-                let cursor = segment.read_cursor(offset, max_bytes, min_one);
+                let cursor = segment.read_cursor(offset, max_bytes, min_one, upto);
                 return Ok(segment.read_step(cursor, None, self.config.index_interval_bytes));
             }
         }
@@ -444,14 +528,9 @@ impl Log {
 
     /// Whether `flush.messages` or `flush.ms` asks for a flush now.
     pub fn flush_due(&self, now_ms: i64) -> bool {
-        self.flushed < self.log_end()
+        self.flushed.offset() < self.log_end().offset()
             && (self.records_since_flush >= self.config.flush_messages
                 || now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms)
-    }
-
-    /// Every offset below this is in the files.
-    pub fn written(&self) -> Offset {
-        self.written
     }
 
     /// Bytes appended but not yet in the files.
@@ -472,7 +551,7 @@ impl Log {
     /// A round writing everything appended since the last one, and with `sync` making
     /// all of it durable; None when there is nothing to do.
     pub fn take_writes(&mut self, sync: bool) -> Option<WriteJob> {
-        let upto = self.log_end();
+        let upto = self.log_end().offset();
         let mut writes = Vec::new();
         let active_base = self.active().map(Segment::base_offset);
         for segment in self.segments.values_mut().rev() {
@@ -484,7 +563,7 @@ impl Log {
                 break;
             }
         }
-        let sync = sync && (self.flushed < upto || self.dir_dirty);
+        let sync = sync && (self.flushed.offset() < upto || self.dir_dirty);
         if writes.is_empty() && !sync {
             return None;
         }
@@ -492,7 +571,7 @@ impl Log {
         if sync {
             syncs = self.sync_files();
         }
-        let dir = (sync && std::mem::take(&mut self.dir_dirty)).then(|| (self.io.clone(), self.dir.clone()));
+        let dir = (sync && std::mem::take(&mut self.dir_dirty)).then(|| self.dir.clone());
         if sync {
             self.records_since_flush = 0;
         }
@@ -516,10 +595,10 @@ impl Log {
         // The segment holding `flushed` and every later one (the active one among them).
         let from = self
             .segments
-            .range(..=self.flushed)
+            .range(..=self.flushed.offset())
             .next_back()
             .map(|(base, _)| *base)
-            .unwrap_or(self.log_start);
+            .unwrap_or(self.log_start.offset());
         for (_, segment) in self.segments.range(from..) {
             files.extend(segment.sync_handles(false));
         }
@@ -533,11 +612,13 @@ impl Log {
                 segment.wrote(*target, *len);
             }
         }
-        self.written = self.written.max(receipt.upto);
+        self.written = self.written.max(Written(receipt.upto));
         if receipt.sync {
-            self.flushed = self.flushed.max(receipt.upto);
+            self.flushed = self.flushed.max(Flushed(receipt.upto));
             self.last_flush_ms = now_ms;
         }
+        debug_assert!(self.flushed.offset() <= self.written.offset());
+        debug_assert!(self.written.offset() <= self.log_end().offset());
     }
 
     /// Forgets rounds that were handed out but never completed (their engine stopped),
@@ -551,27 +632,52 @@ impl Log {
     /// Writes and syncs everything on the calling thread (shutdown and tests use this).
     pub fn flush_now(&mut self, now_ms: i64) -> io::Result<()> {
         self.rewind_writes();
-        if let Some(job) = self.take_writes(true) {
-            job.run_blocking()?;
-            self.complete_writes(&job.receipt(), now_ms);
-        }
-        Ok(())
+        self.run_now(true, now_ms)
     }
 
     /// Writes everything pending on the calling thread, without a sync.
     pub fn write_now(&mut self, now_ms: i64) -> io::Result<()> {
-        if let Some(job) = self.take_writes(false) {
-            job.run_blocking()?;
-            self.complete_writes(&job.receipt(), now_ms);
+        self.run_now(false, now_ms)
+    }
+
+    fn run_now(&mut self, sync: bool, now_ms: i64) -> io::Result<()> {
+        if let Some(job) = self.take_writes(sync) {
+            let receipt = job.receipt();
+            job.run_blocking(self.io.as_ref())?;
+            self.complete_writes(&receipt, now_ms);
         }
         Ok(())
     }
 
-    /// Deletes the log and its directory.
-    pub fn delete(self) -> io::Result<()> {
-        for (_, segment) in self.segments {
+    /// Deletes the log's files and its directory; the log holds nothing afterwards.
+    pub fn delete(&mut self) -> io::Result<()> {
+        for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete(self.io.as_ref())?;
         }
         self.io.remove_dir_all(&self.dir)
+    }
+}
+
+/// Runs a read to its end: `first` answers from memory or names a file range, `fetch`
+/// reads a range, and `resume` continues with the bytes. The one read loop, whether
+/// the bytes come through a shard's backend or from a blocking read.
+pub(crate) async fn finish_read<F, Fut>(
+    first: ReadStep,
+    fetch: F,
+    resume: impl Fn(DiskRead, Bytes) -> ReadStep,
+) -> io::Result<Bytes>
+where
+    F: Fn(&DiskRead) -> Fut,
+    Fut: Future<Output = io::Result<Bytes>>,
+{
+    let mut step = first;
+    loop {
+        match step {
+            ReadStep::Done(bytes) => return Ok(bytes),
+            ReadStep::Disk(read) => {
+                let data = fetch(&read).await?;
+                step = resume(read, data);
+            }
+        }
     }
 }

@@ -6,24 +6,36 @@
 //! that persists it are touched by one thread only. In cluster mode the same partition's
 //! leadership (decided by etcd) will decide the coordinator.
 //!
+//! Three layers: `machine` is the pure state machine (no I/O, no clock of its own, no
+//! wire types; unit-tested in `tests`), `coordinator` hosts it on a shard (parks the
+//! requests that wait for a rebalance, persists to `__consumer_offsets`, replays it at
+//! start-up), and the handlers translate the wire to and from the machine's types.
+//!
 //! States: Empty → PreparingRebalance → CompletingRebalance → Stable, and Dead for a
 //! deleted group. A rebalance waits for every known member to rejoin, up to the largest
 //! rebalance timeout; a new group first waits `group.initial.rebalance.delay.ms` so that
 //! members starting together land in one generation. The leader's assignment is passed
 //! through untouched, so every client-side assignor works.
 
+pub mod api;
 pub mod coordinator;
+pub mod machine;
+mod rebalance;
 pub mod records;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use records::Committed;
+
+/// Kafka's internal topic of committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Group and instance ids are stored as Kafka STRINGs (an i16 length), so longer ones
 /// are refused with INVALID_GROUP_ID rather than stored damaged.
@@ -34,10 +46,6 @@ pub const MEMBER_ID_PREFIX_LEN_MAX: usize = 255;
 
 /// Kafka's `offset.metadata.max.bytes`: a commit's metadata string may be this long.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-
-/// How often timers are checked (session expiry, join deadlines). Kafka's own purgatory
-/// ticks at 200 ms; 100 ms keeps rebalance latency small at a negligible cost.
-pub const TICK: Duration = Duration::from_millis(100);
 
 /// The coordinator's settings, with Kafka's names and defaults.
 #[derive(Debug, Clone)]
@@ -77,10 +85,14 @@ impl GroupState {
     }
 }
 
+/// A request parked until the rebalance moves on; the coordinator holds the channel
+/// that answers it, the machine only its ticket.
+pub type Ticket = u64;
+
 /// A join request parked until the join phase completes.
 pub(crate) struct JoinWaiter {
     pub version: i16,
-    pub reply: oneshot::Sender<kafka_protocol::messages::JoinGroupResponse>,
+    pub ticket: Ticket,
 }
 
 pub(crate) struct Member {
@@ -94,7 +106,8 @@ pub(crate) struct Member {
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
     pub join_waiter: Option<JoinWaiter>,
-    pub sync_waiter: Option<oneshot::Sender<kafka_protocol::messages::SyncGroupResponse>>,
+    /// A SyncGroup parked until the leader hands in the assignment.
+    pub sync_waiter: Option<Ticket>,
     pub heartbeat_deadline: Instant,
 }
 
@@ -230,31 +243,9 @@ fn consumer_subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
     Some(topics)
 }
 
-/// Java's `String.hashCode` over UTF-16 code units, as Kafka uses to place a group.
-pub fn java_hash_code(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
-}
-
-/// Kafka's `partitionFor(groupId)`: `Utils.abs(hashCode) % partitions`.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    let h = java_hash_code(group);
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
-
 #[cfg(test)]
-mod tests {
+mod metadata_tests {
     use super::*;
-
-    #[test]
-    fn group_placement_matches_kafka() {
-        // Java: "my-group".hashCode() == 1_836_178_590... computed the same way.
-        assert_eq!(java_hash_code(""), 0);
-        assert_eq!(java_hash_code("a"), 97);
-        assert_eq!(java_hash_code("ab"), 97 * 31 + 98);
-        assert!((0..50).contains(&partition_for("any group at all", 50)));
-    }
 
     #[test]
     fn subscription_topics_are_read_from_consumer_metadata() {

@@ -33,11 +33,7 @@ impl Handler for CreatePartitionsHandler {
         let mut results = Vec::new();
         for topic in &request.topics {
             let name = topic.name.as_str();
-            let current = shard
-                .controller()
-                .metadata()
-                .topic(name)
-                .map(|t| (t.partitions, t.internal));
+            let current = shard.metadata().topic(name).map(|t| (t.partitions, t.internal));
             let result = match current {
                 _ if seen.get(name).copied().unwrap_or(0) > 1 => Err(AdminError::new(
                     ResponseError::InvalidRequest,

@@ -122,7 +122,7 @@ async fn create(
         return Err(AdminError::new(ResponseError::InvalidTopicException, why));
     }
     let topic_id = if validate_only {
-        if shard.controller().metadata().topic(name).is_some() {
+        if shard.metadata().topic(name).is_some() {
             return Err(AdminError::new(
                 ResponseError::TopicAlreadyExists,
                 format!("topic '{name}' already exists"),

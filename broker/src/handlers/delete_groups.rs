@@ -7,8 +7,7 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{ask_coordinator, Handler, RequestContext};
-use crate::group::coordinator::GroupOp;
+use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
 
 pub(crate) struct DeleteGroupsHandler;
@@ -21,9 +20,15 @@ impl Handler for DeleteGroupsHandler {
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: DeleteGroupsRequest) -> Option<DeleteGroupsResponse> {
         let mut results = Vec::new();
         for group_id in request.groups_names {
-            let code = ask_coordinator(&shard, &group_id, |reply| GroupOp::Delete { reply })
-                .await
-                .unwrap_or(ResponseError::CoordinatorNotAvailable.code());
+            let id = group_id.to_string();
+            let error = ask_group(
+                &shard,
+                &group_id,
+                move |s| async move { s.groups.delete(&*s, &id).await },
+            )
+            .await
+            .unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+            let code = error_code(error);
             results.push(
                 DeletableGroupResult::default()
                     .with_group_id(group_id)

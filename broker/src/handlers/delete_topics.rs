@@ -39,7 +39,7 @@ impl Handler for DeleteTopicsHandler {
         };
         let mut responses = Vec::new();
         for (name, id) in wanted {
-            let metadata = shard.controller().metadata();
+            let metadata = shard.metadata();
             let found = match &name {
                 Some(name) => metadata
                     .topic(name)

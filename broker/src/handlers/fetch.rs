@@ -13,17 +13,92 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
-use sluice_storage::BatchHeader;
+use sluice_storage::{BatchHeader, Offset, ReadError};
 use tokio::sync::Notify;
 
 use super::{error_code, Handler, RequestContext};
-use crate::shard::{FetchItem, FetchOutcome, Shard, ShardCall, TopicPartition};
+use crate::partition::{ReadBound, TopicPartition};
+use crate::router::{self, PartitionOp};
+use crate::shard::Shard;
 
 pub(crate) struct FetchHandler;
 
 /// Kafka's broker-side `fetch.max.bytes` (55 MiB): the most one fetch returns, whatever
 /// the client asks, so a request for 2 GB cannot make the broker read and hold 2 GB.
 const FETCH_MAX_BYTES: i32 = 57_671_680;
+
+/// What one partition of a fetch asks for.
+pub struct FetchItem {
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutcome {
+    pub error: Option<ResponseError>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Bytes,
+}
+
+/// One pass of a fetch over its partitions' owning shards; each partition read wakes
+/// `waker` when data is next appended there (the long poll).
+#[derive(Clone)]
+pub(crate) struct FetchOp {
+    waker: Arc<Notify>,
+}
+
+impl PartitionOp for FetchOp {
+    type Item = FetchItem;
+    type Outcome = FetchOutcome;
+    const API: ApiKey = ApiKey::Fetch;
+
+    fn refused(error: ResponseError) -> FetchOutcome {
+        FetchOutcome {
+            error: Some(error),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+        }
+    }
+
+    /// Every partition's read at once: data still in a write-behind tail comes from
+    /// memory, the rest through the shard's storage backend.
+    async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, FetchItem)>) -> Vec<FetchOutcome> {
+        let reads = items.into_iter().map(|(tp, item)| {
+            let started = {
+                let mut partitions = shard.partitions.borrow_mut();
+                partitions.get_mut(&tp).map(|p| {
+                    p.watch(&self.waker);
+                    let offsets = p.offsets();
+                    let read = p.read(Offset(item.offset), item.max_bytes, ReadBound::HighWatermark);
+                    (offsets, read)
+                })
+            };
+            async move {
+                let Some((offsets, read)) = started else {
+                    return Self::refused(ResponseError::UnknownTopicOrPartition);
+                };
+                let mut out = FetchOutcome {
+                    error: None,
+                    high_watermark: offsets.high_watermark.value(),
+                    log_start_offset: offsets.log_start.value(),
+                    records: Bytes::new(),
+                };
+                match read.await {
+                    Ok(records) => out.records = records,
+                    Err(ReadError::OffsetOutOfRange { .. }) => out.error = Some(ResponseError::OffsetOutOfRange),
+                    Err(ReadError::Io(e)) => {
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, "read failed: {e}");
+                        out.error = Some(ResponseError::KafkaStorageError);
+                    }
+                }
+                out
+            }
+        });
+        futures_util::future::join_all(reads).await
+    }
+}
 
 impl Handler for FetchHandler {
     type Request = FetchRequest;
@@ -32,55 +107,26 @@ impl Handler for FetchHandler {
     const VERSIONS: (i16, i16) = (4, 12);
 
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: FetchRequest) -> Option<FetchResponse> {
-        let metadata = shard.controller().metadata();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
-        let waker = Arc::new(Notify::new());
+        let op = FetchOp {
+            waker: Arc::new(Notify::new()),
+        };
         let mut shutdown = shard.cluster.shutdown.clone();
         loop {
-            let mut items = Vec::new();
-            let mut slots = Vec::new();
-            let mut outcomes: Vec<FetchOutcome> = Vec::new();
-            for topic in &request.topics {
-                let name = topic.topic.as_str();
-                let known = metadata.topic(name).map(|t| t.partitions);
-                for p in &topic.partitions {
-                    if known.is_some_and(|n| (0..n).contains(&p.partition)) {
-                        let tp = TopicPartition {
-                            topic: name.to_string(),
-                            partition: p.partition,
+            let items = request
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| {
+                        let item = FetchItem {
+                            offset: p.fetch_offset,
+                            max_bytes: p.partition_max_bytes.clamp(0, FETCH_MAX_BYTES) as usize,
                         };
-                        let max_bytes = p.partition_max_bytes.clamp(0, FETCH_MAX_BYTES) as usize;
-                        slots.push(outcomes.len());
-                        items.push((
-                            shard.cluster.owner_of(name, p.partition),
-                            FetchItem {
-                                tp,
-                                offset: p.fetch_offset,
-                                max_bytes,
-                            },
-                        ));
-                    }
-                    outcomes.push(FetchOutcome {
-                        error: Some(ResponseError::UnknownTopicOrPartition),
-                        high_watermark: -1,
-                        log_start_offset: -1,
-                        records: Bytes::new(),
-                    });
-                }
-            }
-            let reads = shard
-                .fan_out(items, |items, reply| ShardCall::Fetch {
-                    items,
-                    waker: Some(waker.clone()),
-                    queued_at: tokio::time::Instant::now(),
-                    reply,
+                        (TopicPartition::new(t.topic.as_str(), p.partition), item)
+                    })
                 })
-                .await;
-            for (slot, read) in slots.into_iter().zip(reads) {
-                if let Some(read) = read {
-                    outcomes[slot] = read;
-                }
-            }
+                .collect();
+            let mut outcomes = router::route(&shard, op.clone(), items).await;
             let partition_limits = request
                 .topics
                 .iter()
@@ -97,7 +143,7 @@ impl Handler for FetchHandler {
                 return Some(response(&request, outcomes));
             }
             tokio::select! {
-                _ = waker.notified() => {}
+                _ = op.waker.notified() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => {}
             }

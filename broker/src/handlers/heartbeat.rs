@@ -5,8 +5,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use kafka_protocol::ResponseError;
 
-use super::{ask_coordinator, Handler, RequestContext};
-use crate::group::coordinator::GroupOp;
+use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
 
 pub(crate) struct HeartbeatHandler;
@@ -18,9 +17,16 @@ impl Handler for HeartbeatHandler {
 
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: HeartbeatRequest) -> Option<HeartbeatResponse> {
         let group_id = request.group_id.to_string();
-        let answer = ask_coordinator(&shard, &group_id, |reply| GroupOp::Heartbeat { request, reply }).await;
-        Some(answer.unwrap_or_else(|| {
-            HeartbeatResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code())
-        }))
+        let member_id = request.member_id.to_string();
+        let instance_id = request.group_instance_id.as_ref().map(|s| s.to_string());
+        let generation = request.generation_id;
+        let key = group_id.clone();
+        let error = ask_group(&shard, &key, move |s| async move {
+            s.groups
+                .heartbeat(&group_id, &member_id, instance_id.as_deref(), generation)
+        })
+        .await
+        .unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+        Some(HeartbeatResponse::default().with_error_code(error_code(error)))
     }
 }

@@ -13,10 +13,6 @@ use crate::shard::Shard;
 
 pub(crate) struct InitProducerIdHandler;
 
-/// Ids reserved from the controller per round trip: each reservation is a metadata
-/// write, so a block amortises it over many producers.
-const PRODUCER_ID_BLOCK: i64 = 1000;
-
 impl Handler for InitProducerIdHandler {
     type Request = InitProducerIdRequest;
     type Response = InitProducerIdResponse;
@@ -38,7 +34,7 @@ impl Handler for InitProducerIdHandler {
             tracing::debug!("InitProducerId with a transactional id: transactions are not supported yet");
             return Some(failed(ResponseError::InvalidRequest));
         }
-        match next_producer_id(&shard) {
+        match shard.next_producer_id().await {
             Ok(id) => Some(
                 InitProducerIdResponse::default()
                     .with_producer_id(ProducerId(id))
@@ -50,18 +46,4 @@ impl Handler for InitProducerIdHandler {
             }
         }
     }
-}
-
-fn next_producer_id(shard: &Shard) -> Result<i64, sluice_controller::ControllerError> {
-    let mut ids = shard
-        .cluster
-        .producer_ids
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if ids.is_empty() {
-        *ids = shard.controller().allocate_producer_ids(PRODUCER_ID_BLOCK)?;
-    }
-    let id = ids.start;
-    ids.start += 1;
-    Ok(id)
 }

@@ -3,11 +3,13 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
-use tokio::sync::oneshot;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{Handler, RequestContext};
-use crate::shard::{Shard, ShardCall};
+use crate::router;
+use crate::shard::Shard;
 
 pub(crate) struct ListGroupsHandler;
 
@@ -17,22 +19,21 @@ impl Handler for ListGroupsHandler {
     const VERSIONS: (i16, i16) = (0, 5);
 
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: ListGroupsRequest) -> Option<ListGroupsResponse> {
-        let mut answers = Vec::new();
-        for target in 0..shard.cluster.peers.len() {
-            let (reply, answer) = oneshot::channel();
-            let this = shard.clone();
-            tokio::task::spawn_local(async move { this.route(target, ShardCall::ListGroups { reply }).await });
-            answers.push(answer);
-        }
-        let wanted = |filter: &[kafka_protocol::protocol::StrBytes], value: &str| {
+        let answers = router::broadcast(&shard, |s| async move { s.groups.list() }).await;
+        let wanted = |filter: &[StrBytes], value: &str| {
             filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
         };
+        let str = |s: &str| StrBytes::from_string(s.to_string());
         let mut groups = Vec::new();
-        for answer in answers {
-            for g in answer.await.unwrap_or_default() {
-                if wanted(&request.states_filter, &g.group_state) && wanted(&request.types_filter, &g.group_type) {
-                    groups.push(g);
-                }
+        for g in answers.into_iter().flatten().flatten() {
+            if wanted(&request.states_filter, g.state) && wanted(&request.types_filter, "classic") {
+                groups.push(
+                    ListedGroup::default()
+                        .with_group_id(GroupId(str(&g.group_id)))
+                        .with_protocol_type(str(&g.protocol_type))
+                        .with_group_state(str(g.state))
+                        .with_group_type(str("classic")),
+                );
             }
         }
         Some(ListGroupsResponse::default().with_groups(groups))

@@ -5,13 +5,88 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{error_code, Handler, RequestContext};
-use crate::shard::{OffsetOutcome, OffsetQuery, Shard, ShardCall, TopicPartition};
+use crate::partition::TopicPartition;
+use crate::router::{self, PartitionOp};
+use crate::shard::Shard;
 
 pub(crate) struct ListOffsetsHandler;
+
+/// ListOffsets' special timestamps (KIP-79, KIP-734, KIP-405).
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
+
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetOutcome {
+    pub error: Option<ResponseError>,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub leader_epoch: i32,
+}
+
+/// One request's lookups, as the partitions' owning shards run them.
+#[derive(Clone, Copy)]
+pub(crate) struct ListOffsetsOp;
+
+impl PartitionOp for ListOffsetsOp {
+    /// The timestamp asked for (or one of the special ones).
+    type Item = i64;
+    type Outcome = OffsetOutcome;
+    const API: ApiKey = ApiKey::ListOffsets;
+
+    fn refused(error: ResponseError) -> OffsetOutcome {
+        OffsetOutcome {
+            error: Some(error),
+            offset: -1,
+            timestamp: -1,
+            leader_epoch: -1,
+        }
+    }
+
+    async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, i64)>) -> Vec<OffsetOutcome> {
+        let partitions = shard.partitions.borrow();
+        items
+            .into_iter()
+            .map(|(tp, timestamp)| {
+                let Some(p) = partitions.get(&tp) else {
+                    return Self::refused(ResponseError::UnknownTopicOrPartition);
+                };
+                let offsets = p.offsets();
+                let found = match timestamp {
+                    LATEST_TIMESTAMP => Ok(Some((offsets.high_watermark.offset(), -1))),
+                    EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((offsets.log_start.offset(), -1))),
+                    MAX_TIMESTAMP => Ok(p.log().max_timestamp()),
+                    ts if ts < 0 => return Self::refused(ResponseError::InvalidRequest),
+                    ts => p.log().offset_for_timestamp(ts),
+                };
+                match found {
+                    Ok(Some((offset, timestamp))) => OffsetOutcome {
+                        error: None,
+                        offset: offset.value(),
+                        timestamp,
+                        leader_epoch: p.leader_epoch(),
+                    },
+                    // Nothing at or after the timestamp: Kafka's answer has no epoch either.
+                    Ok(None) => OffsetOutcome {
+                        error: None,
+                        offset: -1,
+                        timestamp: -1,
+                        leader_epoch: -1,
+                    },
+                    Err(e) => {
+                        tracing::error!(topic = %tp.topic, partition = tp.partition, "offset lookup failed: {e}");
+                        Self::refused(ResponseError::KafkaStorageError)
+                    }
+                }
+            })
+            .collect()
+    }
+}
 
 impl Handler for ListOffsetsHandler {
     type Request = ListOffsetsRequest;
@@ -19,44 +94,16 @@ impl Handler for ListOffsetsHandler {
     const VERSIONS: (i16, i16) = (1, 10);
 
     async fn handle(shard: Rc<Shard>, ctx: RequestContext, request: ListOffsetsRequest) -> Option<ListOffsetsResponse> {
-        let metadata = shard.controller().metadata();
-        let unknown = OffsetOutcome {
-            error: Some(ResponseError::UnknownTopicOrPartition),
-            offset: -1,
-            timestamp: -1,
-        };
-        let mut outcomes = Vec::new();
-        let mut items = Vec::new();
-        let mut slots = Vec::new();
-        for topic in &request.topics {
-            let name = topic.name.as_str();
-            let known = metadata.topic(name).map(|t| t.partitions);
-            for p in &topic.partitions {
-                if known.is_some_and(|n| (0..n).contains(&p.partition_index)) {
-                    let tp = TopicPartition {
-                        topic: name.to_string(),
-                        partition: p.partition_index,
-                    };
-                    slots.push(outcomes.len());
-                    items.push((
-                        shard.cluster.owner_of(name, p.partition_index),
-                        OffsetQuery {
-                            tp,
-                            timestamp: p.timestamp,
-                        },
-                    ));
-                }
-                outcomes.push(unknown);
-            }
-        }
-        let answers = shard
-            .fan_out(items, |items, reply| ShardCall::ListOffsets { items, reply })
-            .await;
-        for (slot, answer) in slots.into_iter().zip(answers) {
-            if let Some(answer) = answer {
-                outcomes[slot] = answer;
-            }
-        }
+        let items = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (TopicPartition::new(t.name.as_str(), p.partition_index), p.timestamp))
+            })
+            .collect();
+        let outcomes = router::route(&shard, ListOffsetsOp, items).await;
         let mut outcomes = outcomes.into_iter();
         let topics = request
             .topics
@@ -66,14 +113,16 @@ impl Handler for ListOffsetsHandler {
                     .partitions
                     .iter()
                     .map(|p| {
-                        let o = outcomes.next().unwrap_or(unknown);
+                        let o = outcomes
+                            .next()
+                            .unwrap_or_else(|| ListOffsetsOp::refused(ResponseError::UnknownServerError));
                         ListOffsetsPartitionResponse::default()
                             .with_partition_index(p.partition_index)
                             .with_error_code(error_code(o.error))
                             .with_offset(o.offset)
                             .with_timestamp(o.timestamp)
                             // The field exists from v4; encoding it earlier is an error.
-                            .with_leader_epoch(if ctx.version() >= 4 { 0 } else { -1 })
+                            .with_leader_epoch(if ctx.version() >= 4 { o.leader_epoch } else { -1 })
                     })
                     .collect();
                 ListOffsetsTopicResponse::default()

@@ -28,7 +28,7 @@ impl Handler for MetadataHandler {
         let mut topics = Vec::new();
         match request.topics {
             None => {
-                for topic in shard.controller().metadata().topics.values() {
+                for topic in shard.metadata().topics.values() {
                     topics.push(describe(topic, node_id));
                 }
             }
@@ -50,9 +50,7 @@ impl Handler for MetadataHandler {
         Some(
             MetadataResponse::default()
                 .with_brokers(vec![broker])
-                .with_cluster_id(Some(StrBytes::from_string(
-                    shard.controller().metadata().cluster_id.clone(),
-                )))
+                .with_cluster_id(Some(StrBytes::from_string(shard.metadata().cluster_id.clone())))
                 .with_controller_id(BrokerId(node_id))
                 .with_topics(topics),
         )
@@ -60,7 +58,7 @@ impl Handler for MetadataHandler {
 }
 
 async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id: i32) -> MetadataResponseTopic {
-    if let Some(topic) = shard.controller().metadata().topic(name) {
+    if let Some(topic) = shard.metadata().topic(name) {
         return describe(topic, node_id);
     }
     if let Err(why) = sluice_controller::validate_topic_name(name) {
@@ -76,7 +74,7 @@ async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id
         Err(admin::AdminError {
             code: ResponseError::TopicAlreadyExists,
             ..
-        }) => match shard.controller().metadata().topic(name) {
+        }) => match shard.metadata().topic(name) {
             Some(topic) => describe(topic, node_id),
             None => missing(Some(name), ResponseError::LeaderNotAvailable),
         },
@@ -88,7 +86,7 @@ async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id
 }
 
 fn lookup_by_id(shard: &Rc<Shard>, id: uuid::Uuid, node_id: i32) -> MetadataResponseTopic {
-    let metadata = shard.controller().metadata();
+    let metadata = shard.metadata();
     match metadata.topics.values().find(|t| t.id == id) {
         Some(topic) => describe(topic, node_id),
         None => missing(None, ResponseError::UnknownTopicId).with_topic_id(id),

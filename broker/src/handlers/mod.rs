@@ -201,25 +201,15 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     Ok(buf)
 }
 
-/// Sends `op` to the shard that coordinates `group_id` and waits for its answer; None
+/// Runs `work` on the shard that coordinates `group_id` and returns its answer; None
 /// when that shard is gone (shutdown).
-pub(crate) async fn ask_coordinator<T>(
-    shard: &Rc<Shard>,
-    group_id: &str,
-    op: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::group::coordinator::GroupOp,
-) -> Option<T> {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let target = shard.cluster.group_shard(group_id);
-    shard
-        .route(
-            target,
-            crate::shard::ShardCall::Group {
-                group_id: group_id.to_string(),
-                op: Box::new(op(reply)),
-            },
-        )
-        .await;
-    answer.await.ok()
+pub(crate) async fn ask_group<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    crate::router::ask::<crate::group::coordinator::GroupCoordinator, _, _, _>(shard, group_id, work).await
 }
 
 /// Helpers shared by handlers.

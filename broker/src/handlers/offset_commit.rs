@@ -8,8 +8,8 @@ use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponseParti
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use super::{ask_coordinator, Handler, RequestContext};
-use crate::group::coordinator::{GroupOp, OffsetCommit, PartitionOffset};
+use super::{ask_group, error_code, Handler, RequestContext};
+use crate::group::api::{OffsetCommit, PartitionOffset};
 use crate::shard::Shard;
 
 pub(crate) struct OffsetCommitHandler;
@@ -44,7 +44,11 @@ impl Handler for OffsetCommitHandler {
                 })
                 .collect(),
         };
-        let errors = ask_coordinator(&shard, &group_id, |reply| GroupOp::Commit { commit, reply }).await;
+        let key = group_id.clone();
+        let errors = ask_group(&shard, &key, move |s| async move {
+            s.groups.commit(&*s, &group_id, commit).await
+        })
+        .await;
         let topics = request
             .topics
             .iter()
@@ -56,7 +60,7 @@ impl Handler for OffsetCommitHandler {
                     .enumerate()
                     .map(|(i, p)| {
                         let code = match &errors {
-                            Some(e) => e.get(t).and_then(|v| v.get(i)).copied().unwrap_or(0),
+                            Some(e) => error_code(e.get(t).and_then(|v| v.get(i)).copied().flatten()),
                             None => ResponseError::CoordinatorNotAvailable.code(),
                         };
                         OffsetCommitResponsePartition::default()

@@ -7,8 +7,7 @@ use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponseParti
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kafka_protocol::ResponseError;
 
-use super::{ask_coordinator, Handler, RequestContext};
-use crate::group::coordinator::GroupOp;
+use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
 
 pub(crate) struct OffsetDeleteHandler;
@@ -30,12 +29,15 @@ impl Handler for OffsetDeleteHandler {
                 )
             })
             .collect();
-        let answer = ask_coordinator(&shard, &group_id, |reply| GroupOp::DeleteOffsets { topics, reply })
-            .await
-            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable.code()));
+        let key = group_id.clone();
+        let answer = ask_group(&shard, &key, move |s| async move {
+            s.groups.delete_offsets(&*s, &group_id, topics).await
+        })
+        .await
+        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
         let errors = match answer {
             Ok(errors) => errors,
-            Err(code) => return Some(OffsetDeleteResponse::default().with_error_code(code)),
+            Err(e) => return Some(OffsetDeleteResponse::default().with_error_code(e.code())),
         };
         let topics = request
             .topics
@@ -46,10 +48,10 @@ impl Handler for OffsetDeleteHandler {
                     .partitions
                     .iter()
                     .zip(codes)
-                    .map(|(p, code)| {
+                    .map(|(p, error)| {
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(code)
+                            .with_error_code(error_code(error))
                     })
                     .collect();
                 OffsetDeleteResponseTopic::default()

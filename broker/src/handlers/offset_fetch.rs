@@ -12,8 +12,8 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{ask_coordinator, Handler, RequestContext};
-use crate::group::coordinator::{FetchedOffsets, GroupOp};
+use super::{ask_group, Handler, RequestContext};
+use crate::group::api::FetchedOffsets;
 use crate::shard::Shard;
 
 pub(crate) struct OffsetFetchHandler;
@@ -105,7 +105,14 @@ async fn fetch(
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> (Vec<FetchedOffsets>, i16) {
-    match ask_coordinator(shard, group_id, |reply| GroupOp::FetchOffsets { topics, reply }).await {
+    let group = group_id.to_string();
+    match ask_group(
+        shard,
+        group_id,
+        move |s| async move { s.groups.committed(&group, topics) },
+    )
+    .await
+    {
         Some(fetched) => (fetched, 0),
         None => (Vec::new(), ResponseError::CoordinatorNotAvailable.code()),
     }

@@ -1,17 +1,120 @@
 //! Produce: validate and append each partition's batch on its owning shard, then
-//! answer per partition (acks=0 gets no answer, acks=all waits for the group commit).
+//! answer per partition (acks=0 gets no answer, acks=1 waits for the write, acks=all
+//! for the group commit's fdatasync).
+//!
+//! The path of a batch: `connection` frames and decodes the request, this handler
+//! routes it (`router::route`: partitions on the connection's shard are served in
+//! place), [`ProduceOp::serve`] appends each batch to its `partition` (storage
+//! validates it and puts it in the log's in-memory tail) and awaits the receipts the
+//! shard's `LogManager` resolves when its write round is done.
 
 use std::rc::Rc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use sluice_controller::TopicMetadata;
+use sluice_storage::Durability;
 
 use super::{error_code, Handler, RequestContext};
-use crate::shard::{ProduceItem, ProduceOutcome, Shard, ShardCall, TopicPartition};
+use crate::partition::TopicPartition;
+use crate::router::{self, PartitionOp};
+use crate::shard::{now_ms, Shard};
 
 pub(crate) struct ProduceHandler;
+
+#[derive(Debug, Clone)]
+pub struct ProduceOutcome {
+    pub error: Option<ResponseError>,
+    pub message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+impl ProduceOutcome {
+    fn failed(error: ResponseError, message: Option<String>) -> Self {
+        ProduceOutcome {
+            error: Some(error),
+            message,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+/// One request's appends, as its partitions' owning shards run them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProduceOp {
+    acks: i16,
+    timeout_ms: i32,
+}
+
+impl PartitionOp for ProduceOp {
+    /// The partition's records field; None is refused as corrupt.
+    type Item = Option<Bytes>;
+    type Outcome = ProduceOutcome;
+    const API: ApiKey = ApiKey::Produce;
+
+    fn refused(error: ResponseError) -> ProduceOutcome {
+        ProduceOutcome::failed(error, None)
+    }
+
+    fn admit(&self, topic: &TopicMetadata, records: &Option<Bytes>) -> Result<(), ResponseError> {
+        if topic.internal {
+            // Only the broker writes its internal topics, as in Kafka.
+            return Err(ResponseError::InvalidTopicException);
+        }
+        if records.is_none() {
+            return Err(ResponseError::CorruptMessage);
+        }
+        Ok(())
+    }
+
+    async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, Option<Bytes>)>) -> Vec<ProduceOutcome> {
+        let now = now_ms();
+        let durability = match self.acks {
+            0 => Durability::Appended,
+            1 => Durability::Written,
+            _ => Durability::Synced,
+        };
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut receipts = Vec::new();
+        for (tp, records) in items {
+            let outcome = match shard.append(&tp, records.unwrap_or_default(), now, durability) {
+                Ok(appended) => {
+                    if let Some(receipt) = appended.receipt {
+                        receipts.push((outcomes.len(), receipt));
+                    }
+                    let info = appended.info;
+                    ProduceOutcome {
+                        error: None,
+                        message: None,
+                        base_offset: info.base_offset.value(),
+                        log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
+                        log_start_offset: info.log_start_offset.value(),
+                    }
+                }
+                Err((error, message)) => ProduceOutcome::failed(error, message),
+            };
+            outcomes.push(outcome);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.timeout_ms.max(0) as u64);
+        for (i, receipt) in receipts {
+            let error = match tokio::time::timeout_at(deadline, receipt.wait()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => ResponseError::KafkaStorageError,
+                Err(_) => ResponseError::RequestTimedOut,
+            };
+            outcomes[i] = ProduceOutcome::failed(error, None);
+        }
+        outcomes
+    }
+}
 
 impl Handler for ProduceHandler {
     type Request = ProduceRequest;
@@ -21,73 +124,37 @@ impl Handler for ProduceHandler {
 
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: ProduceRequest) -> Option<ProduceResponse> {
         let acks = request.acks;
-        let metadata = shard.controller().metadata();
-        // Each partition's answer is decided here (bad acks, unknown partition) or by its shard.
-        let mut early: Vec<Option<ProduceOutcome>> = Vec::new();
-        let mut items = Vec::new();
-        let mut slots = Vec::new();
-        for topic in &request.topic_data {
-            let name = topic.name.as_str();
-            let known = metadata.topic(name).map(|t| t.partitions);
-            for partition in &topic.partition_data {
-                let refuse = |code| Some(ProduceOutcome::refused(code));
-                let outcome = if !matches!(acks, -1..=1) {
-                    refuse(ResponseError::InvalidRequiredAcks)
-                } else if !known.is_some_and(|n| (0..n).contains(&partition.index)) {
-                    refuse(ResponseError::UnknownTopicOrPartition)
-                } else if metadata.topic(name).is_some_and(|t| t.internal) {
-                    // Only the broker writes its internal topics, as in Kafka.
-                    refuse(ResponseError::InvalidTopicException)
-                } else {
-                    match &partition.records {
-                        None => refuse(ResponseError::CorruptMessage),
-                        Some(records) => {
-                            let tp = TopicPartition {
-                                topic: name.to_string(),
-                                partition: partition.index,
-                            };
-                            let owner = shard.cluster.owner_of(name, partition.index);
-                            slots.push(early.len());
-                            items.push((
-                                owner,
-                                ProduceItem {
-                                    tp,
-                                    records: records.clone(),
-                                },
-                            ));
-                            None
-                        }
-                    }
-                };
-                early.push(outcome);
-            }
-        }
-        let timeout_ms = request.timeout_ms;
-        let answers = shard
-            .fan_out(items, |items, reply| ShardCall::Produce {
-                items,
-                acks,
-                timeout_ms,
-                queued_at: tokio::time::Instant::now(),
-                reply,
+        let items: Vec<(TopicPartition, Option<Bytes>)> = request
+            .topic_data
+            .iter()
+            .flat_map(|t| {
+                t.partition_data
+                    .iter()
+                    .map(|p| (TopicPartition::new(t.name.as_str(), p.index), p.records.clone()))
             })
-            .await;
+            .collect();
+        let outcomes = if matches!(acks, -1..=1) {
+            let op = ProduceOp {
+                acks,
+                timeout_ms: request.timeout_ms,
+            };
+            router::route(&shard, op, items).await
+        } else {
+            items
+                .iter()
+                .map(|_| ProduceOp::refused(ResponseError::InvalidRequiredAcks))
+                .collect()
+        };
         {
             let mut metrics = shard.metrics.borrow_mut();
-            for a in answers.iter().flatten() {
-                metrics.error(ApiKey::Produce as i16, error_code(a.error));
-            }
-            for o in early.iter().flatten() {
+            for o in &outcomes {
                 metrics.error(ApiKey::Produce as i16, error_code(o.error));
             }
-        }
-        for (slot, answer) in slots.into_iter().zip(answers) {
-            early[slot] = Some(answer.unwrap_or_else(|| ProduceOutcome::refused(ResponseError::NotLeaderOrFollower)));
         }
         if acks == 0 {
             return None;
         }
-        let mut outcomes = early.into_iter();
+        let mut outcomes = outcomes.into_iter();
         let responses = request
             .topic_data
             .iter()
@@ -98,8 +165,7 @@ impl Handler for ProduceHandler {
                     .map(|p| {
                         let o = outcomes
                             .next()
-                            .flatten()
-                            .unwrap_or_else(|| ProduceOutcome::refused(ResponseError::UnknownServerError));
+                            .unwrap_or_else(|| ProduceOutcome::failed(ResponseError::UnknownServerError, None));
                         PartitionProduceResponse::default()
                             .with_index(p.index)
                             .with_error_code(error_code(o.error))

@@ -1,14 +1,14 @@
-//! The io_uring engine, in two parts.
+//! The io_uring backend, in two parts.
 //!
 //! [`Ring`] is a shard's own ring, created at start-up and driven by the shard's tokio
-//! runtime through the ring's eventfd: the hot path (group-commit writes with their
-//! linked fsyncs, and fetch reads) submits and awaits completions, so the shard thread
-//! never waits for the disk. The ring owns every buffer and file of an operation until
-//! the kernel completes it, even when the future that asked for it was dropped.
+//! runtime through the ring's eventfd: the hot path (write rounds with their linked
+//! fsyncs, and fetch reads) submits and awaits completions, so the shard thread never
+//! waits for the disk. The ring owns every buffer and file of an operation until the
+//! kernel completes it, even when the future that asked for it was dropped.
 //!
-//! [`Uring`] implements the synchronous [`Io`] trait over a small ring per thread, for
-//! what runs outside the hot path (opening and recovering logs at start-up, rare
-//! lookups by timestamp); each call waits for its own completion.
+//! Files opened by [`Uring`] also answer the synchronous [`IoFile`] calls through a
+//! small ring per thread, for what runs outside the hot path (opening and recovering
+//! logs, rare lookups by timestamp); each such call waits for its own completion.
 //!
 //! [`Uring::probe`] tells at start-up whether io_uring can be used here: it is often
 //! disabled by sysctl (`kernel.io_uring_disabled`) or seccomp (EPERM, ENOSYS).
@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use futures_util::future::LocalBoxFuture;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{FileRef, Io, IoFile, Positional};
+use super::{FileRef, Io, IoFile, RoundOutcome, RoundWrite, WriteRound};
 
 /// Entries per ring. One operation is in flight per call today; a few more leave room
 /// for linked write-then-sync submissions without resizing.
@@ -42,11 +43,18 @@ thread_local! {
     static RING: RefCell<Option<IoUring>> = const { RefCell::new(None) };
 }
 
-/// The io_uring engine. Directory operations (rare) go through plain syscalls.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Uring;
+/// A shard's io_uring backend: its own [`Ring`] for the hot path. Directory operations
+/// (rare) go through plain syscalls.
+pub struct Uring {
+    ring: Rc<Ring>,
+}
 
 impl Uring {
+    /// Creates the calling shard's ring; must run inside its tokio runtime.
+    pub fn new() -> io::Result<Uring> {
+        Ok(Uring { ring: Ring::new()? })
+    }
+
     /// Checks that a ring can be created and supports every operation the log uses.
     pub fn probe() -> io::Result<()> {
         let ring = IoUring::new(RING_ENTRIES)?;
@@ -159,22 +167,49 @@ impl Io for Uring {
         Ok(Arc::new(UringFile(super::open_read_write(path, create)?)))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        Positional.create_dir_all(path)
+        std::fs::create_dir_all(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        Positional.list(dir)
+        super::list_dir(dir)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        Positional.remove_file(path)
+        super::remove_file_if_present(path)
     }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        Positional.remove_dir_all(path)
+        std::fs::remove_dir_all(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        Positional.sync_dir(dir)
+        super::sync_dir_now(dir)
     }
     fn name(&self) -> &'static str {
         "io_uring"
+    }
+
+    /// The whole round in one submission on the shard's ring; directory syncs (once
+    /// per new segment, rare) on the blocking pool after the writes.
+    fn write_round(&self, round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
+        Box::pin(async move {
+            let writes = self.ring.write_round(round.writes).await;
+            let mut dirs = Vec::with_capacity(round.dirs.len());
+            for dir in round.dirs {
+                dirs.push(
+                    match tokio::task::spawn_blocking(move || super::sync_dir_now(&dir)).await {
+                        Ok(result) => result,
+                        Err(e) => Err(io::Error::other(e)),
+                    },
+                );
+            }
+            RoundOutcome { writes, dirs }
+        })
+    }
+
+    fn read(&self, file: &FileRef, pos: u64, len: usize) -> LocalBoxFuture<'_, io::Result<Bytes>> {
+        let file = file.clone();
+        Box::pin(async move { self.ring.read_exact(&file, pos, len).await.map(Bytes::from) })
+    }
+
+    fn driver(&self) -> Option<LocalBoxFuture<'static, ()>> {
+        Some(Box::pin(self.ring.clone().drive()))
     }
 }
 
@@ -187,6 +222,10 @@ const SHARD_RING_ENTRIES: u32 = 256;
 const SHARD_RING_COMPLETIONS: u32 = 1024;
 /// The most iovecs one writev takes (Linux's IOV_MAX).
 const IOV_MAX: usize = 1024;
+/// Files one pass of a round submits: each adds a writev and a linked fsync, so a pass
+/// always fits the submission queue and a linked pair is never split between two
+/// submissions. A round over more files takes several passes.
+const FILES_PER_PASS: usize = SHARD_RING_ENTRIES as usize / 2;
 
 /// What an operation's memory and file are while the kernel may still use them. The
 /// ring owns this until the completion arrives, even when the future that asked for
@@ -353,29 +392,36 @@ impl Ring {
     }
 
     /// A write round: for each [`RoundWrite`], its buffers written in full at its
-    /// position and then, when asked, the file fdatasynced. Every file's writev (at
-    /// most `IOV_MAX` buffers) goes in one submission, with its sync linked behind its
-    /// last writev. A write the kernel took only in part cancels its linked sync; the
-    /// next pass writes the rest and syncs again.
-    pub async fn write_round(self: &Rc<Self>, writes: Vec<RoundWrite>) -> io::Result<()> {
+    /// position and then, when asked, the file fdatasynced; one result per write. Each
+    /// file's writev (at most `IOV_MAX` buffers) goes in the same submission as the
+    /// others', with its sync linked behind its last writev. A write the kernel took
+    /// only in part cancels its linked sync; the next pass writes the rest and syncs
+    /// again. A failure fails only the file it happened to.
+    pub async fn write_round(self: &Rc<Self>, writes: Vec<RoundWrite>) -> Vec<io::Result<()>> {
+        let mut results: Vec<Option<io::Result<()>>> = (0..writes.len()).map(|_| None).collect();
         let mut pending = Vec::with_capacity(writes.len());
-        for w in writes {
+        for (i, w) in writes.into_iter().enumerate() {
             let Some(raw) = w.file.raw_fd() else {
-                return Err(io::Error::other("file has no descriptor for io_uring"));
+                results[i] = Some(Err(io::Error::other("file has no descriptor for io_uring")));
+                continue;
             };
-            pending.push(Pending {
-                fd: types::Fd(raw),
-                bufs: w.bufs.into_iter().filter(|b| !b.is_empty()).collect(),
-                pos: w.pos,
-                sync: w.sync,
-                file: w.file,
-            });
+            pending.push((
+                i,
+                Pending {
+                    fd: types::Fd(raw),
+                    bufs: w.bufs.into_iter().filter(|b| !b.is_empty()).collect(),
+                    pos: w.pos,
+                    sync: w.sync,
+                    file: w.file,
+                },
+            ));
         }
         while !pending.is_empty() {
+            let files = pending.len().min(FILES_PER_PASS);
             let mut entries = Vec::new();
             // Per file: whether this pass writes, and whether it syncs.
-            let mut passes = Vec::with_capacity(pending.len());
-            for w in &mut pending {
+            let mut passes = Vec::with_capacity(files);
+            for (_, w) in pending.iter_mut().take(files) {
                 let chunk: Vec<Bytes> = w.bufs.drain(..w.bufs.len().min(IOV_MAX)).collect();
                 let writes = !chunk.is_empty();
                 let syncs = w.sync && w.bufs.is_empty();
@@ -406,54 +452,85 @@ impl Ring {
                 }
                 passes.push((writes, syncs));
             }
-            let mut ops = self.submit(entries).await?.into_iter();
-            let mut finished = Vec::with_capacity(pending.len());
-            for (w, (writes, syncs)) in pending.iter_mut().zip(passes) {
+            let mut ops = match self.submit(entries).await {
+                Ok(ops) => ops.into_iter(),
+                Err(e) => {
+                    for (i, _) in pending.drain(..files) {
+                        results[i] = Some(Err(io::Error::new(e.kind(), e.to_string())));
+                    }
+                    continue;
+                }
+            };
+            let mut finished = Vec::with_capacity(files);
+            for ((i, w), (writes, syncs)) in pending.iter_mut().take(files).zip(passes) {
+                let mut failure = None;
                 let mut whole = true;
                 if writes {
-                    let Some(op) = ops.next() else {
-                        return Err(io::Error::other("io_uring lost a write"));
-                    };
-                    let (n, keep) = op.await;
-                    if n < 0 {
-                        return Err(io::Error::from_raw_os_error(-n));
-                    }
-                    if n == 0 {
-                        return Err(io::Error::new(io::ErrorKind::WriteZero, "the disk took no bytes"));
-                    }
-                    w.pos += n as u64;
-                    // What the kernel did not take goes back to the front of the queue.
-                    let mut skip = n as usize;
-                    let mut unwritten = Vec::new();
-                    for b in keep.bufs {
-                        if skip >= b.len() {
-                            skip -= b.len();
-                        } else {
-                            unwritten.push(b.slice(skip..));
-                            skip = 0;
+                    match ops.next() {
+                        None => failure = Some(io::Error::other("io_uring lost a write")),
+                        Some(op) => {
+                            let (n, keep) = op.await;
+                            if n < 0 {
+                                failure = Some(io::Error::from_raw_os_error(-n));
+                            } else if n == 0 {
+                                failure = Some(io::Error::new(io::ErrorKind::WriteZero, "the disk took no bytes"));
+                            } else {
+                                w.pos += n as u64;
+                                // What the kernel did not take goes back to the front.
+                                let mut skip = n as usize;
+                                let mut unwritten = Vec::new();
+                                for b in keep.bufs {
+                                    if skip >= b.len() {
+                                        skip -= b.len();
+                                    } else {
+                                        unwritten.push(b.slice(skip..));
+                                        skip = 0;
+                                    }
+                                }
+                                whole = unwritten.is_empty();
+                                for b in unwritten.into_iter().rev() {
+                                    w.bufs.push_front(b);
+                                }
+                            }
                         }
-                    }
-                    whole = unwritten.is_empty();
-                    for b in unwritten.into_iter().rev() {
-                        w.bufs.push_front(b);
                     }
                 }
                 if syncs {
-                    let Some(op) = ops.next() else {
-                        return Err(io::Error::other("io_uring lost a sync"));
-                    };
-                    let result = op.await.0;
-                    // After a short write the linked sync reports -ECANCELED: retried.
-                    if whole && result < 0 {
-                        return Err(io::Error::from_raw_os_error(-result));
+                    match ops.next() {
+                        None => {
+                            failure.get_or_insert_with(|| io::Error::other("io_uring lost a sync"));
+                        }
+                        Some(op) => {
+                            let result = op.await.0;
+                            // After a short write the linked sync reports -ECANCELED: retried.
+                            if whole && result < 0 && failure.is_none() {
+                                failure = Some(io::Error::from_raw_os_error(-result));
+                            }
+                        }
                     }
                 }
-                finished.push(w.bufs.is_empty() && (!w.sync || (syncs && whole)));
+                let done = match failure {
+                    Some(e) => {
+                        results[*i] = Some(Err(e));
+                        true
+                    }
+                    None => {
+                        let done = w.bufs.is_empty() && (!w.sync || (syncs && whole));
+                        if done {
+                            results[*i] = Some(Ok(()));
+                        }
+                        done
+                    }
+                };
+                finished.push(done);
             }
             let mut finished = finished.into_iter();
             pending.retain(|_| !finished.next().unwrap_or(false));
         }
-        Ok(())
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(io::Error::other("io_uring round left a write undone"))))
+            .collect()
     }
 
     /// Reads exactly `len` bytes at `pos`.
@@ -502,14 +579,6 @@ impl Ring {
         }
         Ok(out)
     }
-}
-
-/// One file's part of a write round (see [`Ring::write_round`]).
-pub struct RoundWrite {
-    pub file: FileRef,
-    pub pos: u64,
-    pub bufs: Vec<Bytes>,
-    pub sync: bool,
 }
 
 /// A file's part of a round while it is being written.

@@ -13,20 +13,18 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::io::{FileRef, Io};
+use crate::io::{FileRef, Io, RoundWrite};
 
-use crate::batch::{crc_matches, for_each_record, BatchHeader, BATCH_HEADER_LEN};
+use crate::batch::{for_each_record, BatchHeader, BATCH_HEADER_LEN};
 use crate::index::{IndexFile, OffsetEntry, TimeEntry};
 use crate::offset::Offset;
 
-/// The most one read step takes from the file. A fetch may answer with less than its
-/// `max_bytes`, and smaller reads reuse the allocator's memory instead of mapping (and
-/// faulting in) a fresh 10 MiB buffer per partition per fetch, which profiling showed
-/// to be the largest cost of serving a backlog. A first batch larger than this is
-/// still read whole, by a second step (KIP-74).
-const READ_BYTES_MAX: u64 = 1 << 20;
+mod read;
+mod recovery;
+
+pub use read::{DiskRead, ReadCursor, ReadStep};
 
 /// Kafka names segment files by base offset, zero-padded to 20 digits so they sort.
 pub fn file_name(base: Offset, extension: &str) -> String {
@@ -52,16 +50,6 @@ pub struct Segment {
     bytes_since_index_entry: u64,
     /// Wall-clock time of the first append (or of opening an older segment), for `segment.ms`.
     created_ms: i64,
-}
-
-/// What recovery found while scanning a log file.
-struct Scan {
-    valid_len: u64,
-    next_offset: Offset,
-    offset_entries: Vec<OffsetEntry>,
-    time_entries: Vec<TimeEntry>,
-    max_timestamp: Option<(i64, Offset)>,
-    bytes_since_index_entry: u64,
 }
 
 impl Segment {
@@ -124,83 +112,25 @@ impl Segment {
         };
         if is_active {
             segment.recover(index_interval_bytes)?;
-        } else if !segment.indexes_agree_with_log()? {
-            segment.recover(index_interval_bytes)?;
-            segment.seal();
-            segment.write_blocking()?;
         } else {
-            segment.next_offset = segment.last_batch_next_offset()?;
-            segment.max_timestamp = segment
-                .time_index
-                .last()
-                .map(|e| (e.timestamp, base_offset.plus(e.relative_offset as i64)));
+            match segment.intact_end()? {
+                Some(next) if segment.indexes_agree_with_log()? => {
+                    segment.next_offset = next;
+                    segment.max_timestamp = segment
+                        .time_index
+                        .last()
+                        .map(|e| (e.timestamp, base_offset.plus(e.relative_offset as i64)));
+                }
+                // A torn or corrupt tail (a crash during a round that was never
+                // acknowledged), or indexes that do not match: scan and rebuild.
+                _ => {
+                    segment.recover(index_interval_bytes)?;
+                    segment.seal();
+                    segment.write_blocking()?;
+                }
+            }
         }
         Ok(segment)
-    }
-
-    fn recover(&mut self, index_interval_bytes: u64) -> io::Result<()> {
-        let file_len = self.log.size()?;
-        let scan = scan(&self.log, self.base_offset, file_len, index_interval_bytes)?;
-        if scan.valid_len < file_len {
-            tracing::warn!(
-                segment = %self.log_path.display(),
-                kept = scan.valid_len,
-                dropped = file_len - scan.valid_len,
-                "truncating a torn or corrupt tail"
-            );
-            self.log.set_len(scan.valid_len)?;
-            self.log.sync_data()?;
-        }
-        if self.offset_index.entries() != scan.offset_entries.as_slice() {
-            self.offset_index.replace(scan.offset_entries)?;
-        }
-        if self.time_index.entries() != scan.time_entries.as_slice() {
-            self.time_index.replace(scan.time_entries)?;
-        }
-        self.size = scan.valid_len;
-        self.written = scan.valid_len;
-        self.submitted = scan.valid_len;
-        self.next_offset = scan.next_offset;
-        self.max_timestamp = scan.max_timestamp;
-        self.bytes_since_index_entry = scan.bytes_since_index_entry;
-        Ok(())
-    }
-
-    /// A cheap plausibility check of a closed segment's indexes: entries ascend, point
-    /// inside the file, and each offset entry points at a batch with that base offset.
-    fn indexes_agree_with_log(&self) -> io::Result<bool> {
-        let entries = self.offset_index.entries();
-        if entries.is_empty() && self.size > 0 {
-            return Ok(false);
-        }
-        for pair in entries.windows(2) {
-            if pair[0].relative_offset >= pair[1].relative_offset || pair[0].position >= pair[1].position {
-                return Ok(false);
-            }
-        }
-        for entry in entries {
-            match self.header_at(entry.position as u64)? {
-                Some(h) if h.base_offset == self.base_offset.plus(entry.relative_offset as i64) => {}
-                _ => return Ok(false),
-            }
-        }
-        let times = self.time_index.entries();
-        if self.size > 0 && times.is_empty() {
-            return Ok(false);
-        }
-        Ok(times
-            .windows(2)
-            .all(|p| p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset))
-    }
-
-    fn last_batch_next_offset(&self) -> io::Result<Offset> {
-        let mut next = self.base_offset;
-        let mut pos = self.offset_index.last().map(|e| e.position as u64).unwrap_or(0);
-        while let Some(h) = self.header_at(pos)? {
-            next = h.next_offset();
-            pos += h.size as u64;
-        }
-        Ok(next)
     }
 
     /// The header of the batch at `position`, if a whole one starts there.
@@ -334,9 +264,10 @@ impl Segment {
     pub fn write_blocking(&mut self) -> io::Result<()> {
         let mut writes = Vec::new();
         self.take_writes(&mut writes);
-        for w in &writes {
-            w.run_blocking()?;
-            self.wrote(w.target, w.len());
+        for w in writes {
+            let (target, len) = (w.target, w.len());
+            w.into_round(false).run_blocking()?;
+            self.wrote(target, len);
         }
         Ok(())
     }
@@ -438,108 +369,6 @@ impl Segment {
         Ok(None)
     }
 
-    /// Where a read of `offset` starts: the index entry at or before it.
-    pub fn read_cursor(&self, offset: Offset, max_bytes: usize, min_one: bool) -> ReadCursor {
-        let relative = (offset.0 - self.base_offset.0).clamp(0, u32::MAX as i64) as u32;
-        let pos = self
-            .offset_index
-            .floor(relative)
-            .map(|e| e.position as u64)
-            .unwrap_or(0);
-        ReadCursor {
-            segment: self.base_offset,
-            pos,
-            offset,
-            max_bytes,
-            min_one,
-        }
-    }
-
-    /// One step of a read: whole batches starting with the one that holds the cursor's
-    /// offset, at most `max_bytes` of them, or the first alone when it is larger and
-    /// `min_one` is set (KIP-74). `data` is what the previous step asked to read from
-    /// the file (it starts at the cursor). A step either answers or names the next
-    /// file range to read, so the caller decides how to wait for the disk.
-    pub fn read_step(&self, mut cursor: ReadCursor, data: Option<Bytes>, lookahead: u64) -> ReadStep {
-        if let Some(data) = data {
-            let mut at = 0usize;
-            while let Ok(h) = BatchHeader::parse(&data[at..]) {
-                if h.next_offset() > cursor.offset {
-                    break;
-                }
-                at += h.size;
-                if at >= data.len() {
-                    break;
-                }
-            }
-            if at < data.len() && BatchHeader::parse(&data[at..]).is_ok() {
-                return match whole_batches(&data[at..], cursor.max_bytes, cursor.min_one) {
-                    Whole::Bytes(0) => ReadStep::Done(Bytes::new()),
-                    Whole::Bytes(n) => ReadStep::Done(data.slice(at..at + n)),
-                    Whole::First(size) => {
-                        cursor.pos += at as u64;
-                        ReadStep::Disk(DiskRead {
-                            file: self.log.clone(),
-                            pos: cursor.pos,
-                            len: size,
-                            cursor,
-                        })
-                    }
-                };
-            }
-            // Skipped past what was read, or stopped inside a header: plan afresh.
-            cursor.pos += at as u64;
-        }
-        if cursor.pos >= self.size {
-            return ReadStep::Done(Bytes::new());
-        }
-        if cursor.pos >= self.written {
-            return ReadStep::Done(self.read_tail(&cursor));
-        }
-        let len = (cursor.max_bytes.max(BATCH_HEADER_LEN) as u64 + lookahead)
-            .min(READ_BYTES_MAX)
-            .min(self.written - cursor.pos);
-        ReadStep::Disk(DiskRead {
-            file: self.log.clone(),
-            pos: cursor.pos,
-            len: len as usize,
-            cursor,
-        })
-    }
-
-    /// A read served from the write-behind tail: no I/O, and no copy for one batch.
-    fn read_tail(&self, cursor: &ReadCursor) -> Bytes {
-        let first = self.tail.partition_point(|b| b.end() <= cursor.pos);
-        let mut chosen: Vec<&TailBatch> = Vec::new();
-        let mut total = 0usize;
-        for b in self.tail.iter().skip(first) {
-            let Ok(h) = BatchHeader::parse(&b.head) else { break };
-            if h.next_offset() <= cursor.offset {
-                continue;
-            }
-            let len = b.len() as usize;
-            let fits = total + len <= cursor.max_bytes;
-            let first_anyway = chosen.is_empty() && cursor.min_one;
-            if !(fits || first_anyway) {
-                break;
-            }
-            total += len;
-            chosen.push(b);
-        }
-        match chosen.as_slice() {
-            [] => Bytes::new(),
-            [one] if one.body.is_empty() => one.head.clone(),
-            many => {
-                let mut out = BytesMut::with_capacity(total);
-                for b in many {
-                    out.extend_from_slice(&b.head);
-                    out.extend_from_slice(&b.body);
-                }
-                out.freeze()
-            }
-        }
-    }
-
     /// The first record whose timestamp is at or after `timestamp`, with its timestamp.
     /// Uncompressed batches are searched record by record; in a compressed batch the
     /// answer is its first offset and max timestamp (records are not decompressed).
@@ -629,135 +458,13 @@ impl FileWrite {
         self.len() == 0
     }
 
-    /// Writes on the calling thread, gathering small buffers into one write each
-    /// `STAGING_BYTES` (positional I/O has no vectored write in std).
-    pub fn run_blocking(&self) -> io::Result<()> {
-        /// Large enough that a round costs few syscalls, small enough to stay in cache.
-        const STAGING_BYTES: usize = 1 << 20;
-        let mut pos = self.pos;
-        let mut staging: Vec<u8> = Vec::new();
-        for b in &self.bufs {
-            if staging.is_empty() && b.len() >= STAGING_BYTES {
-                self.file.write_all_at(b, pos)?;
-                pos += b.len() as u64;
-                continue;
-            }
-            staging.extend_from_slice(b);
-            if staging.len() >= STAGING_BYTES {
-                self.file.write_all_at(&staging, pos)?;
-                pos += staging.len() as u64;
-                staging.clear();
-            }
+    /// This write as part of a round, synced after it when `sync`.
+    pub fn into_round(self, sync: bool) -> RoundWrite {
+        RoundWrite {
+            file: self.file,
+            pos: self.pos,
+            bufs: self.bufs,
+            sync,
         }
-        if !staging.is_empty() {
-            self.file.write_all_at(&staging, pos)?;
-        }
-        Ok(())
     }
-}
-
-/// Where a read stands between steps: the segment, the file position of the batch to
-/// look at next, and what the reader asked for.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadCursor {
-    pub(crate) segment: Offset,
-    pub(crate) pos: u64,
-    pub(crate) offset: Offset,
-    pub(crate) max_bytes: usize,
-    pub(crate) min_one: bool,
-}
-
-/// The outcome of a read step.
-pub enum ReadStep {
-    /// Whole batches (possibly none).
-    Done(Bytes),
-    /// Read this range of the file and continue with [`crate::Log::read_continue`].
-    Disk(DiskRead),
-}
-
-pub struct DiskRead {
-    pub file: FileRef,
-    pub pos: u64,
-    pub len: usize,
-    pub(crate) cursor: ReadCursor,
-}
-
-enum Whole {
-    /// This many bytes of whole batches fit.
-    Bytes(usize),
-    /// Nothing fits but the first batch is wanted whole: it is this long.
-    First(usize),
-}
-
-/// How many leading bytes of `buf` are whole batches within `max_bytes` (KIP-74: the
-/// first batch counts even when larger, with `min_one`).
-fn whole_batches(buf: &[u8], max_bytes: usize, min_one: bool) -> Whole {
-    let mut end = 0usize;
-    while let Ok(h) = BatchHeader::parse(&buf[end..]) {
-        let first = end == 0;
-        if end + h.size > buf.len() {
-            if first && min_one {
-                return Whole::First(h.size);
-            }
-            break;
-        }
-        if end + h.size > max_bytes && !(first && min_one) {
-            break;
-        }
-        end += h.size;
-    }
-    Whole::Bytes(end)
-}
-
-/// Reads a log file batch by batch from the start, checking each CRC, and stops at the
-/// first batch that is torn, corrupt, or does not follow its predecessor's offsets.
-fn scan(log: &FileRef, base_offset: Offset, file_len: u64, index_interval_bytes: u64) -> io::Result<Scan> {
-    let mut out = Scan {
-        valid_len: 0,
-        next_offset: base_offset,
-        offset_entries: Vec::new(),
-        time_entries: Vec::new(),
-        max_timestamp: None,
-        bytes_since_index_entry: 0,
-    };
-    let mut batch = Vec::new();
-    let mut header = [0u8; BATCH_HEADER_LEN];
-    let mut pos = 0u64;
-    while pos + BATCH_HEADER_LEN as u64 <= file_len {
-        log.read_exact_at(&mut header, pos)?;
-        let Ok(h) = BatchHeader::parse(&header) else {
-            break;
-        };
-        if pos + h.size as u64 > file_len || h.base_offset < out.next_offset || h.last_offset_delta < 0 {
-            break;
-        }
-        batch.resize(h.size, 0);
-        log.read_exact_at(&mut batch, pos)?;
-        if !crc_matches(&batch, &h) {
-            break;
-        }
-        if pos == 0 || out.bytes_since_index_entry >= index_interval_bytes {
-            let relative_offset = (h.base_offset.0 - base_offset.0) as u32;
-            out.offset_entries.push(OffsetEntry {
-                relative_offset,
-                position: pos as u32,
-            });
-            out.bytes_since_index_entry = 0;
-            if out.time_entries.last().is_none_or(|e| h.max_timestamp > e.timestamp) {
-                let relative_offset = (h.last_offset().0 - base_offset.0) as u32;
-                out.time_entries.push(TimeEntry {
-                    timestamp: h.max_timestamp,
-                    relative_offset,
-                });
-            }
-        }
-        if out.max_timestamp.is_none_or(|(ts, _)| h.max_timestamp > ts) {
-            out.max_timestamp = Some((h.max_timestamp, h.last_offset()));
-        }
-        pos += h.size as u64;
-        out.bytes_since_index_entry += h.size as u64;
-        out.next_offset = h.next_offset();
-        out.valid_len = pos;
-    }
-    Ok(out)
 }

@@ -1,0 +1,82 @@
+//! The seam through which a shard hosts coordinators: the group coordinator today, the
+//! transaction coordinator (`__transaction_state`) and the share-group coordinator
+//! (`__share_group_state`) next.
+//!
+//! A coordinator keeps state for keys (group ids, transactional ids) in the log of an
+//! internal topic; a key lives in the partition `partition_for(key)` picks, and the
+//! shard that owns that partition (in a cluster: the broker that leads it) hosts the
+//! key's state. A coordinator sees its partitions only through [`Host`]: it appends the
+//! records it built, reads them back at load, and reads cluster metadata. It never
+//! sees the shard, sockets or the wire; requests reach it through `router::ask`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use sluice_controller::ClusterMetadata;
+use sluice_storage::{AppendReceipt, Durability, Offset};
+
+use crate::partition::TopicPartition;
+
+/// What a shard gives the coordinators it hosts.
+pub(crate) trait Host {
+    /// The shard's metadata snapshot.
+    fn metadata(&self) -> Arc<ClusterMetadata>;
+    /// Appends a batch the coordinator built to one of its partitions on this shard;
+    /// the receipt, when there is one, resolves at `durability`.
+    fn append(
+        &self,
+        tp: &TopicPartition,
+        batch: Bytes,
+        durability: Durability,
+    ) -> Result<Option<AppendReceipt>, ResponseError>;
+    /// Whole batches of one of its partitions from `offset` (empty at the end).
+    fn read(&self, tp: &TopicPartition, offset: Offset) -> impl Future<Output = Result<Bytes, String>>;
+}
+
+/// Keyed state kept in the log of an internal topic.
+pub(crate) trait Coordinator {
+    /// The internal topic whose log holds the state.
+    const TOPIC: &'static str;
+    /// The partition of [`Coordinator::TOPIC`] that `key` lives in.
+    fn partition_for(key: &str, partitions: i32) -> i32;
+    /// Rebuilds the state of `partitions` (those this shard hosts) from their logs.
+    fn load(&self, host: &impl Host, partitions: &[TopicPartition]) -> impl Future<Output = Result<(), String>>;
+    /// Timers (session expiry, deadlines, expiring old state), every [`TICK`].
+    fn tick(&self, host: &impl Host);
+}
+
+/// How often coordinators' timers run. Kafka's purgatory ticks at 200 ms; 100 ms keeps
+/// rebalance latency small at a negligible cost.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Java's `String.hashCode` over UTF-16 code units, as Kafka uses to place a key.
+pub fn java_hash_code(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// Kafka's `partitionFor(key)`: `Utils.abs(hashCode) % partitions`, for groups and
+/// transactional ids alike.
+pub fn kafka_partition_for(key: &str, partitions: i32) -> i32 {
+    let h = java_hash_code(key);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_matches_kafka() {
+        assert_eq!(java_hash_code(""), 0);
+        assert_eq!(java_hash_code("a"), 97);
+        assert_eq!(java_hash_code("ab"), 97 * 31 + 98);
+        // "polygenelubricants".hashCode() is Integer.MIN_VALUE in Java; Utils.abs maps it to 0.
+        assert_eq!(java_hash_code("polygenelubricants"), i32::MIN);
+        assert_eq!(kafka_partition_for("polygenelubricants", 50), 0);
+        assert!((0..50).contains(&kafka_partition_for("any group at all", 50)));
+    }
+}

@@ -1,0 +1,441 @@
+//! A shard's storage manager (Redpanda's log manager, one per core): it owns the
+//! partition logs of its shard, runs their write rounds, flush policy and reads through
+//! the shard's I/O backend, and gives the broker one call per operation:
+//!
+//! - [`PartitionLog::append`] validates and appends a batch and returns an
+//!   [`AppendReceipt`] whose [`AppendReceipt::wait`] resolves when the batch is as safe
+//!   as asked ([`Durability`]): in the file, or on stable storage.
+//! - [`PartitionLog::read`] returns whole batches, from the write-behind tail in memory
+//!   or from the files, waiting for the disk without blocking the shard.
+//!
+//! Write rounds (write-behind and group commit): appends queue their log; the manager's
+//! task takes every queued log, asks each for everything appended since its last round
+//! (and an fdatasync when an acks=all append or a due `flush.ms` / `flush.messages`
+//! asks), submits all of it to the backend as one round (one io_uring submission), and
+//! publishes how far each log is written and durable. Appends that arrive meanwhile
+//! join the next round, so under load one write and one sync cover many requests.
+//!
+//! A log whose write or sync fails refuses every later append and fails every waiting
+//! receipt (KAFKA_STORAGE_ERROR upstream) rather than acknowledge data it cannot vouch
+//! for.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::{watch, Notify};
+
+use crate::io::{Io, WriteRound};
+use crate::log::{finish_read, AppendError, AppendInfo, Log, LogConfig, ReadError, RoundParts, WriteReceipt};
+use crate::offset::{Flushed, LogOffsets, Offset, Written};
+
+/// Appended bytes a log may hold in memory before even acks=0 appends wait for a write
+/// round: at 600 MB/s this is ~25 ms of writes, and with a shard's few hot partitions
+/// it keeps the write-behind tails well inside the broker's memory target.
+const UNWRITTEN_BYTES_MAX: u64 = 16 << 20;
+
+/// How often the manager looks for logs whose `flush.ms` has come due. Kafka's log
+/// flusher checks every `log.flush.scheduler.interval.ms`; 100 ms keeps a small
+/// `flush.ms` honest at no measurable cost.
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How safe an appended batch must be before its receipt resolves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// In the log (readable) only: acks=0, and group metadata whose loss costs a
+    /// rebalance. The receipt still waits when the log's unwritten tail is over its
+    /// bound (backpressure).
+    Appended,
+    /// In the file, so a killed broker process keeps it (acks=1).
+    Written,
+    /// On stable storage (acks=all with fsync): the next round's fdatasync.
+    Synced,
+}
+
+/// How far a log is written and durable, published to waiting receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    written: Written,
+    flushed: Flushed,
+    /// A write or sync failed: the log takes no more writes.
+    failed: bool,
+}
+
+/// A receipt resolved with this error: the write or sync behind it failed.
+#[derive(Debug, Error)]
+#[error("the write or sync of this batch failed")]
+pub struct WriteFailed;
+
+/// Resolves when an appended batch is as safe as its append asked.
+pub struct AppendReceipt {
+    progress: watch::Receiver<Progress>,
+    target: Offset,
+    synced: bool,
+}
+
+impl AppendReceipt {
+    pub async fn wait(mut self) -> Result<(), WriteFailed> {
+        let (target, synced) = (self.target, self.synced);
+        let covered = |p: &Progress| {
+            p.failed
+                || if synced {
+                    p.flushed.offset() >= target
+                } else {
+                    p.written.offset() >= target
+                }
+        };
+        match self.progress.wait_for(covered).await {
+            Ok(p) if !p.failed => Ok(()),
+            _ => Err(WriteFailed),
+        }
+    }
+}
+
+/// An append's outcome: what the producer is told, and, unless nothing needs waiting
+/// for, the receipt to await before telling it.
+pub struct Appended {
+    pub info: AppendInfo,
+    pub receipt: Option<AppendReceipt>,
+}
+
+/// What one write round did, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundStats {
+    pub logs: usize,
+    pub bytes: u64,
+    pub synced: bool,
+    pub took: Duration,
+}
+
+struct Managed {
+    log: RefCell<Log>,
+    progress: watch::Sender<Progress>,
+    /// In the manager's queue for the next round.
+    queued: Cell<bool>,
+    /// The next round must also sync this log.
+    sync_wanted: Cell<bool>,
+    deleted: Cell<bool>,
+}
+
+/// What the manager and its logs' handles share.
+struct Shared {
+    io: Rc<dyn Io>,
+    queue: RefCell<Vec<Rc<Managed>>>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn enqueue(&self, log: &Rc<Managed>) {
+        if !log.queued.replace(true) {
+            self.queue.borrow_mut().push(log.clone());
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Told about every write round (the broker feeds its fsync-latency metric from it).
+type RoundObserver = Box<dyn Fn(RoundStats)>;
+
+/// A shard's storage manager; see the module comment.
+pub struct LogManager {
+    shared: Rc<Shared>,
+    /// Every open log, for the flush timer and the final flush.
+    logs: RefCell<Vec<Weak<Managed>>>,
+    observer: RefCell<Option<RoundObserver>>,
+}
+
+/// The handle the broker keeps for one partition's log.
+#[derive(Clone)]
+pub struct PartitionLog {
+    log: Rc<Managed>,
+    shared: Rc<Shared>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl LogManager {
+    /// A manager for the logs of one shard, on the shard's own backend.
+    pub fn new(io: Rc<dyn Io>) -> Rc<LogManager> {
+        Rc::new(LogManager {
+            shared: Rc::new(Shared {
+                io,
+                queue: RefCell::new(Vec::new()),
+                wake: Notify::new(),
+            }),
+            logs: RefCell::new(Vec::new()),
+            observer: RefCell::new(None),
+        })
+    }
+
+    /// The backend's name, for logs and metrics.
+    pub fn engine(&self) -> &'static str {
+        self.shared.io.name()
+    }
+
+    /// Calls `observe` after every write round.
+    pub fn observe(&self, observe: impl Fn(RoundStats) + 'static) {
+        *self.observer.borrow_mut() = Some(Box::new(observe));
+    }
+
+    /// Opens (or creates) the log in `dir`, recovering its active segment.
+    pub fn open(&self, dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<PartitionLog> {
+        let log = Log::open_with(self.shared.io.clone(), dir, config, now_ms)?;
+        let (progress, _) = watch::channel(Progress {
+            written: log.written(),
+            flushed: log.flushed(),
+            failed: false,
+        });
+        let managed = Rc::new(Managed {
+            log: RefCell::new(log),
+            progress,
+            queued: Cell::new(false),
+            sync_wanted: Cell::new(false),
+            deleted: Cell::new(false),
+        });
+        let mut logs = self.logs.borrow_mut();
+        logs.retain(|l| l.strong_count() > 0);
+        logs.push(Rc::downgrade(&managed));
+        Ok(PartitionLog {
+            log: managed,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Runs the shard's write rounds, its flush timer and the backend's driver until
+    /// `stop` completes. Reads need it running too (io_uring completions are reaped by
+    /// the driver).
+    pub async fn run(self: Rc<Self>, stop: impl Future<Output = ()>) {
+        let driver = async {
+            match self.shared.io.driver() {
+                Some(driver) => driver.await,
+                None => std::future::pending().await,
+            }
+        };
+        let rounds = async {
+            let mut flush_check = tokio::time::interval(FLUSH_CHECK_INTERVAL);
+            flush_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = self.shared.wake.notified() => {}
+                    _ = flush_check.tick() => self.queue_due_flushes(),
+                }
+                self.round().await;
+            }
+        };
+        tokio::select! {
+            _ = driver => {}
+            _ = rounds => {}
+            _ = stop => {}
+        }
+    }
+
+    /// One write round over every queued log; see the module comment.
+    async fn round(&self) {
+        let now = now_ms();
+        let mut round = WriteRound::default();
+        let mut jobs: Vec<(Rc<Managed>, WriteReceipt, RoundParts)> = Vec::new();
+        let queued = std::mem::take(&mut *self.shared.queue.borrow_mut());
+        for managed in queued {
+            managed.queued.set(false);
+            if managed.deleted.get() || managed.progress.borrow().failed {
+                continue;
+            }
+            let job = {
+                let mut log = managed.log.borrow_mut();
+                let sync = managed.sync_wanted.take() || log.flush_due(now);
+                log.take_writes(sync)
+            };
+            if let Some(job) = job {
+                let receipt = job.receipt();
+                let parts = job.add_to(&mut round);
+                jobs.push((managed, receipt, parts));
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let (bytes, synced) = (round.bytes(), round.syncs());
+        let started = Instant::now();
+        let outcome = self.shared.io.write_round(round).await;
+        if let Some(observe) = self.observer.borrow().as_ref() {
+            observe(RoundStats {
+                logs: jobs.len(),
+                bytes,
+                synced,
+                took: started.elapsed(),
+            });
+        }
+        let now = now_ms();
+        for (managed, receipt, parts) in jobs {
+            let failure = parts
+                .writes
+                .clone()
+                .filter_map(|i| outcome.writes.get(i).and_then(|r| r.as_ref().err()))
+                .chain(
+                    parts
+                        .dir
+                        .and_then(|d| outcome.dirs.get(d).and_then(|r| r.as_ref().err())),
+                )
+                .next()
+                .map(|e| e.to_string());
+            if managed.deleted.get() {
+                continue;
+            }
+            let missing = parts.writes.end > outcome.writes.len() || parts.dir.is_some_and(|d| d >= outcome.dirs.len());
+            let mut log = managed.log.borrow_mut();
+            match failure.or_else(|| missing.then(|| "the backend lost part of a round".to_string())) {
+                None => {
+                    log.complete_writes(&receipt, now);
+                    let (written, flushed) = (log.written(), log.flushed());
+                    managed.progress.send_modify(|p| {
+                        p.written = written;
+                        p.flushed = flushed;
+                    });
+                }
+                Some(e) => {
+                    tracing::error!(log = %log.dir().display(), "write or fdatasync failed, the partition now refuses writes: {e}");
+                    managed.progress.send_modify(|p| p.failed = true);
+                }
+            }
+        }
+    }
+
+    fn queue_due_flushes(&self) {
+        let now = now_ms();
+        let mut logs = self.logs.borrow_mut();
+        logs.retain(|l| l.strong_count() > 0);
+        for managed in logs.iter().filter_map(Weak::upgrade) {
+            if managed.deleted.get() || !managed.log.borrow().flush_due(now) {
+                continue;
+            }
+            managed.sync_wanted.set(true);
+            self.shared.enqueue(&managed);
+        }
+    }
+
+    /// Writes and syncs every log on the calling thread; called once at shutdown after
+    /// connections have drained. A round still in flight is written again (same
+    /// bytes, same place), so nothing depends on it finishing.
+    pub fn flush_all(&self) {
+        let now = now_ms();
+        for managed in self.logs.borrow().iter().filter_map(Weak::upgrade) {
+            if managed.deleted.get() {
+                continue;
+            }
+            let mut log = managed.log.borrow_mut();
+            if let Err(e) = log.flush_now(now) {
+                tracing::error!(log = %log.dir().display(), "final flush failed: {e}");
+            }
+        }
+    }
+}
+
+impl PartitionLog {
+    /// Validates a producer's batch, assigns its offsets and appends it: readable at
+    /// once, written by the next round. The receipt resolves at `durability` (and is
+    /// there even for [`Durability::Appended`] when the log's unwritten tail is over its
+    /// bound). A retried duplicate of an idempotent producer waits like a new batch.
+    pub fn append(&self, records: Bytes, now_ms: i64, durability: Durability) -> Result<Appended, AppendError> {
+        if self.log.progress.borrow().failed || self.log.deleted.get() {
+            return Err(AppendError::Failed);
+        }
+        let mut log = self.log.log.borrow_mut();
+        let info = match log.append(records, now_ms) {
+            Ok(info) => info,
+            Err(e) => {
+                if let AppendError::Io(io) = &e {
+                    // The file's tail is now unknown; like a failed fsync, the log takes
+                    // no more writes rather than build on it.
+                    tracing::error!(log = %log.dir().display(), "append failed, the partition now refuses writes: {io}");
+                    self.log.progress.send_modify(|p| p.failed = true);
+                }
+                return Err(e);
+            }
+        };
+        let synced = durability == Durability::Synced;
+        if synced || log.flush_due(now_ms) {
+            self.log.sync_wanted.set(true);
+        }
+        let must_wait = durability != Durability::Appended || log.unwritten_bytes() > UNWRITTEN_BYTES_MAX;
+        drop(log);
+        self.shared.enqueue(&self.log);
+        let receipt = must_wait.then(|| AppendReceipt {
+            progress: self.log.progress.subscribe(),
+            target: info.last_offset.plus(1),
+            synced,
+        });
+        Ok(Appended { info, receipt })
+    }
+
+    /// Reads whole batches from `offset`: up to `max_bytes`, or the first batch alone if
+    /// it is larger and `min_one` is set (KIP-74), and no batch that starts at or after
+    /// `upto` (the high watermark for consumers, the log end for followers). Data still
+    /// in a write-behind tail comes from memory, the rest through the backend.
+    pub async fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+        upto: Offset,
+    ) -> Result<Bytes, ReadError> {
+        let first = self.log.log.borrow().read_start(offset, max_bytes, min_one, upto)?;
+        let io = &self.shared.io;
+        let bytes = finish_read(
+            first,
+            |read| io.read(&read.file, read.pos, read.len),
+            |read, data| self.log.log.borrow().read_continue(read, data),
+        )
+        .await?;
+        Ok(bytes)
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        self.log.log.borrow().offsets()
+    }
+
+    /// Whether an earlier write or sync failed (the log refuses writes).
+    pub fn failed(&self) -> bool {
+        self.log.progress.borrow().failed
+    }
+
+    /// ListOffsets by timestamp: the first offset whose timestamp is at or after
+    /// `timestamp`. Reads index and batch headers synchronously (rare, off the hot path).
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(Offset, i64)>> {
+        self.log.log.borrow().offset_for_timestamp(timestamp)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: the largest timestamp and the offset that has it.
+    pub fn max_timestamp(&self) -> Option<(Offset, i64)> {
+        self.log.log.borrow().max_timestamp()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.log.borrow().size_bytes()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.log.log.borrow().segment_count()
+    }
+
+    pub fn dir(&self) -> std::path::PathBuf {
+        self.log.log.borrow().dir().to_path_buf()
+    }
+
+    /// Removes the log's files and directory. Rounds already under way write into
+    /// unlinked files; the log takes nothing more.
+    pub fn delete(&self) -> io::Result<()> {
+        self.log.deleted.set(true);
+        self.log.progress.send_modify(|p| p.failed = true);
+        self.log.log.borrow_mut().delete()
+    }
+}

@@ -1,0 +1,319 @@
+//! The shard's log manager as the broker drives it, on both real backends (io_uring and
+//! positional I/O) and on the simulated disk: receipts resolve at the asked durability,
+//! reads come back from memory and from the files and stop at their upper bound, one
+//! round covers every queued partition, a failed sync fails its receipts and the
+//! partition refuses writes, and a round cut off by shutdown loses nothing that the
+//! final flush then writes.
+
+use std::cell::RefCell;
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{batches, build_batch, read_all, small_config};
+use crate::io::sim::{Faults, SimIo};
+use crate::io::uring::{Ring, Uring};
+use crate::io::{Engine, Io, Positional, RoundWrite};
+use crate::{AppendError, BatchHeader, Durability, Log, LogConfig, LogManager, Offset, PartitionLog, ReadError};
+
+/// Runs `test` on a current-thread runtime inside a LocalSet, as a shard runs.
+fn on_shard<F: Future>(test: impl FnOnce() -> F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, test())
+}
+
+/// A manager on `io`, with its task running until the test ends.
+fn start(io: Rc<dyn Io>) -> Rc<LogManager> {
+    let manager = LogManager::new(io);
+    tokio::task::spawn_local(manager.clone().run(std::future::pending()));
+    manager
+}
+
+fn append(log: &PartitionLog, expected: &mut Vec<Vec<u8>>, durability: Durability) -> Option<crate::AppendReceipt> {
+    let n = expected.len();
+    let mut batch = build_batch(n as i64, &[&vec![n as u8; 90 + n % 200]]);
+    let appended = log.append(Bytes::from(batch.clone()), 0, durability).unwrap();
+    crate::batch::assign(&mut batch, appended.info.base_offset, 0, None);
+    expected.push(batch);
+    appended.receipt
+}
+
+/// Every batch, one read at a time (max_bytes 1 with min_one: KIP-74's one whole batch).
+async fn read_each(log: &PartitionLog, count: usize) -> Vec<Vec<u8>> {
+    let end = log.offsets().log_end.offset();
+    let mut out = Vec::new();
+    for offset in 0..count {
+        out.push(log.read(Offset(offset as i64), 1, true, end).await.unwrap().to_vec());
+    }
+    out
+}
+
+/// Rounds with and without syncs across segment rolls, reads through the backend from
+/// the files, a round cut off by stopping the manager, and a reopen at the end.
+fn rounds_through(engine: Engine) {
+    on_shard(|| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = LogManager::new(engine.start().unwrap());
+        assert_eq!(manager.engine(), engine.name());
+        let running = tokio::task::spawn_local(manager.clone().run(std::future::pending()));
+        let log = manager.open(dir.path(), small_config(), 0).unwrap();
+        let mut expected = Vec::new();
+        for round in 0..12 {
+            let durability = if round % 2 == 0 {
+                Durability::Synced
+            } else {
+                Durability::Written
+            };
+            let mut receipts = Vec::new();
+            for _ in 0..(1 + round % 4) {
+                receipts.push(append(&log, &mut expected, durability).expect("acks wait"));
+            }
+            for r in receipts {
+                r.wait().await.unwrap();
+            }
+        }
+        assert!(log.segment_count() > 3, "the rounds crossed segment rolls");
+        // The tails are written, so these reads come from the files.
+        assert_eq!(read_each(&log, expected.len()).await, expected);
+        // Appends whose round is cut off when the manager stops: the final flush writes
+        // them (again, if the round had got that far) and nothing is lost.
+        for _ in 0..5 {
+            append(&log, &mut expected, Durability::Appended);
+        }
+        tokio::task::yield_now().await;
+        running.abort();
+        let _ = running.await;
+        manager.flush_all();
+        drop(log);
+        drop(manager);
+        let reopened = Log::open(dir.path(), small_config(), 0).unwrap();
+        let mut stored = Vec::new();
+        let mut offset = 0;
+        while offset < expected.len() as i64 {
+            let got = reopened.read(Offset(offset), 1, true).unwrap();
+            offset = BatchHeader::parse(&got).unwrap().next_offset().0;
+            stored.push(got.to_vec());
+        }
+        assert_eq!(stored, expected);
+    });
+}
+
+#[test]
+fn rounds_through_the_io_uring_backend() {
+    Uring::probe().expect("io_uring must be usable on this machine");
+    rounds_through(Engine::IoUring);
+}
+
+#[test]
+fn rounds_through_the_positional_backend() {
+    rounds_through(Engine::Pwrite);
+}
+
+#[test]
+fn reads_stop_at_their_upper_bound_and_refuse_offsets_outside_the_log() {
+    on_shard(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = start(Rc::new(Positional));
+        let log = manager.open(dir.path(), LogConfig::default(), 0).unwrap();
+        let mut expected = Vec::new();
+        for _ in 0..4 {
+            append(&log, &mut expected, Durability::Appended);
+        }
+        // Offsets 0..4, one record a batch. A consumer bounded at 2 sees two batches.
+        let two = log.read(Offset(0), 1 << 20, true, Offset(2)).await.unwrap();
+        assert_eq!(batches(&two), vec![(0, 1), (1, 1)]);
+        // Between the bound and the log end: nothing, and no error (Kafka's answer
+        // between the high watermark and the log end).
+        assert!(log.read(Offset(3), 1 << 20, true, Offset(2)).await.unwrap().is_empty());
+        // At the log end: nothing; past it or before the start: out of range.
+        assert!(log.read(Offset(4), 1 << 20, true, Offset(4)).await.unwrap().is_empty());
+        assert!(matches!(
+            log.read(Offset(5), 1 << 20, true, Offset(4)).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        assert!(matches!(
+            log.read(Offset(-1), 1 << 20, true, Offset(4)).await,
+            Err(ReadError::OffsetOutOfRange { .. })
+        ));
+        // Once written, the same bound holds for reads from the files.
+        append(&log, &mut expected, Durability::Synced)
+            .expect("a receipt")
+            .wait()
+            .await
+            .unwrap();
+        let from_files = log.read(Offset(1), 1 << 20, true, Offset(3)).await.unwrap();
+        assert_eq!(batches(&from_files), vec![(1, 1), (2, 1)]);
+    });
+}
+
+#[test]
+fn one_round_covers_every_queued_partition() {
+    on_shard(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = LogManager::new(Rc::new(Positional));
+        let rounds = Rc::new(RefCell::new(Vec::new()));
+        let seen = rounds.clone();
+        manager.observe(move |stats| seen.borrow_mut().push((stats.logs, stats.synced)));
+        let logs: Vec<PartitionLog> = (0..4)
+            .map(|p| {
+                manager
+                    .open(&dir.path().join(format!("t-{p}")), LogConfig::default(), 0)
+                    .unwrap()
+            })
+            .collect();
+        // Four partitions appended to before the manager runs: one round for all.
+        let mut expected = Vec::new();
+        let receipts: Vec<_> = logs
+            .iter()
+            .map(|log| append(log, &mut expected, Durability::Synced).expect("a receipt"))
+            .collect();
+        tokio::task::spawn_local(manager.clone().run(std::future::pending()));
+        for r in receipts {
+            r.wait().await.unwrap();
+        }
+        // Creating each log's first segment is in the round too (its directory sync).
+        assert_eq!(rounds.borrow().as_slice(), &[(4, true)]);
+    });
+}
+
+#[test]
+fn a_failed_sync_fails_its_receipt_and_the_partition_refuses_writes() {
+    on_shard(|| async {
+        let sim = SimIo::new(11, Faults::default());
+        let manager = start(Rc::new(sim.clone()));
+        let synced = manager.open(Path::new("/sim/a-0"), LogConfig::default(), 0).unwrap();
+        let written = manager.open(Path::new("/sim/b-0"), LogConfig::default(), 0).unwrap();
+        let mut expected = Vec::new();
+        // Both logs' first rounds (their new directories synced) succeed.
+        for log in [&synced, &written] {
+            append(log, &mut expected, Durability::Synced)
+                .expect("a receipt")
+                .wait()
+                .await
+                .unwrap();
+        }
+        sim.set_faults(Faults {
+            sync_error_ppm: 1_000_000,
+            ..Faults::default()
+        });
+        let doomed = append(&synced, &mut expected, Durability::Synced).expect("a receipt");
+        let fine = append(&written, &mut expected, Durability::Written).expect("a receipt");
+        assert!(doomed.wait().await.is_err(), "a failed sync is never acknowledged");
+        fine.wait().await.expect("a write without a sync does not fail");
+        assert!(synced.failed());
+        assert!(matches!(
+            synced.append(Bytes::from(build_batch(1, &[b"later"])), 0, Durability::Written),
+            Err(AppendError::Failed)
+        ));
+        assert!(!written.failed());
+    });
+}
+
+#[test]
+fn an_unwritten_tail_over_its_bound_makes_even_acks_0_wait() {
+    on_shard(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        // The manager does not run: nothing gets written.
+        let manager = LogManager::new(Rc::new(Positional));
+        let log = manager.open(dir.path(), LogConfig::default(), 0).unwrap();
+        let value = vec![7u8; 1_000_000];
+        let mut waited = 0;
+        for i in 0..20 {
+            let batch = Bytes::from(build_batch(i, &[&value]));
+            if log.append(batch, 0, Durability::Appended).unwrap().receipt.is_some() {
+                waited += 1;
+            }
+        }
+        // 16 MiB of unwritten tail is about 16 of these batches.
+        assert!((3..=5).contains(&waited), "{waited} appends waited");
+    });
+}
+
+#[test]
+fn the_log_opens_and_recovers_on_io_uring() {
+    Uring::probe().expect("io_uring must be usable on this machine");
+    on_shard(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let io: Rc<dyn Io> = Rc::new(Uring::new().unwrap());
+        let mut log = Log::open_with(io.clone(), dir.path(), small_config(), 0).unwrap();
+        for i in 0..40 {
+            log.append(build_batch(i * 10, &[&[i as u8; 100]]), 0).unwrap();
+        }
+        assert!(log.segment_count() > 3);
+        let before = read_all(&log);
+        log.flush_now(0).unwrap();
+        drop(log);
+        // A torn write at the tail is cut off at recovery, on this backend too.
+        let active = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .max()
+            .unwrap();
+        let torn = build_batch(1, &[b"half"]);
+        let mut f = OpenOptions::new().append(true).open(&active).unwrap();
+        f.write_all(&torn[..torn.len() / 2]).unwrap();
+        drop(f);
+        let log = Log::open_with(io, dir.path(), small_config(), 0).unwrap();
+        assert_eq!(log.offsets().log_end.offset(), Offset(40));
+        assert_eq!(read_all(&log), before);
+    });
+}
+
+/// A round with more buffers than one writev takes (IOV_MAX) is written in passes, in
+/// order, and synced after the last; a round over more files than one pass submits is
+/// split into passes; a file that only wants a sync shares the round.
+#[test]
+fn ring_rounds_larger_than_one_writev_or_one_pass() {
+    Uring::probe().expect("io_uring must be usable on this machine");
+    let dir = tempfile::tempdir().unwrap();
+    on_shard(|| async {
+        let ring = Ring::new().unwrap();
+        tokio::task::spawn_local(ring.clone().drive());
+        let data = Positional.open(&dir.path().join("data"), true).unwrap();
+        let bufs: Vec<Bytes> = (0..3000u32).map(|i| Bytes::from(format!("{i:05};"))).collect();
+        let expected: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
+        let mut round = vec![RoundWrite {
+            file: data.clone(),
+            pos: 10,
+            bufs,
+            sync: true,
+        }];
+        let mut others = Vec::new();
+        for i in 0..300 {
+            let file = Positional.open(&dir.path().join(format!("f{i}")), true).unwrap();
+            round.push(RoundWrite {
+                file: file.clone(),
+                pos: 0,
+                bufs: if i % 3 == 0 {
+                    Vec::new()
+                } else {
+                    vec![Bytes::from(format!("file {i}"))]
+                },
+                sync: true,
+            });
+            others.push((i, file));
+        }
+        let results = ring.write_round(round).await;
+        assert_eq!(results.len(), 301);
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(data.size().unwrap(), 10 + expected.len() as u64);
+        let mut back = vec![0u8; expected.len()];
+        data.read_exact_at(&mut back, 10).unwrap();
+        assert_eq!(back, expected);
+        for (i, file) in others {
+            let want = if i % 3 == 0 { String::new() } else { format!("file {i}") };
+            let mut got = vec![0u8; want.len()];
+            file.read_exact_at(&mut got, 0).unwrap();
+            assert_eq!(got, want.as_bytes(), "file {i}");
+        }
+    });
+}
