@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
+pub mod inline;
 pub mod sim;
 pub mod uring;
 
@@ -249,9 +250,13 @@ impl Io for Positional {
         "pwrite"
     }
 
-    /// Rounds wait for the disk, so they run on tokio's blocking pool; reads stay
-    /// inline (page-cache reads in the common case).
+    /// Rounds that may wait for the disk run on tokio's blocking pool; small rounds
+    /// without a sync are written in place (see [`inline`]); reads stay inline
+    /// (page-cache reads in the common case).
     fn write_round(&self, round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
+        if inline::fits(&round) {
+            return Box::pin(std::future::ready(inline::run(round)));
+        }
         Box::pin(async move {
             let parts = (round.writes.len(), round.dirs.len());
             match tokio::task::spawn_blocking(move || round.run_blocking(sync_dir_now)).await {

@@ -186,8 +186,12 @@ impl Io for Uring {
     }
 
     /// The whole round in one submission on the shard's ring; directory syncs (once
-    /// per new segment, rare) on the blocking pool after the writes.
+    /// per new segment, rare) on the blocking pool after the writes. Small rounds
+    /// without a sync are written in place instead (see [`super::inline`]).
     fn write_round(&self, round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
+        if super::inline::fits(&round) {
+            return Box::pin(std::future::ready(super::inline::run(round)));
+        }
         Box::pin(async move {
             let writes = self.ring.write_round(round.writes).await;
             let mut dirs = Vec::with_capacity(round.dirs.len());
@@ -203,7 +207,12 @@ impl Io for Uring {
         })
     }
 
+    /// Page-cache hits are copied out in place (see [`super::inline`]); the rest is
+    /// read through the ring.
     fn read(&self, file: &FileRef, pos: u64, len: usize) -> LocalBoxFuture<'_, io::Result<Bytes>> {
+        if let Some(cached) = file.raw_fd().and_then(|fd| super::inline::read_cached(fd, pos, len)) {
+            return Box::pin(std::future::ready(Ok(Bytes::from(cached))));
+        }
         let file = file.clone();
         Box::pin(async move { self.ring.read_exact(&file, pos, len).await.map(Bytes::from) })
     }
