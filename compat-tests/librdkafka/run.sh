@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Runs librdkafka's own integration tests against a fresh sluice broker.
+# Runs librdkafka's own integration tests against fresh sluice brokers.
 #
-#   compat-tests/librdkafka/run.sh            the allow-list (scripts/test.sh runs it)
-#   compat-tests/librdkafka/run.sh --all      every test 0000-0153, to find new passes
-#   compat-tests/librdkafka/run.sh 0012 0030  just these
+#   compat-tests/librdkafka/run.sh                 the allow-list (scripts/test.sh runs it)
+#   compat-tests/librdkafka/run.sh --all           every test 0000-0153 in every scenario
+#   compat-tests/librdkafka/run.sh 0012 0107:noautocreate   just these
+#
+# A test runs in a scenario, as librdkafka's runner names them: `default` (a broker
+# that creates topics on first use, as Kafka does by default) or `noautocreate` (a
+# broker started with --auto-create-topics=false; tests such as 0107 topic_recreate
+# need it). Each scenario has its own broker, started when a test first needs it.
 #
 # One test-runner process per test (a failing test aborts its process), each with a
 # time limit, JOBS of them at a time against the same broker (tests use random topic
@@ -17,51 +22,77 @@ here="$root/compat-tests/librdkafka"
 OUT=${LIBRDKAFKA_SUITE_DIR:-target/librdkafka-suite}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 JOBS=${JOBS:-3}
+SCENARIOS=(default noautocreate)
 
 "$here/build.sh" || exit 1
 cargo build --quiet -p sluice || exit 1
 tests_dir="$root/$OUT/librdkafka/tests"
 
+# Each entry is TEST or TEST:SCENARIO.
 if [ "${1:-}" = "--all" ]; then
-    mapfile -t tests < <(ls "$tests_dir" | sed -n 's/^\(0[01][0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u)
+    mapfile -t numbers < <(ls "$tests_dir" | sed -n 's/^\(0[01][0-9][0-9]\)-.*\.\(c\|cpp\)$/\1/p' | sort -u)
+    tests=()
+    for scenario in "${SCENARIOS[@]}"; do
+        for n in "${numbers[@]}"; do tests+=("$n:$scenario"); done
+    done
 elif [ $# -gt 0 ]; then
     tests=("$@")
 else
-    mapfile -t tests < <(sed -e 's/#.*//' -e '/^\s*$/d' "$here/tests.allow" | awk '{print $1}')
+    # tests.allow: "TEST [SCENARIO]  # name"
+    mapfile -t tests < <(sed -e 's/#.*//' -e '/^\s*$/d' "$here/tests.allow" |
+        awk '{ print ($2 == "" ? $1 : $1 ":" $2) }')
 fi
 
 work=$(mktemp -d)
-broker_pid=""
-start_broker() {
-    "$root/target/debug/sluice" --listen 127.0.0.1:0 --data-dir "$work/data" --shards 2 \
-        --num-partitions 4 --metrics-addr 127.0.0.1:0 \
-        >"$work/broker.out" 2>>"$work/broker.log" &
-    broker_pid=$!
-    addr=""
+declare -A broker_pids=()
+start_broker() { # scenario
+    local scenario=$1 flags=() addr=""
+    [ "$scenario" = noautocreate ] && flags+=(--auto-create-topics=false)
+    "$root/target/debug/sluice" --listen 127.0.0.1:0 --data-dir "$work/data-$scenario" --shards 2 \
+        --num-partitions 4 --metrics-addr 127.0.0.1:0 "${flags[@]}" \
+        >"$work/broker-$scenario.out" 2>>"$work/broker-$scenario.log" &
+    broker_pids[$scenario]=$!
     for _ in $(seq 1 100); do
-        addr=$(sed -n 's/^sluice listening on //p' "$work/broker.out")
+        addr=$(sed -n 's/^sluice listening on //p' "$work/broker-$scenario.out")
         [ -n "$addr" ] && break
         sleep 0.1
     done
     if [ -z "$addr" ]; then
-        echo "sluice did not start:" >&2
-        cat "$work/broker.log" >&2
+        echo "sluice ($scenario) did not start:" >&2
+        cat "$work/broker-$scenario.log" >&2
         exit 1
     fi
-    printf 'bootstrap.servers=%s\n' "$addr" >"$work/test.conf"
+    printf 'bootstrap.servers=%s\n' "$addr" >"$work/test-$scenario.conf"
 }
-stop_broker() {
-    [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+# Starts the scenario's broker if it is not running (first use, or it died).
+ensure_broker() { # scenario
+    local pid=${broker_pids[$1]:-}
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        return
+    fi
+    if [ -n "$pid" ]; then
+        echo "broker ($1) died; restarting it (last lines of its log follow)" >&2
+        tail -5 "$work/broker-$1.log" >&2
+        : >"$work/broker-$1.out"
+    fi
+    start_broker "$1"
 }
-trap 'stop_broker; rm -rf "$work"' EXIT
-start_broker
+stop_brokers() {
+    for pid in "${broker_pids[@]}"; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+}
+trap 'stop_brokers; rm -rf "$work"' EXIT
 
-# Runs one test and writes "STATUS test seconds reason" to $work/result-<test>.
+# Runs one test (TEST or TEST:SCENARIO) and writes "STATUS spec seconds reason" to
+# $work/result-<spec>.
 run_one() {
-    local t=$1 log="$work/test-$1.log" started rc statuses status reason=""
+    local spec=$1 t=${1%%:*} scenario=default started rc statuses status reason=""
+    [ "$spec" != "$t" ] && scenario=${spec#*:}
+    local log="$work/test-$t-$scenario.log" result="$work/result-$t-$scenario"
     started=$(date +%s)
     (cd "$tests_dir" && exec env LD_LIBRARY_PATH="$root/$OUT/librdkafka/src:$root/$OUT/librdkafka/src-cpp" \
-        TESTS="$t" TEST_KAFKA_VERSION=3.9.0 RDKAFKA_TEST_CONF="$work/test.conf" \
+        TESTS="$t" TEST_KAFKA_VERSION=3.9.0 TEST_SCENARIO="$scenario" RDKAFKA_TEST_CONF="$work/test-$scenario.conf" \
         timeout "$TEST_TIMEOUT" ./test-runner -L -p1 >"$log" 2>&1)
     rc=$?
     # The summary table has a row per test and sub-test: "| 0012_produce_consume | PASSED |".
@@ -79,19 +110,21 @@ run_one() {
             mkdir -p "$LIBRDKAFKA_KEEP_LOGS" && cp "$log" "$LIBRDKAFKA_KEEP_LOGS/"
         fi
     fi
-    echo "$status $t $(($(date +%s) - started))s $reason" >"$work/result-$t"
-    echo "$status $t $(($(date +%s) - started))s $reason"
+    local shown=$t
+    [ "$scenario" != default ] && shown="$t:$scenario"
+    echo "$status $shown $(($(date +%s) - started))s $reason" >"$result"
+    echo "$status $shown $(($(date +%s) - started))s $reason"
+}
+
+scenario_of() {
+    if [ "$1" = "${1%%:*}" ]; then echo default; else echo "${1#*:}"; fi
 }
 
 running=0
 pids=()
-for t in "${tests[@]}"; do
-    if ! kill -0 "$broker_pid" 2>/dev/null; then
-        echo "broker died; restarting it (last lines of its log follow)" >&2
-        tail -5 "$work/broker.log" >&2
-        start_broker
-    fi
-    run_one "$t" &
+for spec in "${tests[@]}"; do
+    ensure_broker "$(scenario_of "$spec")"
+    run_one "$spec" &
     pids+=($!)
     running=$((running + 1))
     if [ $running -ge "$JOBS" ]; then
@@ -99,23 +132,21 @@ for t in "${tests[@]}"; do
         running=$((running - 1))
     fi
 done
-# Only the tests: a bare `wait` would also wait for the broker.
-wait "${pids[@]}"
+# Only the tests: a bare `wait` would also wait for the brokers.
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
 
 # A test that failed while others ran beside it gets one more run on its own: a few
 # are timing-sensitive under load (0033 failed once in CI that way). A real failure
 # fails twice; a pass on retry is reported as such.
 for f in "$work"/result-*; do
     [ -e "$f" ] || continue
-    read -r status t _ <"$f"
+    read -r status shown _ <"$f"
     if [ "$status" = FAILED ]; then
-        echo "retrying $t alone"
-        if ! kill -0 "$broker_pid" 2>/dev/null; then
-            start_broker
-        fi
-        run_one "$t" >/dev/null
+        echo "retrying $shown alone"
+        ensure_broker "$(scenario_of "$shown")"
+        run_one "$shown" >/dev/null
         read -r status _ <"$f"
-        echo "$status $t (on retry, alone)"
+        echo "$status $shown (on retry, alone)"
     fi
 done
 
