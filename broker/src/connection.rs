@@ -34,8 +34,8 @@ const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 /// copying 8 MB in all, not one per MiB copying ~36 MB).
 const READ_CHUNK_MAX: usize = 1 << 20;
 /// Finished answers are gathered into one write up to this size: enough for hundreds
-/// of produce answers, small enough that copying a large fetch answer into the gather
-/// buffer is never more than one extra copy of 64 KiB.
+/// of produce answers, and at most 64 KiB copied per write; a larger answer (a big
+/// fetch) is written from its own buffer, never copied.
 const COALESCE_BYTES_MAX: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,9 +97,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 type Answer = (tokio::task::JoinHandle<Option<BytesMut>>, OwnedSemaphorePermit);
 
 /// Writes answers in request order. Answers that are already done when the writer gets
-/// to them go out together in one write: one write round completes many pipelined
-/// produce requests at once, and a syscall per ~100-byte answer was the largest share
-/// of the broker's CPU per request at linger.ms=0.
+/// to them go out together in one write, rather than a syscall per ~100-byte answer.
 async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWriteHalf, peer: SocketAddr) {
     let mut queue: VecDeque<Answer> = VecDeque::new();
     'answers: loop {
@@ -118,7 +116,14 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
         while let Some((pending, bytes)) = queue.pop_front() {
             match pending.await {
                 Ok(Some(frame)) if out.is_empty() => out = frame,
-                Ok(Some(frame)) => out.extend_from_slice(&frame),
+                Ok(Some(frame)) if out.len() + frame.len() <= COALESCE_BYTES_MAX => out.extend_from_slice(&frame),
+                // Too large to gather: what was gathered goes first, then this one.
+                Ok(Some(frame)) => {
+                    if writer.write_all(&out).await.is_err() {
+                        break 'answers;
+                    }
+                    out = frame;
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(%peer, "request handler failed: {e}");
@@ -126,11 +131,6 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
                 }
             }
             written.push(bytes);
-            if out.len() < COALESCE_BYTES_MAX && queue.front().is_some_and(|(next, _)| !next.is_finished()) {
-                // The handlers the same write round finished are woken together but
-                // run one after another: let those already woken run before deciding.
-                tokio::task::yield_now().await;
-            }
             let next_done = queue.front().is_some_and(|(next, _)| next.is_finished());
             if !next_done || out.len() >= COALESCE_BYTES_MAX {
                 break;

@@ -22,6 +22,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Wall-clock milliseconds since the epoch: Kafka's timestamps (LogAppendTime, commit
+/// times, state changes).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn main() -> ExitCode {
     let cli = config::Cli::parse();
     let config = match config::BrokerConfig::resolve(cli) {

@@ -29,7 +29,7 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::group::{GroupConfig, OFFSETS_TOPIC};
 use crate::metrics::{PartitionStats, ShardMetrics, ShardSnapshot};
 use crate::partition::{append_error, Partition, ReadBound, TopicPartition};
-use crate::topic_config;
+use crate::{now_ms, topic_config};
 
 /// Depth of each shard's inbox. Enough for every connection of a busy peer to have a
 /// few requests queued; beyond it senders wait, which is the backpressure we want.
@@ -73,7 +73,9 @@ impl Cluster {
     }
 
     /// The shard hosting `key`'s state for coordinator `C`: the owner of the
-    /// partition of `C`'s internal topic that the key lives in.
+    /// partition of `C`'s internal topic that the key lives in. The group coordinator
+    /// is the only one yet, so the count is `__consumer_offsets`'; the transaction
+    /// coordinator brings `__transaction_state`'s.
     pub fn coordinator_shard<C: Coordinator>(&self, key: &str) -> usize {
         self.owner_of(C::TOPIC, C::partition_for(key, self.offsets_partitions))
     }
@@ -115,10 +117,6 @@ pub struct Shard {
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// This shard's own counters; a scrape sums every shard's.
     pub metrics: Rc<RefCell<ShardMetrics>>,
-}
-
-pub fn now_ms() -> i64 {
-    crate::group::coordinator::now_ms()
 }
 
 impl Shard {

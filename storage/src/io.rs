@@ -79,6 +79,23 @@ pub trait Io {
     }
 }
 
+/// The most iovecs one vectored write takes (Linux's IOV_MAX).
+pub(crate) const IOV_MAX: usize = 1024;
+
+/// The iovecs of `bufs`, for a vectored write. They point into `bufs`, which the caller
+/// keeps alive (and unmoved) until the kernel is done with them.
+pub(crate) fn iovecs<B: AsRef<[u8]>>(bufs: &[B]) -> Vec<libc::iovec> {
+    bufs.iter()
+        .map(|b| {
+            let b = b.as_ref();
+            libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            }
+        })
+        .collect()
+}
+
 /// One file's part of a write round: `bufs` go to `file` at `pos`, back to back, and
 /// with `sync` the file is fdatasynced once they are all in.
 pub struct RoundWrite {

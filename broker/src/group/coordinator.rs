@@ -24,6 +24,7 @@ use super::records::{self, Committed};
 use super::{GroupConfig, Ticket, OFFSETS_TOPIC};
 use crate::coordinator::{kafka_partition_for, Coordinator, Host};
 use crate::metrics::GroupStats;
+use crate::now_ms;
 use crate::partition::TopicPartition;
 
 /// Kafka's `offsets.commit.timeout.ms`: how long a commit waits to be durable.
@@ -41,13 +42,6 @@ pub(crate) struct GroupCoordinator {
     next_ticket: std::cell::Cell<Ticket>,
     /// Partitions of `__consumer_offsets`, which place every group.
     offsets_partitions: i32,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Coordinator for GroupCoordinator {
@@ -172,35 +166,34 @@ impl GroupCoordinator {
 
     pub async fn join(&self, host: &impl Host, group_id: &str, request: JoinRequest) -> JoinResult {
         let member_id = request.member_id.clone();
-        let (ticket, answer) = self.park(Parked::Join);
-        let reply = self
-            .groups
-            .borrow_mut()
-            .join(group_id, request, ticket, Instant::now(), now_ms());
-        self.flush(host);
-        match reply {
-            Reply::Now(result) => {
-                self.parked.borrow_mut().remove(&ticket);
-                result
-            }
-            Reply::Parked => answer
-                .await
-                .unwrap_or_else(|_| JoinResult::failed(ResponseError::UnknownMemberId, &member_id)),
-        }
+        let call = |groups: &mut Groups, ticket| groups.join(group_id, request, ticket, Instant::now(), now_ms());
+        let answer = self.call_parkable(host, Parked::Join, call).await;
+        answer.unwrap_or_else(|| JoinResult::failed(ResponseError::UnknownMemberId, &member_id))
     }
 
     pub async fn sync(&self, host: &impl Host, group_id: &str, request: SyncRequest) -> SyncResult {
-        let (ticket, answer) = self.park(Parked::Sync);
-        let reply = self.groups.borrow_mut().sync(group_id, request, ticket, now_ms());
+        let call = |groups: &mut Groups, ticket| groups.sync(group_id, request, ticket, now_ms());
+        let answer = self.call_parkable(host, Parked::Sync, call).await;
+        answer.unwrap_or_else(|| SyncResult::failed(ResponseError::RebalanceInProgress))
+    }
+
+    /// Runs a machine call that may park its request: the answer now, or when the
+    /// rebalance moves on; None if the parked request was dropped unanswered.
+    async fn call_parkable<T>(
+        &self,
+        host: &impl Host,
+        wrap: impl FnOnce(oneshot::Sender<T>) -> Parked,
+        call: impl FnOnce(&mut Groups, Ticket) -> Reply<T>,
+    ) -> Option<T> {
+        let (ticket, answer) = self.park(wrap);
+        let reply = call(&mut self.groups.borrow_mut(), ticket);
         self.flush(host);
         match reply {
             Reply::Now(result) => {
                 self.parked.borrow_mut().remove(&ticket);
-                result
+                Some(result)
             }
-            Reply::Parked => answer
-                .await
-                .unwrap_or_else(|_| SyncResult::failed(ResponseError::RebalanceInProgress)),
+            Reply::Parked => answer.await.ok(),
         }
     }
 

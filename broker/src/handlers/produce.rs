@@ -20,9 +20,10 @@ use sluice_controller::TopicMetadata;
 use sluice_storage::Durability;
 
 use super::{error_code, Handler, RequestContext};
+use crate::now_ms;
 use crate::partition::TopicPartition;
 use crate::router::{self, PartitionOp};
-use crate::shard::{now_ms, Shard};
+use crate::shard::Shard;
 
 pub(crate) struct ProduceHandler;
 

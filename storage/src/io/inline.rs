@@ -22,15 +22,12 @@ use std::io;
 
 use bytes::Bytes;
 
-use super::{RoundOutcome, RoundWrite, WriteRound};
+use super::{iovecs, RoundOutcome, RoundWrite, WriteRound, IOV_MAX};
 
 /// The most bytes a round may write to be written inline. A page-cache copy of 64 KiB
 /// takes ~10-30 µs, about what handing a round to io-wq and back costs; above it the
 /// worker's cost is the smaller share.
 pub const INLINE_ROUND_BYTES_MAX: u64 = 64 << 10;
-
-/// The most iovecs one pwritev takes (Linux's IOV_MAX).
-const IOV_MAX: usize = 1024;
 
 /// Whether `round` is small enough, and sync-free, to be written inline.
 pub fn fits(round: &WriteRound) -> bool {
@@ -63,13 +60,7 @@ fn pwritev_all(fd: std::os::fd::RawFd, bufs: &[Bytes], mut pos: u64) -> io::Resu
     let mut first = 0;
     while first < pending.len() {
         let chunk = &pending[first..pending.len().min(first + IOV_MAX)];
-        let iovecs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
+        let iovecs = iovecs(chunk);
         // SAFETY: see the function's comment; `iovecs` outlives the call.
         let n = unsafe { libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as i32, pos as libc::off_t) };
         if n < 0 {

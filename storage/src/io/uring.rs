@@ -33,7 +33,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{FileRef, Io, IoFile, RoundOutcome, RoundWrite, WriteRound};
+use super::{iovecs, FileRef, Io, IoFile, RoundOutcome, RoundWrite, WriteRound, IOV_MAX};
 
 /// Entries per ring. One operation is in flight per call today; a few more leave room
 /// for linked write-then-sync submissions without resizing.
@@ -229,8 +229,6 @@ const SHARD_RING_ENTRIES: u32 = 256;
 /// Completion queue size: four completions per submission slot, so bursts of
 /// completions the shard has not reaped yet do not overflow it.
 const SHARD_RING_COMPLETIONS: u32 = 1024;
-/// The most iovecs one writev takes (Linux's IOV_MAX).
-const IOV_MAX: usize = 1024;
 /// Files one pass of a round submits: each adds a writev and a linked fsync, so a pass
 /// always fits the submission queue and a linked pair is never split between two
 /// submissions. A round over more files takes several passes.
@@ -435,13 +433,7 @@ impl Ring {
                 let writes = !chunk.is_empty();
                 let syncs = w.sync && w.bufs.is_empty();
                 if writes {
-                    let iovecs: Vec<libc::iovec> = chunk
-                        .iter()
-                        .map(|b| libc::iovec {
-                            iov_base: b.as_ptr() as *mut libc::c_void,
-                            iov_len: b.len(),
-                        })
-                        .collect();
+                    let iovecs = iovecs(&chunk);
                     let mut entry = opcode::Writev::new(w.fd, iovecs.as_ptr(), iovecs.len() as u32)
                         .offset(w.pos)
                         .build();
