@@ -34,6 +34,9 @@ impl From<ControllerError> for AdminError {
             ControllerError::InvalidTopicName(_) => ResponseError::InvalidTopicException,
             ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             ControllerError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+            ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            ControllerError::Unavailable(_) | ControllerError::Conflict => ResponseError::RequestTimedOut,
+            ControllerError::DuplicateBroker(_) => ResponseError::InconsistentClusterId,
             ControllerError::Storage(_) | ControllerError::Corrupt(_) => ResponseError::KafkaStorageError,
         };
         AdminError {
@@ -57,6 +60,7 @@ pub async fn create_topic(
     partitions: i32,
     replication_factor: i16,
     configs: BTreeMap<String, String>,
+    replica_assignments: Option<Vec<Vec<i32>>>,
 ) -> Result<TopicMetadata, AdminError> {
     validate_configs(&configs)?;
     let change = shard
@@ -67,6 +71,7 @@ pub async fn create_topic(
             replication_factor,
             configs,
             internal: false,
+            replica_assignments,
         })
         .await?;
     applied_everywhere(shard, change.revision).await?;
@@ -74,9 +79,40 @@ pub async fn create_topic(
     Ok(change.value)
 }
 
+/// Creates an internal topic (`__consumer_offsets`): compacted, flagged internal.
+pub async fn create_internal_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<TopicMetadata, AdminError> {
+    let change = shard
+        .controller()
+        .create_topic(NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            internal: true,
+            replica_assignments: None,
+        })
+        .await?;
+    applied_everywhere(shard, change.revision).await?;
+    tracing::info!(topic = name, partitions, replication_factor, "created internal topic");
+    Ok(change.value)
+}
+
 /// Adds partitions to a topic; the shards that own the new ones open their logs.
-pub async fn create_partitions(shard: &Rc<Shard>, name: &str, partitions: i32) -> Result<TopicMetadata, AdminError> {
-    let change = shard.controller().create_partitions(name, partitions).await?;
+pub async fn create_partitions(
+    shard: &Rc<Shard>,
+    name: &str,
+    partitions: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+) -> Result<TopicMetadata, AdminError> {
+    let change = shard
+        .controller()
+        .create_partitions(name, partitions, assignments)
+        .await?;
     applied_everywhere(shard, change.revision).await?;
     tracing::info!(topic = name, partitions, "added partitions");
     Ok(change.value)

@@ -35,9 +35,28 @@ pub struct Cli {
     /// Shards, one pinned thread each [default: the number of cores].
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
-    /// This broker's node id [default: 1].
+    /// This broker's node id (node.id); unique in a cluster [default: 1].
     #[arg(long, value_name = "N")]
     pub node_id: Option<i32>,
+    /// Where cluster metadata lives: `local` (a file in the data directory, a single
+    /// broker) or `etcd://host:port[,host:port...][/prefix]` (a cluster) [default: local].
+    #[arg(long, value_name = "URL")]
+    pub controller: Option<String>,
+    /// This broker's rack, for rack-aware replica placement (broker.rack) [default: none].
+    #[arg(long, value_name = "RACK")]
+    pub broker_rack: Option<String>,
+    /// Replicas of an auto-created topic, and of CreateTopics asking for -1
+    /// (default.replication.factor) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub default_replication_factor: Option<i16>,
+    /// How long a broker that stopped renewing its registration stays in the cluster
+    /// (broker.session.timeout.ms) [default: 9000].
+    #[arg(long, value_name = "MS")]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Give leadership back to a partition's preferred replica when it is live and in
+    /// sync (auto.leader.rebalance.enable) [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_leader_rebalance_enable: Option<bool>,
     /// Partitions of an auto-created topic (Kafka's num.partitions) [default: 1].
     #[arg(long, value_name = "N")]
     pub num_partitions: Option<i32>,
@@ -70,6 +89,10 @@ pub struct Cli {
     /// (offsets.topic.num.partitions) [default: 50].
     #[arg(long, value_name = "N")]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Replicas of __consumer_offsets, fixed when it is first created
+    /// (offsets.topic.replication.factor) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub offsets_topic_replication_factor: Option<i16>,
     /// How long a new group waits for more members before its first rebalance
     /// (group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
@@ -105,6 +128,11 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     shards: Option<usize>,
     node_id: Option<i32>,
+    controller: Option<String>,
+    broker_rack: Option<String>,
+    default_replication_factor: Option<i16>,
+    broker_session_timeout_ms: Option<u64>,
+    auto_leader_rebalance_enable: Option<bool>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     message_max_bytes: Option<usize>,
@@ -115,6 +143,7 @@ struct FileConfig {
     flush_ms: Option<i64>,
     acks_all_fsync: Option<bool>,
     offsets_topic_num_partitions: Option<i32>,
+    offsets_topic_replication_factor: Option<i16>,
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
@@ -133,6 +162,12 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub shards: usize,
     pub node_id: i32,
+    /// "local", or an etcd:// URL.
+    pub controller: String,
+    pub broker_rack: Option<String>,
+    pub default_replication_factor: i16,
+    pub broker_session_timeout_ms: u64,
+    pub auto_leader_rebalance_enable: bool,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub message_max_bytes: usize,
@@ -143,6 +178,7 @@ pub struct BrokerConfig {
     pub flush_ms: i64,
     pub acks_all_fsync: bool,
     pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -176,6 +212,23 @@ impl BrokerConfig {
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             shards: cli.shards.or(file.shards).unwrap_or(cores),
             node_id: cli.node_id.or(file.node_id).unwrap_or(1),
+            controller: cli
+                .controller
+                .or(file.controller)
+                .unwrap_or_else(|| "local".to_string()),
+            broker_rack: cli.broker_rack.or(file.broker_rack),
+            default_replication_factor: cli
+                .default_replication_factor
+                .or(file.default_replication_factor)
+                .unwrap_or(1),
+            broker_session_timeout_ms: cli
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms)
+                .unwrap_or(9000),
+            auto_leader_rebalance_enable: cli
+                .auto_leader_rebalance_enable
+                .or(file.auto_leader_rebalance_enable)
+                .unwrap_or(true),
             num_partitions: cli.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             message_max_bytes: cli
@@ -198,6 +251,10 @@ impl BrokerConfig {
                 .offsets_topic_num_partitions
                 .or(file.offsets_topic_num_partitions)
                 .unwrap_or(50),
+            offsets_topic_replication_factor: cli
+                .offsets_topic_replication_factor
+                .or(file.offsets_topic_replication_factor)
+                .unwrap_or(1),
             group_initial_rebalance_delay_ms: cli
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
@@ -231,6 +288,17 @@ impl BrokerConfig {
         }
         if self.node_id < 0 {
             return Err(format!("--node-id must not be negative, not {}", self.node_id));
+        }
+        if self.controller != "local" {
+            sluice_controller::EtcdConfig::parse_url(&self.controller).map_err(|e| format!("--controller: {e}"))?;
+        }
+        if self.default_replication_factor < 1 || self.offsets_topic_replication_factor < 1 {
+            return Err(
+                "--default-replication-factor and --offsets-topic-replication-factor must be at least 1".into(),
+            );
+        }
+        if self.broker_session_timeout_ms < 1000 {
+            return Err("--broker-session-timeout-ms must be at least 1000 (etcd leases count whole seconds)".into());
         }
         if self.num_partitions < 1 {
             return Err(format!(

@@ -8,6 +8,7 @@ mod admin;
 mod config;
 mod connection;
 mod coordinator;
+mod data_dir;
 mod exporter;
 mod group;
 mod handlers;

@@ -63,8 +63,11 @@ pub struct Partition {
     /// created again under the same name is another partition.
     pub topic_id: Uuid,
     log: PartitionLog,
-    /// Kafka's leader epoch: bumped by every leadership change in a cluster, 0 here.
+    /// Kafka's leader epoch: bumped by every leadership change, as the controller says.
     leader_epoch: i32,
+    /// Whether this broker leads the partition (only a leader takes appends and serves
+    /// consumers; a follower's log waits for replication).
+    leader: bool,
     high_watermark: HighWatermark,
     /// Fetches waiting for data here. Weak, so a finished fetch leaves nothing behind.
     readers: Vec<Weak<Notify>>,
@@ -78,6 +81,7 @@ impl Partition {
             topic_id,
             log,
             leader_epoch: 0,
+            leader: false,
             high_watermark,
             readers: Vec::new(),
         }
@@ -89,6 +93,20 @@ impl Partition {
 
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// Takes or gives up leadership as the controller's metadata says. Fetches waiting
+    /// here wake up, so a deposed leader's readers learn it at once.
+    pub fn set_leadership(&mut self, leader: bool, epoch: i32) {
+        if self.leader != leader || self.leader_epoch != epoch {
+            self.leader = leader;
+            self.leader_epoch = epoch;
+            self.wake_readers();
+        }
     }
 
     pub fn offsets(&self) -> PartitionOffsets {

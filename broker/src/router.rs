@@ -18,7 +18,7 @@ use std::rc::Rc;
 use futures_util::future::join_all;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
-use sluice_controller::TopicMetadata;
+use sluice_controller::{ClusterMetadata, TopicMetadata, NO_LEADER};
 use tokio::sync::oneshot;
 
 use crate::coordinator::Coordinator;
@@ -36,6 +36,11 @@ pub(crate) trait PartitionOp: Clone + Send + 'static {
     /// A check of the request against the partition's topic before it is routed.
     fn admit(&self, _topic: &TopicMetadata, _item: &Self::Item) -> Result<(), ResponseError> {
         Ok(())
+    }
+    /// The leader epoch the client believes current (KIP-320's `current_leader_epoch`),
+    /// when the request carries one.
+    fn current_leader_epoch(_item: &Self::Item) -> Option<i32> {
+        None
     }
     /// Runs on the shard that owns every partition in `items`; one outcome per item,
     /// in order.
@@ -63,7 +68,10 @@ pub(crate) async fn route<O: PartitionOp>(
     let mut by_shard: BTreeMap<usize, Share<O::Item>> = BTreeMap::new();
     for (i, (tp, item)) in items.into_iter().enumerate() {
         let admitted = match metadata.topic(&tp.topic) {
-            Some(topic) if (0..topic.partitions).contains(&tp.partition) => op.admit(topic, &item),
+            Some(topic) if (0..topic.partitions).contains(&tp.partition) => {
+                leadership(shard, &metadata, topic, tp.partition, O::current_leader_epoch(&item))
+                    .and_then(|()| op.admit(topic, &item))
+            }
             _ => Err(ResponseError::UnknownTopicOrPartition),
         };
         match admitted {
@@ -139,9 +147,38 @@ pub(crate) async fn route<O: PartitionOp>(
         .collect()
 }
 
+/// Whether this broker may serve a partition: Kafka's LEADER_NOT_AVAILABLE while it has
+/// no leader, NOT_LEADER_OR_FOLLOWER when another broker leads it, and (KIP-320)
+/// FENCED_LEADER_EPOCH for a client behind the current epoch, UNKNOWN_LEADER_EPOCH for
+/// one ahead of this broker's metadata.
+fn leadership(
+    shard: &Shard,
+    metadata: &ClusterMetadata,
+    topic: &TopicMetadata,
+    partition: i32,
+    client_epoch: Option<i32>,
+) -> Result<(), ResponseError> {
+    let Some(state) = topic.partition(partition) else {
+        return Err(ResponseError::LeaderNotAvailable);
+    };
+    if state.leader == NO_LEADER {
+        return Err(ResponseError::LeaderNotAvailable);
+    }
+    if !shard.leads(metadata, state.leader) {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    match client_epoch {
+        Some(e) if e >= 0 && e < state.leader_epoch => Err(ResponseError::FencedLeaderEpoch),
+        Some(e) if e > state.leader_epoch => Err(ResponseError::UnknownLeaderEpoch),
+        _ => Ok(()),
+    }
+}
+
 /// Runs `work` on the shard hosting `key`'s state for coordinator `C` and returns its
-/// answer; None when that shard is gone (shutdown).
-pub(crate) async fn ask<C, T, F, Fut>(shard: &Rc<Shard>, key: &str, work: F) -> Option<T>
+/// answer, or Kafka's error when this broker cannot: NOT_COORDINATOR when it does not
+/// lead the key's partition, COORDINATOR_LOAD_IN_PROGRESS while it loads it, and
+/// COORDINATOR_NOT_AVAILABLE when the shard is gone (shutdown).
+pub(crate) async fn ask<C, T, F, Fut>(shard: &Rc<Shard>, key: &str, work: F) -> Result<T, ResponseError>
 where
     C: Coordinator,
     T: Send + 'static,
@@ -149,7 +186,15 @@ where
     Fut: Future<Output = T> + 'static,
 {
     let owner = shard.cluster.coordinator_shard::<C>(key);
-    run_on(shard, owner, work).await
+    let tp = TopicPartition::new(C::TOPIC, C::partition_for(key, shard.cluster.offsets_partitions));
+    let answer = run_on(shard, owner, move |s| async move {
+        match s.coordinator_status(&tp) {
+            Ok(()) => Ok(work(s).await),
+            Err(e) => Err(e),
+        }
+    })
+    .await;
+    answer.unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
 }
 
 /// Runs `work` on shard `target` (in place when it is this one).

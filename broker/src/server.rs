@@ -1,7 +1,7 @@
-//! Start-up and shutdown: open the controller (today the embedded local one; the etcd
-//! backend plugs in here through the same `Controller` trait), bind one SO_REUSEPORT
-//! listener per shard on the same port, start the pinned shard threads, and stop them
-//! cleanly.
+//! Start-up and shutdown: lock the data directory, bind one SO_REUSEPORT listener per
+//! shard on the same port, open the controller (the embedded local one, or etcd in a
+//! cluster) and register this broker with it, start the pinned shard threads, and stop
+//! them cleanly.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;
@@ -9,15 +9,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_controller::{ClusterMetadata, Controller, LocalController};
+use sluice_controller::{BrokerInfo, ClusterMetadata, Controller, EtcdConfig, EtcdController, LocalController};
 use sluice_storage::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::coordinator::{Coordinator, TICK};
+use crate::data_dir::DataDir;
 use crate::group::coordinator::GroupCoordinator;
 use crate::shard::{Applied, Cluster, Shard, ShardCall, INBOX_DEPTH};
 
@@ -25,9 +27,8 @@ use crate::shard::{Applied, Cluster, Shard, ShardCall, INBOX_DEPTH};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(config: BrokerConfig) -> Result<(), String> {
-    let controller = open_controller(&config)?;
-    let offsets_partitions = ensure_offsets_topic(controller.as_ref(), &config)?;
-    remove_orphan_partitions(&config.data_dir, &controller.metadata());
+    let data_dir = DataDir::lock(&config.data_dir)?;
+    let previous = data_dir.identity(config.node_id)?;
     let listeners = bind(config.listen, config.shards)?;
     let metrics_listener = StdListener::bind(config.metrics_addr)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -42,6 +43,36 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         };
         (host, bound.port())
     });
+    let me = BrokerInfo {
+        id: config.node_id,
+        host: advertised.0.clone(),
+        port: advertised.1,
+        rack: config.broker_rack.clone(),
+        incarnation: Uuid::new_v4(),
+    };
+    // Recorded before registering, so a crash right after leaves a directory whose
+    // next run recognises this registration as its own.
+    data_dir.record(config.node_id, previous.cluster_id.as_deref(), me.incarnation)?;
+    let controller = open_controller(&config, me.clone(), previous.incarnation)?;
+    let cluster_id = controller.metadata().cluster_id.clone();
+    if let Some(recorded) = previous.cluster_id.as_deref().filter(|id| *id != cluster_id) {
+        shutdown_controller(controller.as_ref());
+        return Err(format!(
+            "{} belongs to cluster {recorded}, but the controller's cluster is {cluster_id}",
+            config.data_dir.display()
+        ));
+    }
+    data_dir.record(config.node_id, Some(&cluster_id), me.incarnation)?;
+    let offsets_partitions = match config.controller.as_str() {
+        "local" => ensure_offsets_topic(controller.as_ref(), &config)?,
+        // In a cluster it is created when a group first needs it, once brokers have
+        // joined, so its partitions spread over them (as Kafka does).
+        _ => controller
+            .metadata()
+            .topic(GroupCoordinator::TOPIC)
+            .map_or(config.offsets_topic_num_partitions, |t| t.partitions),
+    };
+    remove_orphan_partitions(&config.data_dir, &controller.metadata(), config.node_id);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (peers, inboxes): (Vec<_>, Vec<_>) = (0..config.shards)
         .map(|_| mpsc::channel::<ShardCall>(INBOX_DEPTH))
@@ -50,8 +81,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
     let config_for_groups = config.clone();
     let cluster = Arc::new(Cluster {
         config,
+        me,
         controller,
-        advertised: advertised.clone(),
         peers,
         shutdown: shutdown_rx,
         offsets_partitions,
@@ -105,6 +136,8 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         let _ = t.join();
     }
     let _ = exporter.join();
+    shutdown_controller(cluster.controller.as_ref());
+    drop(data_dir);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -180,6 +213,7 @@ fn run_shard(
         let shard = Rc::new(Shard::new(id, cluster.clone()));
         let metadata = cluster.controller.metadata();
         let revision = metadata.revision;
+        // Applying starts loading the groups of the offsets partitions this broker leads.
         if let Err(e) = shard.apply_metadata(metadata) {
             let _ = ready.send(Err(format!("shard {id}: cannot open partitions: {e}")));
             return;
@@ -196,9 +230,9 @@ fn run_shard(
         let storage = tokio::task::spawn_local(shard.logs.clone().run(async move {
             let _ = storage_stopped.await;
         }));
-        if let Err(e) = shard.load_coordinators().await {
-            let _ = ready.send(Err(format!("shard {id}: cannot load {}: {e}", GroupCoordinator::TOPIC)));
-            return;
+        // The groups this shard coordinates are loaded before it takes requests.
+        while shard.coordinators_loading() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -262,11 +296,39 @@ fn run_shard(
     });
 }
 
-/// The controller backend: the embedded local one (the etcd backend of cluster mode
-/// comes through the same trait).
-fn open_controller(config: &BrokerConfig) -> Result<Arc<dyn Controller>, String> {
-    let local = LocalController::open(&config.data_dir).map_err(|e| format!("metadata: {e}"))?;
-    Ok(Arc::new(local))
+/// The controller backend: the embedded local one, or etcd for a cluster (this broker
+/// registers there; a node id another live broker holds is refused).
+fn open_controller(
+    config: &BrokerConfig,
+    me: BrokerInfo,
+    previous_incarnation: Option<Uuid>,
+) -> Result<Arc<dyn Controller>, String> {
+    if config.controller == "local" {
+        let local = LocalController::open(&config.data_dir, me).map_err(|e| format!("metadata: {e}"))?;
+        return Ok(Arc::new(local));
+    }
+    let (endpoints, prefix) = EtcdConfig::parse_url(&config.controller)?;
+    let etcd = EtcdController::connect(EtcdConfig {
+        endpoints,
+        prefix,
+        me,
+        previous_incarnation,
+        session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        auto_leader_rebalance: config.auto_leader_rebalance_enable,
+    })
+    .map_err(|e| format!("cannot join the cluster through {}: {e}", config.controller))?;
+    tracing::info!(controller = %config.controller, node = config.node_id, "registered with etcd");
+    Ok(Arc::new(etcd))
+}
+
+/// Leaves the cluster cleanly (drops this broker's registration at once).
+fn shutdown_controller(controller: &dyn Controller) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    if let Err(e) = rt.block_on(controller.shutdown()) {
+        tracing::warn!("cannot leave the cluster cleanly: {e}");
+    }
 }
 
 /// Creates `__consumer_offsets` on first start; returns its partition count, which
@@ -288,6 +350,7 @@ fn ensure_offsets_topic(controller: &dyn Controller, config: &BrokerConfig) -> R
             replication_factor: 1,
             configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
             internal: true,
+            replica_assignments: None,
         }))
         .map_err(|e| format!("cannot create {topic_name}: {e}"))?;
     Ok(created.value.partitions)
@@ -324,9 +387,10 @@ fn group_config(config: &BrokerConfig) -> crate::group::GroupConfig {
     }
 }
 
-/// Partition directories whose topic no longer exists (a delete interrupted by a crash)
-/// are removed at start-up, as Kafka does with its `-delete` directories.
-fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
+/// Partition directories whose topic no longer exists (a delete interrupted by a crash),
+/// or whose replica was moved off this broker, are removed at start-up, as Kafka does
+/// with its `-delete` directories.
+fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata, node_id: i32) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return;
     };
@@ -341,7 +405,12 @@ fn remove_orphan_partitions(data_dir: &Path, metadata: &ClusterMetadata) {
         let Ok(partition) = partition.parse::<i32>() else {
             continue;
         };
-        if metadata.topic(topic).is_some_and(|t| partition < t.partitions) {
+        let kept = metadata.topic(topic).is_some_and(|t| {
+            partition < t.partitions
+                && t.partition(partition)
+                    .is_none_or(|s| s.partition_epoch < 0 || s.replicas.contains(&node_id))
+        });
+        if kept {
             continue;
         }
         tracing::warn!(dir = %entry.path().display(), "removing data of a deleted partition");

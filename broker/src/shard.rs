@@ -19,14 +19,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
-use sluice_controller::{ClusterMetadata, Controller, TopicMetadata};
+use sluice_controller::{BrokerInfo, ClusterMetadata, Controller, TopicMetadata};
 use sluice_storage::{AppendReceipt, Appended, Durability, LogManager, Offset};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::BrokerConfig;
 use crate::coordinator::{Coordinator, Host};
 use crate::group::coordinator::GroupCoordinator;
-use crate::group::{GroupConfig, OFFSETS_TOPIC};
+use crate::group::GroupConfig;
 use crate::metrics::{PartitionStats, ShardMetrics, ShardSnapshot};
 use crate::partition::{append_error, Partition, ReadBound, TopicPartition};
 use crate::{now_ms, topic_config};
@@ -49,9 +49,9 @@ pub struct Applied {
 /// State every shard shares; immutable after start-up, so `Arc` without a lock.
 pub struct Cluster {
     pub config: BrokerConfig,
+    /// This broker as it registered: its node id, endpoint, rack and incarnation.
+    pub me: BrokerInfo,
     pub controller: Arc<dyn Controller>,
-    /// The address clients are told to use (the advertised listener).
-    pub advertised: (String, u16),
     pub peers: Vec<mpsc::Sender<ShardCall>>,
     pub shutdown: watch::Receiver<bool>,
     /// Partitions of `__consumer_offsets`, which place groups on shards.
@@ -79,6 +79,14 @@ impl Cluster {
     pub fn coordinator_shard<C: Coordinator>(&self, key: &str) -> usize {
         self.owner_of(C::TOPIC, C::partition_for(key, self.offsets_partitions))
     }
+}
+
+/// Where a shard stands with a coordinator partition it leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hosting {
+    /// Replaying the partition's log; requests get COORDINATOR_LOAD_IN_PROGRESS.
+    Loading,
+    Ready,
 }
 
 /// Work for a shard, run there with the shard in hand.
@@ -113,6 +121,9 @@ pub struct Shard {
     pub logs: Rc<LogManager>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The `__consumer_offsets` partitions this shard owns and this broker leads, and
+    /// whether their groups are loaded.
+    coordinating: RefCell<HashMap<i32, Hosting>>,
     /// Producer ids reserved from the controller and not yet handed out.
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// This shard's own counters; a scrape sums every shard's.
@@ -143,6 +154,7 @@ impl Shard {
             id,
             groups: GroupCoordinator::new(cluster.groups.clone(), cluster.offsets_partitions),
             cluster,
+            coordinating: RefCell::new(HashMap::new()),
             metadata: RefCell::new(metadata),
             partitions: RefCell::new(HashMap::new()),
             logs,
@@ -164,19 +176,35 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
-    /// Brings the shard's partitions in line with `metadata` (opens the logs of new
-    /// partitions it owns, removes those of deleted topics) and makes it the shard's
-    /// snapshot. Returns what failed, if anything did.
-    pub fn apply_metadata(&self, metadata: Arc<ClusterMetadata>) -> Result<(), String> {
+    /// Whether this broker leads `state`'s partition in `metadata`: the leader named is
+    /// this node, and this broker's registration (this very process's) is live. A broker
+    /// that lost its registration leads nothing: it cannot prove it still does.
+    pub fn leads(&self, metadata: &ClusterMetadata, leader: i32) -> bool {
+        leader == self.cluster.me.id
+            && metadata
+                .brokers
+                .get(&leader)
+                .is_some_and(|b| b.incarnation == self.cluster.me.incarnation)
+    }
+
+    /// Brings the shard's partitions in line with `metadata` (opens the logs of the
+    /// partitions it owns that have a replica on this broker, removes those of deleted
+    /// topics and of replicas moved away, takes or gives up leadership and the
+    /// coordinator state that goes with it) and makes it the shard's snapshot. Returns
+    /// what failed, if anything did.
+    pub fn apply_metadata(self: &Rc<Self>, metadata: Arc<ClusterMetadata>) -> Result<(), String> {
+        let me = self.cluster.me.id;
         let mut failures = Vec::new();
         let doomed: Vec<TopicPartition> = self
             .partitions
             .borrow()
             .iter()
             .filter(|(tp, p)| {
-                !metadata
-                    .topic(&tp.topic)
-                    .is_some_and(|t| t.id == p.topic_id && tp.partition < t.partitions)
+                !metadata.topic(&tp.topic).is_some_and(|t| {
+                    t.id == p.topic_id
+                        && t.partition(tp.partition)
+                            .is_some_and(|s| s.partition_epoch < 0 || s.replicas.contains(&me))
+                })
             })
             .map(|(tp, _)| tp.clone())
             .collect();
@@ -194,6 +222,12 @@ impl Shard {
                 failures.push(e);
             }
         }
+        for (tp, p) in self.partitions.borrow_mut().iter_mut() {
+            if let Some(state) = metadata.partition(&tp.topic, tp.partition) {
+                p.set_leadership(self.leads(&metadata, state.leader), state.leader_epoch);
+            }
+        }
+        self.follow_coordinator_leadership(&metadata);
         *self.metadata.borrow_mut() = metadata;
         if failures.is_empty() {
             Ok(())
@@ -202,11 +236,97 @@ impl Shard {
         }
     }
 
-    /// Opens the logs of every partition of `topic` that this shard owns.
+    /// Loads the groups of each `__consumer_offsets` partition this shard owns that
+    /// this broker has come to lead, and forgets those of the ones it no longer leads
+    /// (the group moves with the partition's leadership, as in Kafka).
+    fn follow_coordinator_leadership(self: &Rc<Self>, metadata: &ClusterMetadata) {
+        let Some(topic) = metadata.topic(GroupCoordinator::TOPIC) else {
+            return;
+        };
+        let led: Vec<i32> = (0..topic.partitions)
+            .filter(|&p| self.cluster.owner_of(&topic.name, p) == self.id)
+            .filter(|&p| topic.partition(p).is_some_and(|s| self.leads(metadata, s.leader)))
+            .filter(|&p| {
+                self.partitions
+                    .borrow()
+                    .contains_key(&TopicPartition::new(&topic.name, p))
+            })
+            .collect();
+        let lost: Vec<i32> = self
+            .coordinating
+            .borrow()
+            .keys()
+            .filter(|p| !led.contains(p))
+            .copied()
+            .collect();
+        for p in lost {
+            self.coordinating.borrow_mut().remove(&p);
+            self.groups.unload(&TopicPartition::new(&topic.name, p));
+            tracing::info!(
+                shard = self.id,
+                partition = p,
+                "no longer coordinating the groups of this offsets partition"
+            );
+        }
+        for p in led {
+            if self.coordinating.borrow().contains_key(&p) {
+                continue;
+            }
+            self.coordinating.borrow_mut().insert(p, Hosting::Loading);
+            let shard = self.clone();
+            tokio::task::spawn_local(async move {
+                let tp = TopicPartition::new(GroupCoordinator::TOPIC, p);
+                let loaded = shard.groups.load(shard.as_ref(), std::slice::from_ref(&tp)).await;
+                let mut coordinating = shard.coordinating.borrow_mut();
+                match loaded {
+                    // Still ours (leadership may have moved on while it loaded).
+                    Ok(()) if coordinating.get(&p) == Some(&Hosting::Loading) => {
+                        coordinating.insert(p, Hosting::Ready);
+                        tracing::debug!(
+                            shard = shard.id,
+                            partition = p,
+                            groups = shard.groups.group_count(),
+                            "coordinating"
+                        );
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::error!(shard = shard.id, partition = p, "cannot load groups: {e}");
+                        coordinating.remove(&p);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Whether this shard can answer for a key of coordinator `C` in `tp`: Kafka's
+    /// NOT_COORDINATOR when this broker does not lead it, COORDINATOR_LOAD_IN_PROGRESS
+    /// while its state is replayed.
+    pub fn coordinator_status(&self, tp: &TopicPartition) -> Result<(), ResponseError> {
+        match self.coordinating.borrow().get(&tp.partition) {
+            Some(Hosting::Ready) if tp.topic == GroupCoordinator::TOPIC => Ok(()),
+            Some(Hosting::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
+            _ => Err(ResponseError::NotCoordinator),
+        }
+    }
+
+    /// Whether coordinator partitions this shard leads are still loading.
+    pub fn coordinators_loading(&self) -> bool {
+        self.coordinating.borrow().values().any(|h| *h == Hosting::Loading)
+    }
+
+    /// Opens the logs of every partition of `topic` that this shard owns and that has
+    /// a replica on this broker.
     fn open_topic(&self, topic: &TopicMetadata) -> Result<(), String> {
         let log_config = topic_config::log_config(self.config(), &topic.configs);
         for partition in 0..topic.partitions {
             if self.cluster.owner_of(&topic.name, partition) != self.id {
+                continue;
+            }
+            let placed_here = topic
+                .partition(partition)
+                .is_some_and(|s| s.replicas.contains(&self.cluster.me.id));
+            if !placed_here {
                 continue;
             }
             let tp = TopicPartition::new(&topic.name, partition);
@@ -289,6 +409,9 @@ impl Shard {
         let Some(p) = partitions.get_mut(tp) else {
             return Err((ResponseError::UnknownTopicOrPartition, None));
         };
+        if !p.is_leader() {
+            return Err((ResponseError::NotLeaderOrFollower, None));
+        }
         let len = records.len();
         match p.append(records, now_ms, durability) {
             Ok(appended) => {
@@ -327,20 +450,6 @@ impl Shard {
     /// Runs this shard's coordinators' timers.
     pub fn tick_coordinators(&self) {
         self.groups.tick(self);
-    }
-
-    /// Loads the state of every coordinator partition this shard owns.
-    pub async fn load_coordinators(&self) -> Result<(), String> {
-        let owned: Vec<TopicPartition> = (0..self.cluster.offsets_partitions)
-            .map(|p| TopicPartition::new(OFFSETS_TOPIC, p))
-            .filter(|tp| self.cluster.owner_of(&tp.topic, tp.partition) == self.id)
-            .collect();
-        self.groups.load(self, &owned).await?;
-        let count = self.groups.group_count();
-        if count > 0 {
-            tracing::info!(shard = self.id, groups = count, "loaded consumer groups");
-        }
-        Ok(())
     }
 
     /// Counters plus every partition's offsets and every group's state.

@@ -145,6 +145,131 @@ impl Drop for Broker {
     }
 }
 
+impl Broker {
+    /// Starts a broker that must refuse to start; returns its stderr. Fails the test
+    /// if it is still running after 30 s or exits successfully.
+    pub fn start_refused(extra: &[&str]) -> String {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(sluice_bin())
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--shards",
+                "1",
+            ])
+            .arg("--data-dir")
+            .arg(data.path().join("data"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                assert!(!status.success(), "sluice should have refused to start:\n{err}");
+                return err;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sluice should have refused to start, but it is running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A real etcd (Debian's `etcd-server`) on free loopback ports with its own data
+/// directory. Dropping it kills the process.
+pub struct Etcd {
+    child: Option<Child>,
+    /// host:port of the client endpoint.
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let data = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("127.0.0.1:{client}");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(data.path().join("etcd"))
+            .args(["--listen-client-urls", &format!("http://{endpoint}")])
+            .args(["--advertise-client-urls", &format!("http://{endpoint}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer}")])
+            .args(["--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd is installed (Debian etcd-server; see .ci/run)");
+        let etcd = Etcd {
+            child: Some(child),
+            endpoint,
+            _data: data,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&etcd.endpoint).is_err() {
+            assert!(std::time::Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+
+    /// The `--controller` URL for a cluster under `prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("etcd://{}/{prefix}", self.endpoint)
+    }
+
+    /// SIGSTOP: etcd stops answering, its connections stay open (an unreachable etcd).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Etcd::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg(sig).arg(child.id().to_string()).status();
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.resume();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port nobody listens on right now (the kernel's pick for port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A raw Kafka protocol connection, for exact requests and bad input.
 pub struct RawClient {
     stream: TcpStream,

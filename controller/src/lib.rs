@@ -1,6 +1,6 @@
-//! Cluster metadata: the topics, their partitions, topic ids and per-topic configs, and
-//! the cluster id. This crate knows cluster state, never sockets (DESIGN.md,
-//! "Controller").
+//! Cluster metadata: the live brokers, the topics, their partitions (replicas, leader,
+//! leader epoch, in-sync replicas), topic ids and per-topic configs, and the cluster
+//! id. This crate knows cluster state, never sockets (DESIGN.md, "Controller").
 //!
 //! The [`Controller`] trait is the one interface to cluster state. Changes are async
 //! (a backend waits for its disk or its consensus store without blocking the caller's
@@ -11,12 +11,15 @@
 //! with what the snapshot says (desired state in, actual state reconciled).
 //!
 //! The `local` backend persists to one file in the data directory, written atomically
-//! (write, fsync, rename, fsync the directory) on tokio's blocking pool. The etcd
-//! backend of cluster mode implements the same trait with compare-and-swap and feeds
-//! the same watch from etcd's.
+//! (write, fsync, rename, fsync the directory) on tokio's blocking pool; its one broker
+//! leads every partition. The `etcd` backend (cluster mode, `ETCD.md`) keeps the same
+//! state in etcd, changes it only with compare-and-swap transactions, and feeds the
+//! same watch from etcd's.
 
+pub mod etcd;
 pub mod local;
 pub mod names;
+pub mod placement;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,8 +31,61 @@ use thiserror::Error;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use etcd::{EtcdConfig, EtcdController};
 pub use local::LocalController;
 pub use names::validate_topic_name;
+
+/// A live broker: how clients reach it, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// Kafka's `node.id`.
+    pub id: i32,
+    /// The advertised listener clients are sent to.
+    pub host: String,
+    pub port: u16,
+    /// Kafka's `broker.rack`, for rack-aware replica placement.
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// New for every start of the broker process, so a restarted broker can tell its own
+    /// dead registration from another live broker that has its node id.
+    #[serde(default)]
+    pub incarnation: Uuid,
+}
+
+/// No leader: Kafka's `-1` (the partition is offline).
+pub const NO_LEADER: i32 = -1;
+
+/// One partition's placement and leadership (Kafka's `PartitionRegistration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The brokers that hold the partition; the first is the preferred leader.
+    pub replicas: Vec<i32>,
+    /// The broker that serves it, or [`NO_LEADER`].
+    pub leader: i32,
+    /// Bumped by every change of leader, so requests and brokers can tell a stale
+    /// leader from the current one (KIP-101, KIP-320).
+    pub leader_epoch: i32,
+    /// The replicas that hold every committed record. Until replication exists a
+    /// follower never catches up, so this is the leader alone: leadership moves only to
+    /// a replica that has the data, never to an empty one.
+    pub isr: Vec<i32>,
+    /// Bumped by every change of this state (leader, ISR or replicas).
+    pub partition_epoch: i32,
+}
+
+impl PartitionState {
+    /// A new partition led by its preferred replica.
+    pub fn new(replicas: Vec<i32>) -> PartitionState {
+        let leader = replicas.first().copied().unwrap_or(NO_LEADER);
+        PartitionState {
+            isr: vec![leader],
+            replicas,
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
 
 /// One topic as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +101,16 @@ pub struct TopicMetadata {
     /// Internal topics (`__consumer_offsets`) are flagged as such in Metadata answers.
     #[serde(default)]
     pub internal: bool,
+    /// Each partition's placement and leadership, by partition index.
+    #[serde(default)]
+    pub assignments: Vec<PartitionState>,
+}
+
+impl TopicMetadata {
+    /// A partition's placement and leadership.
+    pub fn partition(&self, index: i32) -> Option<&PartitionState> {
+        usize::try_from(index).ok().and_then(|i| self.assignments.get(i))
+    }
 }
 
 /// A consistent view of the cluster at one moment.
@@ -59,11 +125,27 @@ pub struct ClusterMetadata {
     /// Grows with every change, so a watcher can tell whether it has seen one.
     #[serde(default)]
     pub revision: u64,
+    /// The live brokers, by node id: a broker is here while its registration lasts.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// The broker running the controller duty, or [`NO_LEADER`] while none does.
+    #[serde(default)]
+    pub controller_id: i32,
 }
 
 impl ClusterMetadata {
     pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
         self.topics.get(name)
+    }
+
+    /// A partition's placement and leadership.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
+        self.topic(topic).and_then(|t| t.partition(index))
+    }
+
+    /// Whether broker `id` is live (registered) in this snapshot.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.contains_key(&id)
     }
 }
 
@@ -75,6 +157,9 @@ pub struct NewTopic {
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
     pub internal: bool,
+    /// Replicas chosen by the client (CreateTopics' `assignments`), one list per
+    /// partition; None lets the controller place them.
+    pub replica_assignments: Option<Vec<Vec<i32>>>,
 }
 
 #[derive(Debug, Error)]
@@ -87,8 +172,16 @@ pub enum ControllerError {
     InvalidTopicName(String),
     #[error("invalid number of partitions {0}")]
     InvalidPartitions(i32),
-    #[error("invalid replication factor {0}: this cluster has {1} broker(s)")]
+    #[error("invalid replication factor {0}: this cluster has {1} live broker(s)")]
     InvalidReplicationFactor(i16, usize),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    #[error("broker {0} is already registered by a live broker (another process has this node id)")]
+    DuplicateBroker(i32),
+    #[error("the controller store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the change raced with another one; try again")]
+    Conflict,
     #[error("metadata storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("metadata file is unreadable: {0}")]
@@ -119,9 +212,20 @@ pub trait Controller: Send + Sync {
     fn create_topic(&self, topic: NewTopic) -> ControllerFuture<'_, Change<TopicMetadata>>;
     /// Deletes a topic and persists that before resolving.
     fn delete_topic(&self, name: &str) -> ControllerFuture<'_, Change<TopicMetadata>>;
-    /// Grows a topic to `partitions` partitions (never shrinks, as in Kafka).
-    fn create_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>>;
+    /// Grows a topic to `partitions` partitions (never shrinks, as in Kafka); the new
+    /// partitions' replicas as the client chose them, or placed by the controller.
+    fn create_partitions(
+        &self,
+        name: &str,
+        partitions: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+    ) -> ControllerFuture<'_, Change<TopicMetadata>>;
     /// Reserves `count` producer ids for this broker, persisted before resolving, so
     /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
     fn allocate_producer_ids(&self, count: i64) -> ControllerFuture<'_, std::ops::Range<i64>>;
+    /// Leaves the cluster cleanly (a registration is dropped at once rather than when
+    /// its session times out).
+    fn shutdown(&self) -> ControllerFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -1,4 +1,5 @@
-//! The embedded single-node controller: metadata in `<data-dir>/metadata.json`.
+//! The embedded single-node controller: metadata in `<data-dir>/metadata.json`. Its one
+//! broker is the whole cluster: it is the controller and leads every partition.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -8,7 +9,10 @@ use std::sync::Arc;
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
-use crate::{Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic, TopicMetadata};
+use crate::{
+    placement, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
+    PartitionState, TopicMetadata,
+};
 
 const FILE_NAME: &str = "metadata.json";
 
@@ -22,8 +26,9 @@ pub struct LocalController {
 }
 
 impl LocalController {
-    /// Loads the metadata file in `data_dir`, or starts a new cluster with a new id.
-    pub fn open(data_dir: &Path) -> Result<LocalController, ControllerError> {
+    /// Loads the metadata file in `data_dir`, or starts a new cluster with a new id;
+    /// `me` is the one broker, which leads every partition.
+    pub fn open(data_dir: &Path, me: BrokerInfo) -> Result<LocalController, ControllerError> {
         fs::create_dir_all(data_dir)?;
         let path = data_dir.join(FILE_NAME);
         let metadata = match fs::read(&path) {
@@ -34,12 +39,15 @@ impl LocalController {
                     topics: Default::default(),
                     next_producer_id: 0,
                     revision: 0,
+                    brokers: Default::default(),
+                    controller_id: me.id,
                 };
                 write_atomically(&path, &fresh)?;
                 fresh
             }
             Err(e) => return Err(e.into()),
         };
+        let metadata = single_node(metadata, me);
         let (current, _) = watch::channel(Arc::new(metadata));
         Ok(LocalController {
             path,
@@ -81,20 +89,31 @@ impl Controller for LocalController {
             if topic.partitions < 1 {
                 return Err(ControllerError::InvalidPartitions(topic.partitions));
             }
-            if topic.replication_factor != 1 {
-                return Err(ControllerError::InvalidReplicationFactor(topic.replication_factor, 1));
-            }
             self.update(|meta| {
                 if meta.topics.contains_key(&topic.name) {
                     return Err(ControllerError::TopicExists(topic.name.clone()));
                 }
+                let replicas = match &topic.replica_assignments {
+                    Some(chosen) => {
+                        placement::validate(chosen, &meta.brokers)?;
+                        chosen.clone()
+                    }
+                    None => placement::assign(
+                        &meta.brokers,
+                        0,
+                        topic.partitions,
+                        topic.replication_factor,
+                        placement::Start::random(1),
+                    )?,
+                };
                 let created = TopicMetadata {
                     name: topic.name.clone(),
                     id: Uuid::new_v4(),
-                    partitions: topic.partitions,
-                    replication_factor: topic.replication_factor,
+                    partitions: replicas.len() as i32,
+                    replication_factor: replicas.first().map_or(1, |r| r.len() as i16),
                     configs: topic.configs,
                     internal: topic.internal,
+                    assignments: replicas.into_iter().map(PartitionState::new).collect(),
                 };
                 meta.topics.insert(topic.name, created.clone());
                 Ok(created)
@@ -115,18 +134,23 @@ impl Controller for LocalController {
         })
     }
 
-    fn create_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>> {
+    fn create_partitions(
+        &self,
+        name: &str,
+        partitions: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+    ) -> ControllerFuture<'_, Change<TopicMetadata>> {
         let name = name.to_string();
         Box::pin(async move {
             self.update(|meta| {
+                let brokers = meta.brokers.clone();
                 let topic = meta
                     .topics
                     .get_mut(&name)
                     .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
-                if partitions <= topic.partitions {
-                    return Err(ControllerError::InvalidPartitions(partitions));
-                }
+                let added = placement::grow(topic, partitions, assignments, &brokers, placement::Start::random(1))?;
                 topic.partitions = partitions;
+                topic.assignments.extend(added.into_iter().map(PartitionState::new));
                 Ok(topic.clone())
             })
             .await
@@ -147,6 +171,33 @@ impl Controller for LocalController {
     }
 }
 
+/// The one broker is the cluster: it is live, the controller, and the only replica and
+/// leader of every partition (a partition moved from another node id leads here under a
+/// new epoch). Files from before leadership was recorded get their assignments here.
+fn single_node(mut metadata: ClusterMetadata, me: BrokerInfo) -> ClusterMetadata {
+    for topic in metadata.topics.values_mut() {
+        topic.assignments.truncate(topic.partitions.max(0) as usize);
+        for state in topic.assignments.iter_mut() {
+            if state.replicas != [me.id] || state.leader != me.id {
+                *state = PartitionState {
+                    replicas: vec![me.id],
+                    leader: me.id,
+                    leader_epoch: state.leader_epoch + 1,
+                    isr: vec![me.id],
+                    partition_epoch: state.partition_epoch + 1,
+                };
+            }
+        }
+        while topic.assignments.len() < topic.partitions.max(0) as usize {
+            topic.assignments.push(PartitionState::new(vec![me.id]));
+        }
+        topic.replication_factor = 1;
+    }
+    metadata.controller_id = me.id;
+    metadata.brokers = [(me.id, me)].into();
+    metadata
+}
+
 /// Write to a temporary file, fsync it, rename it over the old one, fsync the
 /// directory: after a crash the file is either the old or the new version, whole.
 fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> std::io::Result<()> {
@@ -163,7 +214,7 @@ fn write_atomically(path: &Path, metadata: &ClusterMetadata) -> std::io::Result<
 }
 
 /// Kafka's cluster ids are a random UUID in URL-safe base64 without padding (22 chars).
-fn new_cluster_id() -> String {
+pub(crate) fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = Uuid::new_v4().into_bytes();
     let mut out = String::with_capacity(22);
@@ -194,36 +245,70 @@ mod tests {
             replication_factor: 1,
             configs: Default::default(),
             internal: false,
+            replica_assignments: None,
+        }
+    }
+
+    fn me() -> BrokerInfo {
+        BrokerInfo {
+            id: 1,
+            host: "localhost".into(),
+            port: 9092,
+            rack: None,
+            incarnation: Uuid::new_v4(),
         }
     }
 
     #[tokio::test]
     async fn cluster_id_and_topic_ids_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         let created = c.create_topic(topic("orders", 6)).await.unwrap().value;
         let cluster_id = c.metadata().cluster_id.clone();
         assert_eq!(cluster_id.len(), 22);
         drop(c);
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         assert_eq!(c.metadata().cluster_id, cluster_id);
         assert_eq!(c.metadata().topic("orders"), Some(&created));
+        // The one broker leads every partition at epoch 0.
+        assert!(created
+            .assignments
+            .iter()
+            .all(|p| p.leader == 1 && p.replicas == [1] && p.leader_epoch == 0));
+        // Started under another node id, it leads them all again under a new epoch.
+        drop(c);
+        let other = BrokerInfo { id: 7, ..me() };
+        let c = LocalController::open(dir.path(), other).unwrap();
+        let orders = c.metadata().topic("orders").cloned().unwrap();
+        assert!(orders
+            .assignments
+            .iter()
+            .all(|p| p.leader == 7 && p.isr == [7] && p.leader_epoch == 1));
+        assert_eq!(c.metadata().controller_id, 7);
+        assert!(matches!(
+            c.create_topic(NewTopic {
+                replication_factor: 2,
+                ..topic("pairs", 1)
+            })
+            .await,
+            Err(ControllerError::InvalidReplicationFactor(2, 1))
+        ));
     }
 
     #[tokio::test]
     async fn producer_id_blocks_never_overlap_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         assert_eq!(c.allocate_producer_ids(1000).await.unwrap(), 0..1000);
         drop(c);
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         assert_eq!(c.allocate_producer_ids(1000).await.unwrap(), 1000..2000);
     }
 
     #[tokio::test]
     async fn watchers_see_every_change_with_a_higher_revision() {
         let dir = tempfile::tempdir().unwrap();
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         let mut watch = c.watch();
         let start = watch.borrow_and_update().revision;
         let created = c.create_topic(topic("orders", 2)).await.unwrap();
@@ -232,7 +317,7 @@ mod tests {
         assert_eq!(seen.revision, created.revision);
         assert!(created.revision > start);
         assert_eq!(seen.topic("orders").map(|t| t.partitions), Some(2));
-        let grown = c.create_partitions("orders", 5).await.unwrap();
+        let grown = c.create_partitions("orders", 5, None).await.unwrap();
         assert!(grown.revision > created.revision);
         watch.changed().await.unwrap();
         assert_eq!(watch.borrow().topic("orders").map(|t| t.partitions), Some(5));
@@ -241,14 +326,14 @@ mod tests {
         assert!(!watch.has_changed().unwrap());
         // The revision survives a restart, so it never goes back.
         drop(c);
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         assert_eq!(c.metadata().revision, grown.revision);
     }
 
     #[tokio::test]
     async fn duplicates_bad_names_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = LocalController::open(dir.path()).unwrap();
+        let c = LocalController::open(dir.path(), me()).unwrap();
         c.create_topic(topic("a", 1)).await.unwrap();
         assert!(matches!(
             c.create_topic(topic("a", 1)).await,

@@ -125,6 +125,24 @@ impl GroupCoordinator {
         TopicPartition::new(OFFSETS_TOPIC, Self::partition_for(group_id, self.offsets_partitions))
     }
 
+    /// Forgets the groups of `tp`, whose leadership moved away: their parked requests
+    /// are answered NOT_COORDINATOR so members find the new coordinator.
+    pub fn unload(&self, tp: &TopicPartition) {
+        let tickets = self.groups.borrow_mut().unload(|id| self.partition_of(id) == *tp);
+        let mut parked = self.parked.borrow_mut();
+        for ticket in tickets {
+            match parked.remove(&ticket) {
+                Some(Parked::Join(tx)) => {
+                    let _ = tx.send(JoinResult::failed(ResponseError::NotCoordinator, ""));
+                }
+                Some(Parked::Sync(tx)) => {
+                    let _ = tx.send(SyncResult::failed(ResponseError::NotCoordinator));
+                }
+                None => {}
+            }
+        }
+    }
+
     pub fn group_count(&self) -> usize {
         self.groups.borrow().len()
     }

@@ -489,6 +489,23 @@ impl Groups {
         self.groups.remove(group_id);
     }
 
+    /// Drops every group `unloaded` picks (their partition moved to another broker) and
+    /// returns the tickets of their parked requests, which must now be answered.
+    pub fn unload(&mut self, unloaded: impl Fn(&str) -> bool) -> Vec<Ticket> {
+        let mut tickets = Vec::new();
+        self.groups.retain(|id, group| {
+            if !unloaded(id) {
+                return true;
+            }
+            for member in group.members.values() {
+                tickets.extend(member.join_waiter.as_ref().map(|w| w.ticket));
+                tickets.extend(member.sync_waiter);
+            }
+            false
+        });
+        tickets
+    }
+
     /// OffsetDelete's checks (KIP-496): per partition, whether its offset may go (not
     /// while a member subscribes to the topic), and the offsets that may.
     #[allow(clippy::type_complexity)]

@@ -29,7 +29,6 @@ impl Handler for CreatePartitionsHandler {
         for t in &request.topics {
             *seen.entry(t.name.as_str()).or_default() += 1;
         }
-        let node_id = shard.config().node_id;
         let mut results = Vec::new();
         for topic in &request.topics {
             let name = topic.name.as_str();
@@ -55,18 +54,17 @@ impl Handler for CreatePartitionsHandler {
                     ),
                 )),
                 Some((n, _))
-                    if topic.assignments.as_ref().is_some_and(|a| {
-                        a.len() as i32 != topic.count - n
-                            || a.iter().any(|r| r.broker_ids.iter().map(|b| b.0).ne([node_id]))
-                    }) =>
+                    if topic
+                        .assignments
+                        .as_ref()
+                        .is_some_and(|a| a.len() as i32 != topic.count - n) =>
                 {
                     Err(AdminError::new(
                         ResponseError::InvalidReplicaAssignment,
-                        format!("each new partition must be assigned to broker {node_id} alone"),
+                        format!("{} new partitions need as many replica lists", topic.count - n),
                     ))
                 }
-                Some(_) if request.validate_only => Ok(()),
-                Some(_) => admin::create_partitions(&shard, name, topic.count).await.map(|_| ()),
+                Some(_) => grow(&shard, name, topic, request.validate_only).await,
             };
             let (code, message) = match result {
                 Ok(()) => (0, None),
@@ -81,4 +79,27 @@ impl Handler for CreatePartitionsHandler {
         }
         Some(CreatePartitionsResponse::default().with_results(results))
     }
+}
+
+/// Adds the partitions, on the brokers the client chose (checked) or where the
+/// controller places them.
+async fn grow(
+    shard: &Rc<Shard>,
+    name: &str,
+    topic: &kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    let chosen: Option<Vec<Vec<i32>>> = topic
+        .assignments
+        .as_ref()
+        .map(|a| a.iter().map(|r| r.broker_ids.iter().map(|b| b.0).collect()).collect());
+    if let Some(lists) = &chosen {
+        sluice_controller::placement::validate(lists, &shard.metadata().brokers)?;
+    }
+    if validate_only {
+        return Ok(());
+    }
+    admin::create_partitions(shard, name, topic.count, chosen)
+        .await
+        .map(|_| ())
 }

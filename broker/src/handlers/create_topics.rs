@@ -63,7 +63,8 @@ async fn create(
     validate_only: bool,
 ) -> Result<CreatableTopicResult, AdminError> {
     let name = topic.name.as_str();
-    let node_id = shard.config().node_id;
+    let live = shard.metadata().brokers.clone();
+    let mut chosen = None;
     let (partitions, replication_factor) = if topic.assignments.is_empty() {
         let partitions = if topic.num_partitions == -1 {
             shard.config().num_partitions
@@ -71,7 +72,7 @@ async fn create(
             topic.num_partitions
         };
         let rf = if topic.replication_factor == -1 {
-            1
+            shard.config().default_replication_factor
         } else {
             topic.replication_factor
         };
@@ -83,15 +84,19 @@ async fn create(
                 "give either assignments or num_partitions and replication_factor, not both",
             ));
         }
+        let mut lists = Vec::with_capacity(topic.assignments.len());
         for (i, a) in topic.assignments.iter().enumerate() {
-            if a.partition_index != i as i32 || a.broker_ids.iter().map(|b| b.0).ne([node_id]) {
+            if a.partition_index != i as i32 {
                 return Err(AdminError::new(
                     ResponseError::InvalidReplicaAssignment,
-                    format!("partitions must be numbered from 0 and assigned to broker {node_id} alone"),
+                    "partitions must be numbered from 0 in order",
                 ));
             }
+            lists.push(a.broker_ids.iter().map(|b| b.0).collect::<Vec<i32>>());
         }
-        (topic.assignments.len() as i32, 1)
+        let rf = sluice_controller::placement::validate(&lists, &live)?;
+        chosen = Some(lists);
+        (topic.assignments.len() as i32, rf)
     };
     if partitions < 1 {
         return Err(AdminError::new(
@@ -99,10 +104,13 @@ async fn create(
             "number of partitions must be at least 1",
         ));
     }
-    if replication_factor != 1 {
+    if replication_factor < 1 || replication_factor as usize > live.len() {
         return Err(AdminError::new(
             ResponseError::InvalidReplicationFactor,
-            format!("replication factor {replication_factor} is larger than the 1 available broker"),
+            format!(
+                "replication factor {replication_factor} is larger than the {} live broker(s)",
+                live.len()
+            ),
         ));
     }
     let mut configs = BTreeMap::new();
@@ -130,7 +138,7 @@ async fn create(
         }
         uuid::Uuid::nil()
     } else {
-        admin::create_topic(shard, name, partitions, replication_factor, configs.clone())
+        admin::create_topic(shard, name, partitions, replication_factor, configs.clone(), chosen)
             .await?
             .id
     };

@@ -5,7 +5,6 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
@@ -27,7 +26,7 @@ impl Handler for DeleteGroupsHandler {
                 move |s| async move { s.groups.delete(&*s, &id).await },
             )
             .await
-            .unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+            .unwrap_or_else(Some);
             let code = error_code(error);
             results.push(
                 DeletableGroupResult::default()

@@ -31,13 +31,16 @@ impl Handler for DescribeGroupsHandler {
         for group_id in request.groups {
             let id = group_id.to_string();
             let described = ask_group(&shard, &group_id, move |s| async move { s.groups.describe(&id) }).await;
-            let Some(described) = described else {
-                groups.push(
-                    DescribedGroup::default()
-                        .with_group_id(group_id.clone())
-                        .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
-                );
-                continue;
+            let described = match described {
+                Ok(described) => described,
+                Err(e) => {
+                    groups.push(
+                        DescribedGroup::default()
+                            .with_group_id(group_id.clone())
+                            .with_error_code(e.code()),
+                    );
+                    continue;
+                }
             };
             let mut answer = describe(&group_id, described);
             // KIP-1043: from v6 a group that does not exist is an error, not a Dead group.

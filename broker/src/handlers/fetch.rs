@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
+use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use sluice_storage::{BatchHeader, Offset, ReadError};
 use tokio::sync::Notify;
 
-use super::{error_code, Handler, RequestContext};
+use super::{error_code, moved_leader, Handler, RequestContext};
 use crate::partition::{ReadBound, TopicPartition};
 use crate::router::{self, PartitionOp};
 use crate::shard::Shard;
@@ -31,6 +32,8 @@ const FETCH_MAX_BYTES: i32 = 57_671_680;
 pub struct FetchItem {
     pub offset: i64,
     pub max_bytes: usize,
+    /// KIP-320: the leader epoch the consumer believes current (-1: unchecked).
+    pub current_leader_epoch: i32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -52,6 +55,10 @@ impl PartitionOp for FetchOp {
     type Item = FetchItem;
     type Outcome = FetchOutcome;
     const API: ApiKey = ApiKey::Fetch;
+
+    fn current_leader_epoch(item: &FetchItem) -> Option<i32> {
+        Some(item.current_leader_epoch)
+    }
 
     fn refused(error: ResponseError) -> FetchOutcome {
         FetchOutcome {
@@ -121,6 +128,7 @@ impl Handler for FetchHandler {
                         let item = FetchItem {
                             offset: p.fetch_offset,
                             max_bytes: p.partition_max_bytes.clamp(0, FETCH_MAX_BYTES) as usize,
+                            current_leader_epoch: p.current_leader_epoch,
                         };
                         (TopicPartition::new(t.topic.as_str(), p.partition), item)
                     })
@@ -140,7 +148,7 @@ impl Handler for FetchHandler {
                 || *shutdown.borrow();
             if done {
                 count_fetched(&shard, &request, &outcomes);
-                return Some(response(&request, outcomes));
+                return Some(response(&shard, &request, outcomes));
             }
             tokio::select! {
                 _ = op.waker.notified() => {}
@@ -219,7 +227,8 @@ fn whole_batches_within(records: &[u8], limit: usize) -> usize {
     end
 }
 
-fn response(request: &FetchRequest, outcomes: Vec<FetchOutcome>) -> FetchResponse {
+fn response(shard: &Shard, request: &FetchRequest, outcomes: Vec<FetchOutcome>) -> FetchResponse {
+    let metadata = shard.metadata();
     let mut outcomes = outcomes.into_iter();
     let responses = request
         .topics
@@ -230,7 +239,16 @@ fn response(request: &FetchRequest, outcomes: Vec<FetchOutcome>) -> FetchRespons
                 .iter()
                 .map(|p| {
                     let o = outcomes.next().unwrap_or_default();
+                    let leader = moved_leader(&metadata, o.error, topic.topic.as_str(), p.partition).map_or_else(
+                        LeaderIdAndEpoch::default,
+                        |(id, epoch)| {
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(id))
+                                .with_leader_epoch(epoch)
+                        },
+                    );
                     PartitionData::default()
+                        .with_current_leader(leader)
                         .with_partition_index(p.partition)
                         .with_error_code(error_code(o.error))
                         .with_high_watermark(o.high_watermark)

@@ -1,5 +1,8 @@
-//! FindCoordinator: this broker coordinates every group (and, once transactions land,
-//! every transactional id). v4+ asks for several keys at once (KIP-699).
+//! FindCoordinator: a group's coordinator is the broker leading the group's partition of
+//! `__consumer_offsets` (created here on first use in a cluster, as Kafka does, so its
+//! partitions spread over the brokers that have joined by then). Transactional ids are
+//! placed the same way until the transaction coordinator has its own topic. v4+ asks
+//! for several keys at once (KIP-699).
 
 use std::rc::Rc;
 
@@ -9,7 +12,29 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Handler, RequestContext};
+use crate::admin::{self, AdminError};
+use crate::coordinator::Coordinator as _;
+use crate::group::coordinator::GroupCoordinator;
 use crate::shard::Shard;
+
+/// Creates `__consumer_offsets` if no broker has yet, with the partition count every
+/// broker places groups by.
+async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), AdminError> {
+    if shard.metadata().topic(GroupCoordinator::TOPIC).is_some() {
+        return Ok(());
+    }
+    let created = admin::create_internal_topic(
+        shard,
+        GroupCoordinator::TOPIC,
+        shard.cluster.offsets_partitions,
+        shard.config().offsets_topic_replication_factor,
+    )
+    .await;
+    match created {
+        Err(e) if e.code != ResponseError::TopicAlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
 
 pub(crate) struct FindCoordinatorHandler;
 
@@ -27,24 +52,35 @@ impl Handler for FindCoordinatorHandler {
         ctx: RequestContext,
         request: FindCoordinatorRequest,
     ) -> Option<FindCoordinatorResponse> {
-        let node = BrokerId(shard.config().node_id);
-        let (host, port) = shard.cluster.advertised.clone();
-        let host = StrBytes::from_string(host);
-        let error = match request.key_type {
-            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => None,
-            _ => Some(ResponseError::InvalidRequest),
+        let valid = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
+        if valid {
+            if let Err(e) = ensure_offsets_topic(&shard).await {
+                tracing::warn!("cannot create {}: {}", GroupCoordinator::TOPIC, e.message);
+            }
+        }
+        let find = |key: &str| {
+            if !valid {
+                return Err(ResponseError::InvalidRequest);
+            }
+            let metadata = shard.metadata();
+            let partition = GroupCoordinator::partition_for(key, shard.cluster.offsets_partitions);
+            metadata
+                .partition(GroupCoordinator::TOPIC, partition)
+                .and_then(|s| metadata.brokers.get(&s.leader))
+                .map(|b| (BrokerId(b.id), StrBytes::from_string(b.host.clone()), b.port as i32))
+                .ok_or(ResponseError::CoordinatorNotAvailable)
         };
         if ctx.version() >= 4 {
             let coordinators = request
                 .coordinator_keys
                 .into_iter()
-                .map(|key| match error {
-                    None => Coordinator::default()
+                .map(|key| match find(&key) {
+                    Ok((node, host, port)) => Coordinator::default()
                         .with_key(key)
                         .with_node_id(node)
-                        .with_host(host.clone())
-                        .with_port(port as i32),
-                    Some(e) => Coordinator::default()
+                        .with_host(host)
+                        .with_port(port),
+                    Err(e) => Coordinator::default()
                         .with_key(key)
                         .with_node_id(BrokerId(-1))
                         .with_error_code(e.code()),
@@ -52,12 +88,12 @@ impl Handler for FindCoordinatorHandler {
                 .collect();
             return Some(FindCoordinatorResponse::default().with_coordinators(coordinators));
         }
-        Some(match error {
-            None => FindCoordinatorResponse::default()
+        Some(match find(&request.key) {
+            Ok((node, host, port)) => FindCoordinatorResponse::default()
                 .with_node_id(node)
                 .with_host(host)
-                .with_port(port as i32),
-            Some(e) => FindCoordinatorResponse::default()
+                .with_port(port),
+            Err(e) => FindCoordinatorResponse::default()
                 .with_error_code(e.code())
                 .with_node_id(BrokerId(-1)),
         })

@@ -3,7 +3,6 @@
 use std::rc::Rc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
@@ -26,7 +25,7 @@ impl Handler for HeartbeatHandler {
                 .heartbeat(&group_id, &member_id, instance_id.as_deref(), generation)
         })
         .await
-        .unwrap_or(Some(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or_else(Some);
         Some(HeartbeatResponse::default().with_error_code(error_code(error)))
     }
 }

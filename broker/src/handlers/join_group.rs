@@ -6,7 +6,6 @@ use std::rc::Rc;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, Handler, RequestContext};
 use crate::group::api::{JoinRequest, JoinResult};
@@ -47,7 +46,7 @@ impl Handler for JoinGroupHandler {
             s.groups.join(&*s, &group_id, join).await
         })
         .await
-        .unwrap_or_else(|| JoinResult::failed(ResponseError::CoordinatorNotAvailable, ""));
+        .unwrap_or_else(|e| JoinResult::failed(e, ""));
         Some(response(result, version))
     }
 }

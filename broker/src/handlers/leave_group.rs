@@ -6,7 +6,6 @@ use std::rc::Rc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
@@ -43,7 +42,7 @@ impl Handler for LeaveGroupHandler {
             move |s| async move { s.groups.leave(&*s, &group_id, &asked) },
         )
         .await
-        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or_else(Err);
         let errors = match result {
             Ok(errors) => errors,
             Err(e) => return Some(LeaveGroupResponse::default().with_error_code(e.code())),

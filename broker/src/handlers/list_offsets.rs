@@ -34,10 +34,15 @@ pub struct OffsetOutcome {
 pub(crate) struct ListOffsetsOp;
 
 impl PartitionOp for ListOffsetsOp {
-    /// The timestamp asked for (or one of the special ones).
-    type Item = i64;
+    /// The timestamp asked for (or one of the special ones), and the leader epoch the
+    /// client believes current (KIP-320; -1: unchecked).
+    type Item = (i64, i32);
     type Outcome = OffsetOutcome;
     const API: ApiKey = ApiKey::ListOffsets;
+
+    fn current_leader_epoch(item: &(i64, i32)) -> Option<i32> {
+        Some(item.1)
+    }
 
     fn refused(error: ResponseError) -> OffsetOutcome {
         OffsetOutcome {
@@ -48,11 +53,11 @@ impl PartitionOp for ListOffsetsOp {
         }
     }
 
-    async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, i64)>) -> Vec<OffsetOutcome> {
+    async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, (i64, i32))>) -> Vec<OffsetOutcome> {
         let partitions = shard.partitions.borrow();
         items
             .into_iter()
-            .map(|(tp, timestamp)| {
+            .map(|(tp, (timestamp, _))| {
                 let Some(p) = partitions.get(&tp) else {
                     return Self::refused(ResponseError::UnknownTopicOrPartition);
                 };
@@ -98,9 +103,10 @@ impl Handler for ListOffsetsHandler {
             .topics
             .iter()
             .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (TopicPartition::new(t.name.as_str(), p.partition_index), p.timestamp))
+                t.partitions.iter().map(|p| {
+                    let tp = TopicPartition::new(t.name.as_str(), p.partition_index);
+                    (tp, (p.timestamp, p.current_leader_epoch))
+                })
             })
             .collect();
         let outcomes = router::route(&shard, ListOffsetsOp, items).await;

@@ -1,5 +1,7 @@
-//! Metadata: brokers, topics and partition leaders; creates unknown topics when the
-//! client allows it and the broker is configured to (`auto.create.topics.enable`).
+//! Metadata: the live brokers, topics and each partition's leader, epoch, replicas and
+//! in-sync replicas, from this shard's snapshot of the controller's metadata; creates
+//! unknown topics when the client allows it and the broker is configured to
+//! (`auto.create.topics.enable`).
 
 use std::rc::Rc;
 
@@ -9,7 +11,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use sluice_controller::TopicMetadata;
+use sluice_controller::{ClusterMetadata, TopicMetadata, NO_LEADER};
 
 use super::{Handler, RequestContext};
 use crate::admin;
@@ -23,13 +25,12 @@ impl Handler for MetadataHandler {
     const VERSIONS: (i16, i16) = (0, 13);
 
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: MetadataRequest) -> Option<MetadataResponse> {
-        let node_id = shard.config().node_id;
-        let (host, port) = shard.cluster.advertised.clone();
         let mut topics = Vec::new();
         match request.topics {
             None => {
-                for topic in shard.metadata().topics.values() {
-                    topics.push(describe(topic, node_id));
+                let metadata = shard.metadata();
+                for topic in metadata.topics.values() {
+                    topics.push(describe(topic, &metadata));
                 }
             }
             Some(requested) => {
@@ -37,29 +38,39 @@ impl Handler for MetadataHandler {
                 let may_create = request.allow_auto_topic_creation && shard.config().auto_create_topics;
                 for wanted in requested {
                     topics.push(match wanted.name {
-                        Some(name) => lookup_by_name(&shard, name.as_str(), may_create, node_id).await,
-                        None => lookup_by_id(&shard, wanted.topic_id, node_id),
+                        Some(name) => lookup_by_name(&shard, name.as_str(), may_create).await,
+                        None => lookup_by_id(&shard, wanted.topic_id),
                     });
                 }
             }
         }
-        let broker = MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node_id))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port as i32);
+        // The snapshot after any auto-creation, so the new topic's leaders are listed.
+        let metadata = shard.metadata();
+        let brokers = metadata
+            .brokers
+            .values()
+            .map(|b| {
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(b.port as i32)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string))
+            })
+            .collect();
         Some(
             MetadataResponse::default()
-                .with_brokers(vec![broker])
-                .with_cluster_id(Some(StrBytes::from_string(shard.metadata().cluster_id.clone())))
-                .with_controller_id(BrokerId(node_id))
+                .with_brokers(brokers)
+                .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
+                .with_controller_id(BrokerId(metadata.controller_id))
                 .with_topics(topics),
         )
     }
 }
 
-async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id: i32) -> MetadataResponseTopic {
-    if let Some(topic) = shard.metadata().topic(name) {
-        return describe(topic, node_id);
+async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool) -> MetadataResponseTopic {
+    let metadata = shard.metadata();
+    if let Some(topic) = metadata.topic(name) {
+        return describe(topic, &metadata);
     }
     if let Err(why) = sluice_controller::validate_topic_name(name) {
         tracing::debug!("metadata for invalid topic name: {why}");
@@ -69,15 +80,19 @@ async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id
         return missing(Some(name), ResponseError::UnknownTopicOrPartition);
     }
     let partitions = shard.config().num_partitions;
-    match admin::create_topic(shard, name, partitions, 1, Default::default()).await {
-        Ok(topic) => describe(&topic, node_id),
+    let replication_factor = shard.config().default_replication_factor;
+    match admin::create_topic(shard, name, partitions, replication_factor, Default::default(), None).await {
+        Ok(topic) => describe(&topic, &shard.metadata()),
         Err(admin::AdminError {
             code: ResponseError::TopicAlreadyExists,
             ..
-        }) => match shard.metadata().topic(name) {
-            Some(topic) => describe(topic, node_id),
-            None => missing(Some(name), ResponseError::LeaderNotAvailable),
-        },
+        }) => {
+            let metadata = shard.metadata();
+            match metadata.topic(name) {
+                Some(topic) => describe(topic, &metadata),
+                None => missing(Some(name), ResponseError::LeaderNotAvailable),
+            }
+        }
         Err(e) => {
             tracing::warn!(topic = name, "auto-creation failed: {}", e.message);
             missing(Some(name), e.code)
@@ -85,10 +100,10 @@ async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool, node_id
     }
 }
 
-fn lookup_by_id(shard: &Rc<Shard>, id: uuid::Uuid, node_id: i32) -> MetadataResponseTopic {
+fn lookup_by_id(shard: &Rc<Shard>, id: uuid::Uuid) -> MetadataResponseTopic {
     let metadata = shard.metadata();
     match metadata.topics.values().find(|t| t.id == id) {
-        Some(topic) => describe(topic, node_id),
+        Some(topic) => describe(topic, &metadata),
         None => missing(None, ResponseError::UnknownTopicId).with_topic_id(id),
     }
 }
@@ -99,15 +114,35 @@ fn missing(name: Option<&str>, error: ResponseError) -> MetadataResponseTopic {
         .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_string()))))
 }
 
-fn describe(topic: &TopicMetadata, node_id: i32) -> MetadataResponseTopic {
+/// A topic's partitions as Kafka lists them: LEADER_NOT_AVAILABLE for one without a
+/// leader, and the replicas on brokers that are not live as offline.
+fn describe(topic: &TopicMetadata, metadata: &ClusterMetadata) -> MetadataResponseTopic {
+    let ids = |ids: &[i32]| ids.iter().map(|&id| BrokerId(id)).collect::<Vec<_>>();
     let partitions = (0..topic.partitions)
         .map(|p| {
+            let Some(state) = topic.partition(p).filter(|s| s.leader != NO_LEADER) else {
+                let replicas = topic.partition(p).map(|s| ids(&s.replicas)).unwrap_or_default();
+                return MetadataResponsePartition::default()
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_partition_index(p)
+                    .with_leader_id(BrokerId(NO_LEADER))
+                    .with_leader_epoch(topic.partition(p).map_or(-1, |s| s.leader_epoch))
+                    .with_offline_replicas(replicas.clone())
+                    .with_replica_nodes(replicas);
+            };
+            let offline: Vec<i32> = state
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !metadata.is_live(*id))
+                .collect();
             MetadataResponsePartition::default()
                 .with_partition_index(p)
-                .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+                .with_leader_id(BrokerId(state.leader))
+                .with_leader_epoch(state.leader_epoch)
+                .with_replica_nodes(ids(&state.replicas))
+                .with_isr_nodes(ids(&state.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -7,6 +7,7 @@ mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_topics;
+mod describe_cluster;
 mod describe_groups;
 mod fetch;
 mod find_coordinator;
@@ -121,6 +122,7 @@ handler_table! {
     ListGroups => list_groups::ListGroupsHandler,
     DeleteGroups => delete_groups::DeleteGroupsHandler,
     OffsetDelete => offset_delete::OffsetDeleteHandler,
+    DescribeCluster => describe_cluster::DescribeClusterHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that
@@ -201,15 +203,37 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     Ok(buf)
 }
 
-/// Runs `work` on the shard that coordinates `group_id` and returns its answer; None
-/// when that shard is gone (shutdown).
-pub(crate) async fn ask_group<T, F, Fut>(shard: &Rc<Shard>, group_id: &str, work: F) -> Option<T>
+/// Runs `work` on the shard that coordinates `group_id` and returns its answer, or why
+/// this broker cannot (NOT_COORDINATOR and the like).
+pub(crate) async fn ask_group<T, F, Fut>(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    work: F,
+) -> Result<T, kafka_protocol::ResponseError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
     crate::router::ask::<crate::group::coordinator::GroupCoordinator, _, _, _>(shard, group_id, work).await
+}
+
+/// The leader and leader epoch a client should move to after NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH (KIP-951's `current_leader`); None for other answers.
+pub(crate) fn moved_leader(
+    metadata: &sluice_controller::ClusterMetadata,
+    error: Option<kafka_protocol::ResponseError>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
+    use kafka_protocol::ResponseError::{FencedLeaderEpoch, NotLeaderOrFollower};
+    if !matches!(error, Some(NotLeaderOrFollower | FencedLeaderEpoch)) {
+        return None;
+    }
+    metadata
+        .partition(topic, partition)
+        .filter(|s| s.leader != sluice_controller::NO_LEADER)
+        .map(|s| (s.leader, s.leader_epoch))
 }
 
 /// Helpers shared by handlers.

@@ -6,7 +6,6 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, error_code, Handler, RequestContext};
 use crate::group::api::{OffsetCommit, PartitionOffset};
@@ -60,8 +59,8 @@ impl Handler for OffsetCommitHandler {
                     .enumerate()
                     .map(|(i, p)| {
                         let code = match &errors {
-                            Some(e) => error_code(e.get(t).and_then(|v| v.get(i)).copied().flatten()),
-                            None => ResponseError::CoordinatorNotAvailable.code(),
+                            Ok(e) => error_code(e.get(t).and_then(|v| v.get(i)).copied().flatten()),
+                            Err(e) => e.code(),
                         };
                         OffsetCommitResponsePartition::default()
                             .with_partition_index(p.partition_index)

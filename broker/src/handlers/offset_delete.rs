@@ -5,7 +5,6 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, error_code, Handler, RequestContext};
 use crate::shard::Shard;
@@ -34,7 +33,7 @@ impl Handler for OffsetDeleteHandler {
             s.groups.delete_offsets(&*s, &group_id, topics).await
         })
         .await
-        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or_else(Err);
         let errors = match answer {
             Ok(errors) => errors,
             Err(e) => return Some(OffsetDeleteResponse::default().with_error_code(e.code())),

@@ -10,7 +10,6 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, Handler, RequestContext};
 use crate::group::api::FetchedOffsets;
@@ -113,7 +112,7 @@ async fn fetch(
     )
     .await
     {
-        Some(fetched) => (fetched, 0),
-        None => (Vec::new(), ResponseError::CoordinatorNotAvailable.code()),
+        Ok(fetched) => (fetched, 0),
+        Err(e) => (Vec::new(), e.code()),
     }
 }

@@ -12,14 +12,16 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::TopicMetadata;
 use sluice_storage::Durability;
 
-use super::{error_code, Handler, RequestContext};
+use super::{error_code, moved_leader, Handler, RequestContext};
 use crate::now_ms;
 use crate::partition::TopicPartition;
 use crate::router::{self, PartitionOp};
@@ -155,6 +157,8 @@ impl Handler for ProduceHandler {
         if acks == 0 {
             return None;
         }
+        let metadata = shard.metadata();
+        let mut moved_to = std::collections::BTreeSet::new();
         let mut outcomes = outcomes.into_iter();
         let responses = request
             .topic_data
@@ -167,8 +171,16 @@ impl Handler for ProduceHandler {
                         let o = outcomes
                             .next()
                             .unwrap_or_else(|| ProduceOutcome::failed(ResponseError::UnknownServerError, None));
+                        let moved = moved_leader(&metadata, o.error, topic.name.as_str(), p.index);
+                        let leader = moved.map_or_else(LeaderIdAndEpoch::default, |(id, epoch)| {
+                            moved_to.insert(id);
+                            LeaderIdAndEpoch::default()
+                                .with_leader_id(BrokerId(id))
+                                .with_leader_epoch(epoch)
+                        });
                         PartitionProduceResponse::default()
                             .with_index(p.index)
+                            .with_current_leader(leader)
                             .with_error_code(error_code(o.error))
                             .with_base_offset(o.base_offset)
                             .with_log_append_time_ms(o.log_append_time_ms)
@@ -181,6 +193,22 @@ impl Handler for ProduceHandler {
                     .with_partition_responses(partitions)
             })
             .collect();
-        Some(ProduceResponse::default().with_responses(responses))
+        // KIP-951: the brokers named as new leaders, so the client need not ask Metadata.
+        let node_endpoints = moved_to
+            .into_iter()
+            .filter_map(|id| metadata.brokers.get(&id))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(b.port as i32)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string))
+            })
+            .collect();
+        Some(
+            ProduceResponse::default()
+                .with_responses(responses)
+                .with_node_endpoints(node_endpoints),
+        )
     }
 }

@@ -4,7 +4,6 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::{ask_group, Handler, RequestContext};
 use crate::group::api::{SyncRequest, SyncResult};
@@ -36,7 +35,7 @@ impl Handler for SyncGroupHandler {
             s.groups.sync(&*s, &group_id, sync).await
         })
         .await
-        .unwrap_or_else(|| SyncResult::failed(ResponseError::CoordinatorNotAvailable));
+        .unwrap_or_else(SyncResult::failed);
         let str = |s: String| StrBytes::from_string(s);
         Some(
             SyncGroupResponse::default()

@@ -1,0 +1,723 @@
+//! Cluster mode: a real etcd (Debian's `etcd-server`) and several real `sluice`
+//! processes on loopback, driven by real clients (rdkafka, kcat, kafka-python,
+//! confluent-kafka) and exact wire requests. What a user of several brokers sees:
+//! every broker listed, leadership spread, keyed data back exactly, a consumer group
+//! surviving its coordinator's crash, a killed broker leaving and returning, an etcd
+//! outage that stops changes but not traffic, and a duplicate node id refused.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use compat_tests::{Broker, Etcd, RawClient};
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreateTopicsRequest,
+};
+use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
+use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
+use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
+use kafka_protocol::messages::produce_response::ProduceResponse;
+use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const LEADER_NOT_AVAILABLE: i16 = 5;
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+
+/// Short enough that tests of a dead broker wait little, long enough for a loaded
+/// 2-core machine to renew its leases in time.
+const SESSION_TIMEOUT_MS: u64 = 3000;
+
+/// etcd and `n` brokers (node ids 1..=n) under a prefix of their own.
+struct Cluster {
+    /// Kept for its lifetime: dropping it stops etcd.
+    _etcd: Etcd,
+    brokers: Vec<Broker>,
+}
+
+impl Cluster {
+    fn start(n: i32, extra: &[&str]) -> Cluster {
+        let etcd = Etcd::start();
+        let url = etcd.url("it");
+        let session = SESSION_TIMEOUT_MS.to_string();
+        let brokers = (1..=n)
+            .map(|id| {
+                let id = id.to_string();
+                let mut args = vec![
+                    "--controller",
+                    &url,
+                    "--node-id",
+                    &id,
+                    "--broker-session-timeout-ms",
+                    &session,
+                    "--group-initial-rebalance-delay-ms",
+                    "500",
+                ];
+                args.extend_from_slice(extra);
+                Broker::start(&args)
+            })
+            .collect();
+        let cluster = Cluster { _etcd: etcd, brokers };
+        cluster.wait_for(|m| m.brokers.len() == n as usize, "every broker registered");
+        cluster
+    }
+
+    /// Broker with node id `id`.
+    fn broker(&mut self, id: i32) -> &mut Broker {
+        &mut self.brokers[id as usize - 1]
+    }
+
+    fn addr(&self, id: i32) -> String {
+        self.brokers[id as usize - 1].addr.clone()
+    }
+
+    /// Metadata (v12) from broker 1 for `topics` (None: every topic).
+    fn metadata(&self, topics: Option<&[&str]>) -> MetadataResponse {
+        metadata_from(&self.addr(1), topics)
+    }
+
+    /// Waits (up to 30 s) until broker 1's metadata satisfies `done`.
+    fn wait_for(&self, done: impl Fn(&MetadataResponse) -> bool, what: &str) -> MetadataResponse {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.metadata(None);
+            if done(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}\n{m:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn metadata_from(addr: &str, topics: Option<&[&str]>) -> MetadataResponse {
+    let request = MetadataRequest::default()
+        .with_topics(topics.map(|ts| {
+            ts.iter()
+                .map(|t| MetadataRequestTopic::default().with_name(Some(name(t))))
+                .collect()
+        }))
+        .with_allow_auto_topic_creation(false);
+    RawClient::connect(addr).call(ApiKey::Metadata, 12, &request)
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// (leader, leader epoch, error) of each partition of `topic`, by partition.
+fn leaders(m: &MetadataResponse, topic: &str) -> BTreeMap<i32, (i32, i32, i16)> {
+    m.topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, (p.leader_id.0, p.leader_epoch, p.error_code)))
+        .collect()
+}
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client")
+}
+
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, rf: i32) -> Result<(), String> {
+    let results = admin(bootstrap)
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(rf))],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match &results[0] {
+        Ok(_) => Ok(()),
+        Err((_, code)) => Err(format!("{code:?}")),
+    }
+}
+
+/// Counts deliveries, failures, and when each delivery was acknowledged.
+#[derive(Default, Clone)]
+struct Deliveries {
+    failed: Arc<AtomicUsize>,
+    acked_at: Arc<Mutex<Vec<Instant>>>,
+}
+impl ClientContext for Deliveries {}
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.acked_at.lock().expect("lock").push(Instant::now()),
+            Err((e, _)) => {
+                eprintln!("delivery failed: {e}");
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn producer(bootstrap: &str) -> (BaseProducer<Deliveries>, Deliveries) {
+    let context = Deliveries::default();
+    let producer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "200000")
+        .create_with_context(context.clone())
+        .expect("producer");
+    (producer, context)
+}
+
+fn send(producer: &BaseProducer<Deliveries>, record: BaseRecord<'_, str, str>) {
+    let mut record = record;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => panic!("send failed: {e}"),
+        }
+    }
+}
+
+/// Every message of `partitions` from the beginning, until `expected` arrived.
+fn consume(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> Vec<(i32, i64, String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "compat-tests-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut got = Vec::with_capacity(expected);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while got.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            got.push((m.partition(), m.offset(), key, value));
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn three_brokers_share_leadership_and_carry_keyed_messages_exactly() {
+    let cluster = Cluster::start(3, &[]);
+    let bootstrap = cluster.addr(1);
+    create_topic(&bootstrap, "spread", 12, 1).await.expect("create");
+    let m = cluster.wait_for(
+        |m| {
+            leaders(m, "spread")
+                .values()
+                .filter(|(l, _, e)| *l > 0 && *e == 0)
+                .count()
+                == 12
+        },
+        "12 partitions with leaders",
+    );
+    let mut led: BTreeMap<i32, usize> = BTreeMap::new();
+    for (leader, _, _) in leaders(&m, "spread").values() {
+        *led.entry(*leader).or_default() += 1;
+    }
+    assert_eq!(led, BTreeMap::from([(1, 4), (2, 4), (3, 4)]), "leaders spread evenly");
+    assert_eq!(m.brokers.len(), 3);
+    let cluster_ids: BTreeSet<String> = (1..=3)
+        .map(|id| {
+            metadata_from(&cluster.addr(id), None)
+                .cluster_id
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(cluster_ids.len(), 1, "one cluster id: {cluster_ids:?}");
+
+    // kcat against another broker lists all three.
+    let listing = Command::new("kcat")
+        .args(["-b", &cluster.addr(2), "-L"])
+        .output()
+        .expect("kcat");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("3 brokers:"), "{listing}");
+    for id in 1..=3 {
+        assert!(
+            listing.contains(&format!("broker {id} at {}", cluster.addr(id))),
+            "{listing}"
+        );
+    }
+
+    // The Python admin clients see the same cluster.
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/cluster_admin.py"))
+        .arg(&bootstrap)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(text.trim()).expect("json");
+    assert_eq!(seen["confluent_brokers"], serde_json::json!([1, 2, 3]), "{seen}");
+    assert_eq!(seen["kafka_python_brokers"], serde_json::json!([1, 2, 3]), "{seen}");
+    assert!(matches!(seen["controller"].as_i64(), Some(1..=3)), "{seen}");
+    assert_eq!(
+        seen["cluster_id"].as_str(),
+        m.cluster_id.as_ref().map(|s| s.as_str()),
+        "{seen}"
+    );
+
+    // 60,000 keyed messages through one bootstrap broker, back exactly.
+    let (producer, deliveries) = producer(&bootstrap);
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..60_000 {
+        let key = format!("key-{}", i % 500);
+        let seq = sent.get(&key).map_or(0, Vec::len);
+        let value = format!("{key}/{seq}");
+        send(
+            &producer,
+            BaseRecord::to("spread").key(key.as_str()).payload(value.as_str()),
+        );
+        sent.entry(key).or_default().push(value);
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    assert_eq!(deliveries.failed.load(Ordering::Relaxed), 0);
+    let got = consume(&cluster.addr(3), "spread", 12, 60_000);
+    assert_eq!(got.len(), 60_000, "consumed count");
+    let mut partition_of: HashMap<&str, i32> = HashMap::new();
+    let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut next_offset: HashMap<i32, i64> = HashMap::new();
+    for (partition, offset, key, value) in &got {
+        let expected = next_offset.entry(*partition).or_insert(0);
+        assert_eq!(offset, expected, "partition {partition}: offsets dense and in order");
+        *expected += 1;
+        assert_eq!(
+            *partition_of.entry(key).or_insert(*partition),
+            *partition,
+            "{key} in one partition"
+        );
+        by_key.entry(key).or_default().push(value);
+    }
+    for (key, values) in &sent {
+        let want: Vec<&str> = values.iter().map(String::as_str).collect();
+        assert_eq!(by_key.get(key.as_str()), Some(&want), "messages of {key}");
+    }
+    assert_eq!(next_offset.len(), 12, "every partition got keys");
+}
+
+/// A group id whose coordinator (asked through broker 1) is another broker.
+fn group_coordinated_elsewhere(cluster: &Cluster) -> (String, i32) {
+    let mut client = RawClient::connect(&cluster.addr(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0.. {
+        let group = format!("workers-{i}");
+        loop {
+            let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.clone()));
+            let found: FindCoordinatorResponse = client.call(ApiKey::FindCoordinator, 3, &request);
+            if found.error_code == 0 {
+                if found.node_id.0 != 1 {
+                    return (group, found.node_id.0);
+                }
+                break;
+            }
+            // The first request creates __consumer_offsets; its leaders follow.
+            assert!(Instant::now() < deadline, "no coordinator: {found:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    unreachable!()
+}
+
+/// A member of a consumer group: consumes and commits until told to stop; returns
+/// its final assignment and what it consumed.
+fn group_member(
+    bootstrap: String,
+    group: String,
+    consumed: Arc<AtomicUsize>,
+    stop: Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<(BTreeSet<i32>, Vec<(i32, i64)>)> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["work"]).expect("subscribe");
+        let mut got = Vec::new();
+        while stop.load(Ordering::Relaxed) == 0 {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                got.push((m.partition(), m.offset()));
+                consumed.fetch_add(1, Ordering::Relaxed);
+                consumer.commit_message(&m, CommitMode::Sync).expect("commit");
+            }
+        }
+        let assignment = consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        consumer.unsubscribe();
+        (assignment, got)
+    })
+}
+
+#[tokio::test]
+async fn a_consumer_group_resumes_after_its_coordinator_is_killed() {
+    let mut cluster = Cluster::start(3, &[]);
+    let bootstrap = cluster.addr(1);
+    create_topic(&bootstrap, "work", 6, 1).await.expect("create");
+    let (group, coordinator) = group_coordinated_elsewhere(&cluster);
+    let (producer, deliveries) = producer(&bootstrap);
+    for i in 0..600 {
+        let key = format!("k{i}");
+        send(&producer, BaseRecord::to("work").key(key.as_str()).payload("first"));
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+
+    // Three rdkafka members split the partitions, consume everything and commit.
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicUsize::new(0));
+    let members: Vec<_> = (0..3)
+        .map(|_| group_member(bootstrap.clone(), group.clone(), consumed.clone(), stop.clone()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed.load(Ordering::Relaxed) < 600 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let the group settle with all three members before stopping.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(1, Ordering::Relaxed);
+    let results: Vec<_> = members.into_iter().map(|m| m.join().expect("member")).collect();
+    let mut seen = BTreeSet::new();
+    let mut owned = BTreeSet::new();
+    for (assignment, got) in &results {
+        assert!(!assignment.is_empty(), "every member got partitions: {results:?}");
+        for p in assignment {
+            assert!(owned.insert(*p), "partition {p} assigned twice");
+        }
+        seen.extend(got.iter().copied());
+    }
+    assert_eq!(owned, (0..6).collect(), "the members split all six partitions");
+    assert_eq!(seen.len(), 600, "every message consumed once");
+
+    // The coordinator dies hard and comes back; the group's commits are still there.
+    cluster.broker(coordinator).kill9();
+    cluster.broker(coordinator).restart();
+    for i in 0..300 {
+        let key = format!("k{i}");
+        send(&producer, BaseRecord::to("work").key(key.as_str()).payload("second"));
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    assert_eq!(deliveries.failed.load(Ordering::Relaxed), 0);
+
+    // A kafka-python member of the same group reads only what came after the commits.
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/group_member.py"))
+        .args([&bootstrap, "work", &group, "15"])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let resumed: Vec<(i32, i64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("msg "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(p, o)| (p.parse().expect("partition"), o.parse().expect("offset")))
+        .collect();
+    assert_eq!(resumed.len(), 300, "only the 300 new messages: {text}");
+    assert!(resumed.iter().all(|m| !seen.contains(m)), "nothing consumed twice");
+}
+
+#[tokio::test]
+async fn a_killed_broker_leaves_metadata_and_its_partitions_return_with_it() {
+    let mut cluster = Cluster::start(3, &[]);
+    let bootstrap = cluster.addr(1);
+    create_topic(&bootstrap, "three", 3, 1).await.expect("create");
+    let m = cluster.wait_for(
+        |m| leaders(m, "three").values().filter(|(l, _, _)| *l > 0).count() == 3,
+        "3 partitions with leaders",
+    );
+    let before = leaders(&m, "three");
+    let led_by_3: Vec<i32> = before.iter().filter(|(_, l)| l.0 == 3).map(|(p, _)| *p).collect();
+    assert_eq!(led_by_3.len(), 1, "{before:?}");
+    let (producer, deliveries) = producer(&bootstrap);
+    for p in 0..3 {
+        for _ in 0..30 {
+            send(
+                &producer,
+                BaseRecord::to("three").partition(p).key("k").payload("before"),
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    cluster.broker(3).kill9();
+    let killed = Instant::now();
+    cluster.wait_for(|m| m.brokers.len() == 2, "broker 3 gone from Metadata");
+    let gone_after = killed.elapsed();
+    eprintln!("a killed broker left Metadata after {gone_after:?}");
+    assert!(
+        gone_after < Duration::from_millis(SESSION_TIMEOUT_MS + 2000),
+        "gone after {gone_after:?}"
+    );
+    let m = cluster.wait_for(
+        |m| leaders(m, "three")[&led_by_3[0]].2 == LEADER_NOT_AVAILABLE,
+        "its partition offline",
+    );
+    assert_eq!(leaders(&m, "three")[&led_by_3[0]].0, -1);
+    // The other partitions keep working.
+    for p in (0..3).filter(|p| !led_by_3.contains(p)) {
+        for _ in 0..10 {
+            send(
+                &producer,
+                BaseRecord::to("three").partition(p).key("k").payload("during"),
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    assert_eq!(deliveries.failed.load(Ordering::Relaxed), 0);
+
+    cluster.broker(3).restart();
+    let m = cluster.wait_for(
+        |m| m.brokers.len() == 3 && leaders(m, "three")[&led_by_3[0]].0 == 3,
+        "broker 3 back, leading its partition again",
+    );
+    let (_, epoch, error) = leaders(&m, "three")[&led_by_3[0]];
+    assert_eq!(error, 0);
+    assert!(epoch > before[&led_by_3[0]].1, "a new leader epoch: {epoch}");
+    let got = consume(&bootstrap, "three", 3, 110);
+    assert_eq!(got.len(), 110, "data written before the kill is still there");
+}
+
+#[tokio::test]
+async fn an_etcd_outage_stops_changes_but_not_produce() {
+    // The default session timeout (9 s): etcd is gone for longer, so on its return the
+    // leases have expired and the brokers register again.
+    let etcd = Etcd::start();
+    let url = etcd.url("outage");
+    let mut brokers = Vec::new();
+    for id in ["1", "2"] {
+        brokers.push(Broker::start(&["--controller", &url, "--node-id", id]));
+    }
+    let bootstrap = format!("{},{}", brokers[0].addr, brokers[1].addr);
+    create_topic(&bootstrap, "steady", 4, 1).await.expect("create");
+    let (producer, deliveries) = producer(&bootstrap);
+    let started = Instant::now();
+    let mut paused = None;
+    let mut resumed = None;
+    let mut refused = None;
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(16) {
+        let key = format!("k{sent}");
+        send(&producer, BaseRecord::to("steady").key(key.as_str()).payload("v"));
+        sent += 1;
+        producer.poll(Duration::from_millis(20));
+        if paused.is_none() && started.elapsed() > Duration::from_secs(2) {
+            etcd.pause();
+            paused = Some(Instant::now());
+            // A change needs etcd: it fails cleanly with REQUEST_TIMED_OUT.
+            refused = Some(create_topic(&bootstrap, "during-outage", 1, 1).await);
+        }
+        if resumed.is_none() && paused.is_some_and(|p| p.elapsed() > Duration::from_secs(10)) {
+            etcd.resume();
+            resumed = Some(Instant::now());
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    let (paused, resumed) = (paused.expect("paused"), resumed.expect("resumed"));
+    assert_eq!(
+        refused.expect("tried").expect_err("no change without etcd"),
+        format!("{:?}", RDKafkaErrorCode::RequestTimedOut)
+    );
+    assert_eq!(
+        deliveries.failed.load(Ordering::Relaxed),
+        0,
+        "every message acknowledged"
+    );
+    let acked = deliveries.acked_at.lock().expect("lock").clone();
+    assert_eq!(acked.len(), sent);
+    let during = acked.iter().filter(|t| **t > paused && **t < resumed).count();
+    assert!(
+        during > 100,
+        "produce went on while etcd was away ({during} acknowledged)"
+    );
+    // Changes work again once etcd is back (after the brokers re-registered).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match create_topic(&bootstrap, "after-outage", 1, 1).await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "still refused: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let got = consume(&bootstrap, "steady", 4, sent);
+    assert_eq!(got.len(), sent);
+}
+
+#[test]
+fn a_second_broker_with_a_live_node_id_or_without_etcd_is_refused() {
+    let etcd = Etcd::start();
+    let url = etcd.url("dupes");
+    let _first = Broker::start(&["--controller", &url, "--node-id", "7"]);
+    let refused = Broker::start_refused(&["--controller", &url, "--node-id", "7"]);
+    assert!(refused.contains("broker 7 is already registered"), "{refused}");
+    let dead = format!("etcd://127.0.0.1:{}", compat_tests::free_port());
+    let refused = Broker::start_refused(&["--controller", &dead, "--node-id", "8"]);
+    assert!(refused.contains("cannot reach etcd"), "{refused}");
+}
+
+fn produce_v10(addr: &str, topic: &str, partition: i32) -> ProduceResponse {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(compat_tests::record_batch(&[b"v"], 0)))])]);
+    RawClient::connect(addr).call(ApiKey::Produce, 10, &request)
+}
+
+fn fetch_error(addr: &str, topic: &str, epoch: i32) -> (i16, i32) {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(
+            vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(epoch)
+                .with_partition_max_bytes(1 << 20)],
+        )]);
+    let response: FetchResponse = RawClient::connect(addr).call(ApiKey::Fetch, 12, &request);
+    let p = &response.responses[0].partitions[0];
+    (p.error_code, p.current_leader.leader_id.0)
+}
+
+fn list_offsets_error(addr: &str, topic: &str, epoch: i32) -> i16 {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_current_leader_epoch(epoch)
+                .with_timestamp(-1)])]);
+    let response: ListOffsetsResponse = RawClient::connect(addr).call(ApiKey::ListOffsets, 7, &request);
+    response.topics[0].partitions[0].error_code
+}
+
+fn create_raw(addr: &str, topic: CreatableTopic) -> i16 {
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![topic]);
+    let response: CreateTopicsResponse = RawClient::connect(addr).call(ApiKey::CreateTopics, 7, &request);
+    response.topics[0].error_code
+}
+
+#[test]
+fn requests_to_the_wrong_broker_or_epoch_get_kafkas_errors() {
+    let mut cluster = Cluster::start(2, &[]);
+    let assigned = |brokers: &[i32]| {
+        CreatableTopic::default()
+            .with_name(name("placed"))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+            .with_assignments(vec![CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())])
+    };
+    // Placement errors first.
+    let too_many = CreatableTopic::default()
+        .with_name(name("wide"))
+        .with_num_partitions(1)
+        .with_replication_factor(3);
+    assert_eq!(create_raw(&cluster.addr(1), too_many), INVALID_REPLICATION_FACTOR);
+    assert_eq!(create_raw(&cluster.addr(1), assigned(&[9])), INVALID_REPLICA_ASSIGNMENT);
+    // Partition 0 on broker 2, as the client chose.
+    assert_eq!(create_raw(&cluster.addr(1), assigned(&[2])), 0);
+    cluster.wait_for(
+        |m| leaders(m, "placed").get(&0).is_some_and(|l| l.0 == 2),
+        "placed on 2",
+    );
+    let wait_applied = Instant::now() + Duration::from_secs(10);
+    while metadata_from(&cluster.addr(2), Some(&["placed"])).topics[0]
+        .partitions
+        .is_empty()
+    {
+        assert!(Instant::now() < wait_applied);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Broker 1 does not lead it: NOT_LEADER_OR_FOLLOWER, naming broker 2 (KIP-951).
+    let wrong = produce_v10(&cluster.addr(1), "placed", 0);
+    let p = &wrong.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(p.current_leader.leader_id.0, 2);
+    assert_eq!(wrong.node_endpoints.len(), 1);
+    assert_eq!(
+        format!("{}:{}", wrong.node_endpoints[0].host, wrong.node_endpoints[0].port),
+        cluster.addr(2)
+    );
+    assert_eq!(fetch_error(&cluster.addr(1), "placed", -1), (NOT_LEADER_OR_FOLLOWER, 2));
+    assert_eq!(
+        list_offsets_error(&cluster.addr(1), "placed", -1),
+        NOT_LEADER_OR_FOLLOWER
+    );
+    // Broker 2 leads it at epoch 0.
+    assert_eq!(
+        produce_v10(&cluster.addr(2), "placed", 0).responses[0].partition_responses[0].error_code,
+        0
+    );
+    assert_eq!(fetch_error(&cluster.addr(2), "placed", 0).0, 0);
+    assert_eq!(fetch_error(&cluster.addr(2), "placed", 1).0, UNKNOWN_LEADER_EPOCH);
+
+    // Broker 2 dies and returns: a new epoch, and the old one is fenced.
+    cluster.broker(2).kill9();
+    cluster.wait_for(|m| leaders(m, "placed")[&0].2 == LEADER_NOT_AVAILABLE, "offline");
+    assert_eq!(
+        produce_v10(&cluster.addr(1), "placed", 0).responses[0].partition_responses[0].error_code,
+        LEADER_NOT_AVAILABLE
+    );
+    cluster.broker(2).restart();
+    cluster.wait_for(|m| leaders(m, "placed")[&0].0 == 2, "back on 2");
+    let wait_applied = Instant::now() + Duration::from_secs(10);
+    while fetch_error(&cluster.addr(2), "placed", -1).0 != 0 {
+        assert!(Instant::now() < wait_applied);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(fetch_error(&cluster.addr(2), "placed", 0).0, FENCED_LEADER_EPOCH);
+    assert_eq!(list_offsets_error(&cluster.addr(2), "placed", 0), FENCED_LEADER_EPOCH);
+}
