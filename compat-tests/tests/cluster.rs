@@ -356,6 +356,9 @@ fn group_coordinated_elsewhere(cluster: &Cluster) -> (String, i32) {
     unreachable!()
 }
 
+/// A member's final assignment and the (partition, offset) of what it consumed.
+type MemberResult = (BTreeSet<i32>, Vec<(i32, i64)>);
+
 /// A member of a consumer group: consumes and commits until told to stop; returns
 /// its final assignment and what it consumed.
 fn group_member(
@@ -363,7 +366,7 @@ fn group_member(
     group: String,
     consumed: Arc<AtomicUsize>,
     stop: Arc<AtomicUsize>,
-) -> std::thread::JoinHandle<(BTreeSet<i32>, Vec<(i32, i64)>)> {
+) -> std::thread::JoinHandle<MemberResult> {
     std::thread::spawn(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
