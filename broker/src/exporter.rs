@@ -373,6 +373,7 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
             );
         }
     }
+    cluster_metrics(&mut f, cluster);
     process_metrics(&mut f);
     let version = [("version", env!("CARGO_PKG_VERSION").to_string())];
     f.gauge("sluice_build_info", "Build information (value 1).", &version, 1.0);
@@ -389,6 +390,46 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         tracing::error!("cannot encode metrics: {e}");
     }
     out
+}
+
+/// The cluster as this broker sees it (Kafka's controller and replica-manager gauges):
+/// live brokers, whether this broker runs the controller duty, the partitions it leads,
+/// and, on the controller only (so a sum over brokers counts each once), partitions
+/// without a leader.
+fn cluster_metrics(f: &mut Families, cluster: &Cluster) {
+    let metadata = cluster.controller.metadata();
+    let me = cluster.me.id;
+    let active = metadata.controller_id == me;
+    let states = || metadata.topics.values().flat_map(|t| t.assignments.iter());
+    f.gauge(
+        "sluice_cluster_brokers",
+        "Live brokers in the cluster, as this broker's metadata lists them.",
+        &[],
+        metadata.brokers.len() as f64,
+    );
+    f.gauge(
+        "sluice_controller_active",
+        "1 on the broker running the controller duty (Kafka's ActiveControllerCount).",
+        &[],
+        if active { 1.0 } else { 0.0 },
+    );
+    f.gauge(
+        "sluice_partitions_leader",
+        "Partitions this broker leads (Kafka's LeaderCount).",
+        &[],
+        states().filter(|s| s.leader == me).count() as f64,
+    );
+    let offline = if active {
+        states().filter(|s| s.leader == sluice_controller::NO_LEADER).count()
+    } else {
+        0
+    };
+    f.gauge(
+        "sluice_partitions_offline",
+        "Partitions without a leader, reported by the controller (Kafka's OfflinePartitionsCount).",
+        &[],
+        offline as f64,
+    );
 }
 
 /// RSS, CPU and open files of this process, from /proc.

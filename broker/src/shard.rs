@@ -334,6 +334,7 @@ impl Shard {
                 continue;
             }
             let dir = self.config().data_dir.join(tp.dir_name());
+            claim_dir(&dir, topic.id).map_err(|e| format!("{}: {e}", dir.display()))?;
             let log = self
                 .logs
                 .open(&dir, log_config.clone(), now_ms())
@@ -478,6 +479,30 @@ impl Shard {
             groups: self.groups.stats(),
         }
     }
+}
+
+/// Kafka's `partition.metadata`: the id of the topic a partition directory belongs to.
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Makes `dir` the directory of a partition of topic `topic_id`. A directory left by an
+/// earlier topic of the same name (deleted and created again while this broker was
+/// away) is emptied first, so the new topic never serves the old one's records.
+fn claim_dir(dir: &std::path::Path, topic_id: uuid::Uuid) -> std::io::Result<()> {
+    let file = dir.join(PARTITION_METADATA);
+    let wanted = format!("version: 0\ntopic_id: {topic_id}\n");
+    match std::fs::read_to_string(&file) {
+        Ok(found) if found == wanted => return Ok(()),
+        Ok(found) => {
+            tracing::warn!(dir = %dir.display(), found = found.trim(), "removing the data of an earlier topic of this name");
+            std::fs::remove_dir_all(dir)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join("partition.metadata.tmp");
+    std::fs::write(&tmp, wanted)?;
+    std::fs::rename(&tmp, &file)
 }
 
 impl Host for Shard {

@@ -182,6 +182,8 @@ fn producer(bootstrap: &str) -> (BaseProducer<Deliveries>, Deliveries) {
     let producer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
+        // Idempotent, as Kafka's own clients are by default: producer ids come from etcd.
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "200000")
         .create_with_context(context.clone())
@@ -598,6 +600,79 @@ fn a_second_broker_with_a_live_node_id_or_without_etcd_is_refused() {
     let dead = format!("etcd://127.0.0.1:{}", compat_tests::free_port());
     let refused = Broker::start_refused(&["--controller", &dead, "--node-id", "8"]);
     assert!(refused.contains("cannot reach etcd"), "{refused}");
+}
+
+#[tokio::test]
+async fn topics_grow_and_go_cluster_wide() {
+    let cluster = Cluster::start(2, &[]);
+    create_topic(&cluster.addr(1), "grow", 2, 2)
+        .await
+        .expect("create with RF 2");
+    let grown = admin(&cluster.addr(2))
+        .create_partitions(&[rdkafka::admin::NewPartitions::new("grow", 4)], &AdminOptions::new())
+        .await
+        .expect("create partitions");
+    assert!(grown[0].is_ok(), "{grown:?}");
+    let m = cluster.wait_for(
+        |m| leaders(m, "grow").len() == 4 && leaders(m, "grow").values().all(|l| l.0 > 0),
+        "4 partitions with leaders",
+    );
+    for t in m
+        .topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "grow"))
+    {
+        for p in &t.partitions {
+            assert_eq!(p.replica_nodes.len(), 2, "two replicas each: {p:?}");
+        }
+    }
+    let dirs = |b: &Broker| -> Vec<String> {
+        std::fs::read_dir(b.data_dir().join("data"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect::<Vec<String>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n: &String| n.starts_with("grow-"))
+            .collect()
+    };
+    // Every broker holds a replica of every partition (RF 2 over 2 brokers).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.brokers.iter().any(|b| dirs(b).len() != 4) {
+        assert!(
+            Instant::now() < deadline,
+            "replica directories: {:?}",
+            cluster.brokers.iter().map(dirs).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deleted = admin(&cluster.addr(1))
+        .delete_topics(&["grow"], &AdminOptions::new())
+        .await
+        .expect("delete");
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    cluster.wait_for(|m| leaders(m, "grow").is_empty(), "topic gone");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.brokers.iter().any(|b| !dirs(b).is_empty()) {
+        assert!(Instant::now() < deadline, "data left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_broker_stopped_cleanly_leaves_the_cluster_at_once() {
+    let mut cluster = Cluster::start(2, &[]);
+    let stopping = Instant::now();
+    assert!(cluster.broker(2).stop(), "clean exit");
+    cluster.wait_for(|m| m.brokers.len() == 1, "broker 2 gone");
+    // Well inside the session timeout: the registration went with the broker.
+    assert!(
+        stopping.elapsed() < Duration::from_millis(SESSION_TIMEOUT_MS),
+        "{:?}",
+        stopping.elapsed()
+    );
 }
 
 fn produce_v10(addr: &str, topic: &str, partition: i32) -> ProduceResponse {

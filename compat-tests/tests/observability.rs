@@ -227,4 +227,22 @@ fn the_compose_file_is_valid() {
         "docker-compose config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The cluster: etcd and three brokers, each told where etcd is and its own id.
+    let out = Command::new("docker-compose")
+        .args(["-f", "docker/compose.yaml", "config"])
+        .current_dir(repo())
+        .output()
+        .expect("docker-compose");
+    let config = String::from_utf8_lossy(&out.stdout);
+    for service in [
+        "etcd:",
+        "sluice-1:",
+        "sluice-2:",
+        "sluice-3:",
+        "prometheus:",
+        "grafana:",
+    ] {
+        assert!(config.contains(service), "no {service} in\n{config}");
+    }
+    assert_eq!(config.matches("etcd://etcd:2379").count(), 3, "{config}");
 }
