@@ -6,9 +6,13 @@
 #   compat-tests/librdkafka/run.sh 0012 0107:noautocreate   just these
 #
 # A test runs in a scenario, as librdkafka's runner names them: `default` (a broker
-# that creates topics on first use, as Kafka does by default) or `noautocreate` (a
+# that creates topics on first use, as Kafka does by default), `noautocreate` (a
 # broker started with --auto-create-topics=false; tests such as 0107 topic_recreate
-# need it). Each scenario has its own broker, started when a test first needs it.
+# need it), `cluster` (three brokers coordinated through a real etcd, bootstrapped
+# through all three: partitions, leaders and group coordinators spread over them) or
+# `cluster-noautocreate` (the same with --auto-create-topics=false).
+# Each scenario has its own brokers, started when a test first needs them. librdkafka
+# knows no cluster scenarios: its tests run there as in `default` / `noautocreate`.
 #
 # One test-runner process per test (a failing test aborts its process), each with a
 # time limit, JOBS of them at a time against the same broker (tests use random topic
@@ -22,7 +26,7 @@ here="$root/compat-tests/librdkafka"
 OUT=${LIBRDKAFKA_SUITE_DIR:-target/librdkafka-suite}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 JOBS=${JOBS:-3}
-SCENARIOS=(default noautocreate)
+SCENARIOS=(default noautocreate cluster cluster-noautocreate)
 
 "$here/build.sh" || exit 1
 cargo build --quiet -p sluice || exit 1
@@ -44,41 +48,79 @@ else
 fi
 
 work=$(mktemp -d)
+# Per scenario, the pids of its processes (brokers, and etcd for `cluster`).
 declare -A broker_pids=()
-start_broker() { # scenario
-    local scenario=$1 flags=() addr=""
-    [ "$scenario" = noautocreate ] && flags+=(--auto-create-topics=false)
-    "$root/target/debug/sluice" --listen 127.0.0.1:0 --data-dir "$work/data-$scenario" --shards 2 \
-        --num-partitions 4 --metrics-addr 127.0.0.1:0 "${flags[@]}" \
-        >"$work/broker-$scenario.out" 2>>"$work/broker-$scenario.log" &
-    broker_pids[$scenario]=$!
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# Starts one sluice named <scenario>.<n>; prints its address. Its pid goes to
+# $work/pid-<name>.
+start_sluice() { # name flags...
+    local name=$1 addr=""
+    shift
+    "$root/target/debug/sluice" --listen 127.0.0.1:0 --data-dir "$work/data-$name" --shards 2 \
+        --num-partitions 4 --metrics-addr 127.0.0.1:0 "$@" \
+        >"$work/broker-$name.out" 2>>"$work/broker-$name.log" &
+    echo $! >"$work/pid-$name"
     for _ in $(seq 1 100); do
-        addr=$(sed -n 's/^sluice listening on //p' "$work/broker-$scenario.out")
+        addr=$(sed -n 's/^sluice listening on //p' "$work/broker-$name.out")
         [ -n "$addr" ] && break
         sleep 0.1
     done
     if [ -z "$addr" ]; then
-        echo "sluice ($scenario) did not start:" >&2
-        cat "$work/broker-$scenario.log" >&2
+        echo "sluice ($name) did not start:" >&2
+        cat "$work/broker-$name.log" >&2
         exit 1
     fi
-    printf 'bootstrap.servers=%s\n' "$addr" >"$work/test-$scenario.conf"
+    echo "$addr"
 }
-# Starts the scenario's broker if it is not running (first use, or it died).
+start_broker() { # scenario
+    local scenario=$1 addrs=() pids=()
+    case $scenario in
+        noautocreate) addrs+=("$(start_sluice noautocreate.0 --auto-create-topics=false)") ;;
+        cluster | cluster-noautocreate)
+            local client peer flags=()
+            [ "$scenario" = cluster-noautocreate ] && flags+=(--auto-create-topics=false)
+            client=$(free_port) peer=$(free_port)
+            etcd --data-dir "$work/etcd-$scenario" --listen-client-urls "http://127.0.0.1:$client" \
+                --advertise-client-urls "http://127.0.0.1:$client" \
+                --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+                --initial-cluster "default=http://127.0.0.1:$peer" --logger zap --log-level error \
+                >"$work/etcd-$scenario.log" 2>&1 &
+            pids+=($!)
+            for _ in $(seq 1 100); do
+                (exec 3<>"/dev/tcp/127.0.0.1/$client") 2>/dev/null && break
+                sleep 0.1
+            done
+            for id in 1 2 3; do
+                addrs+=("$(start_sluice "$scenario.$id" --controller "etcd://127.0.0.1:$client/rdk" --node-id "$id" \
+                    "${flags[@]}")")
+            done
+            ;;
+        *) addrs+=("$(start_sluice "$scenario.0")") ;;
+    esac
+    for f in "$work"/pid-"$scenario".*; do pids+=("$(cat "$f")"); done
+    broker_pids[$scenario]="${pids[*]}"
+    local IFS=,
+    printf 'bootstrap.servers=%s\n' "${addrs[*]}" >"$work/test-$scenario.conf"
+}
+# Starts the scenario's brokers if they are not all running (first use, or one died).
 ensure_broker() { # scenario
-    local pid=${broker_pids[$1]:-}
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        return
-    fi
-    if [ -n "$pid" ]; then
-        echo "broker ($1) died; restarting it (last lines of its log follow)" >&2
-        tail -5 "$work/broker-$1.log" >&2
-        : >"$work/broker-$1.out"
+    local pids=${broker_pids[$1]:-} pid alive=1
+    [ -z "$pids" ] && alive=0
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null || alive=0; done
+    [ $alive -eq 1 ] && return
+    if [ -n "$pids" ]; then
+        echo "a process of scenario $1 died; restarting them (last lines of the logs follow)" >&2
+        for pid in $pids; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+        tail -n 5 "$work"/broker-"$1".*.log >&2
+        rm -f "$work"/pid-"$1".* "$work"/broker-"$1".*.out
     fi
     start_broker "$1"
 }
 stop_brokers() {
-    for pid in "${broker_pids[@]}"; do
+    local pid
+    for pid in ${broker_pids[*]}; do
         kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
 }
@@ -90,9 +132,14 @@ run_one() {
     local spec=$1 t=${1%%:*} scenario=default started rc statuses status reason=""
     [ "$spec" != "$t" ] && scenario=${spec#*:}
     local log="$work/test-$t-$scenario.log" result="$work/result-$t-$scenario"
+    # librdkafka's own scenario: a cluster runs its tests as the single broker would.
+    local theirs=$scenario
+    [ "$scenario" = cluster ] && theirs=default
+    [ "${scenario#cluster-}" != "$scenario" ] && theirs=${scenario#cluster-}
     started=$(date +%s)
     (cd "$tests_dir" && exec env LD_LIBRARY_PATH="$root/$OUT/librdkafka/src:$root/$OUT/librdkafka/src-cpp" \
-        TESTS="$t" TEST_KAFKA_VERSION=3.9.0 TEST_SCENARIO="$scenario" RDKAFKA_TEST_CONF="$work/test-$scenario.conf" \
+        TESTS="$t" TEST_KAFKA_VERSION=3.9.0 TEST_SCENARIO="$theirs" \
+        RDKAFKA_TEST_CONF="$work/test-$scenario.conf" \
         timeout "$TEST_TIMEOUT" ./test-runner -L -p1 >"$log" 2>&1)
     rc=$?
     # The summary table has a row per test and sub-test: "| 0012_produce_consume | PASSED |".

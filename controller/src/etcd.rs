@@ -280,7 +280,7 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
         }))
         .0,
     };
-    if let Err(e) = register(&inner, lease, true).await {
+    if let Err(e) = register(&inner, lease).await {
         let mut client = inner.client.clone();
         let _ = bounded(client.lease_revoke(lease)).await;
         return Err(e);
@@ -297,7 +297,7 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
 /// already there is this broker's dead predecessor only when it carries the incarnation
 /// the data directory recorded (its lease is revoked, which drops its keys); anything
 /// else is another live broker and the registration is refused.
-async fn register(inner: &Inner, lease: i64, may_take_over: bool) -> Result<(), ControllerError> {
+async fn register(inner: &Inner, lease: i64) -> Result<(), ControllerError> {
     let me = &inner.config.me;
     let key = inner.keys.broker(me.id);
     let mut client = inner.client.clone();
@@ -316,11 +316,15 @@ async fn register(inner: &Inner, lease: i64, may_take_over: bool) -> Result<(), 
         let Some(kv) = existing.kvs().first() else {
             continue;
         };
+        if kv.lease() == lease {
+            // An earlier attempt of ours went through after all (its answer was lost).
+            return Ok(());
+        }
         let holder: Option<BrokerInfo> = serde_json::from_slice(kv.value()).ok();
         let ours = holder.as_ref().is_some_and(|h| {
             h.incarnation == me.incarnation || Some(h.incarnation) == inner.config.previous_incarnation
         });
-        if !(ours && may_take_over) || kv.lease() == lease {
+        if !ours {
             return Err(ControllerError::DuplicateBroker(me.id));
         }
         tracing::info!(
@@ -533,7 +537,7 @@ async fn keep_registered(inner: Arc<Inner>) {
         match bounded(client.lease_grant(ttl_secs, None)).await {
             Ok(granted) => {
                 let lease = granted.id();
-                match register(&inner, lease, false).await {
+                match register(&inner, lease).await {
                     Ok(()) => {
                         inner.lease.store(lease, Ordering::Release);
                         tracing::info!("registered again under a new lease");
