@@ -371,11 +371,44 @@ mod tests {
         let cli = Cli::parse_from(["sluice", "--config", path.to_str().unwrap(), "--node-id", "3"]);
         let c = BrokerConfig::resolve(cli).unwrap();
         assert_eq!((c.num_partitions, c.node_id, c.auto_create_topics), (6, 3, true));
+        assert_eq!(c.controller, "local");
+    }
+
+    #[test]
+    fn cluster_settings_come_from_flags_or_the_file_under_kafkas_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "controller = \"etcd://10.0.0.1:2379,10.0.0.2:2379/prod\"\nbroker-rack = \"a\"\n\
+             broker-session-timeout-ms = 6000\nauto-leader-rebalance-enable = false\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "sluice",
+            "--config",
+            path.to_str().unwrap(),
+            "--default-replication-factor",
+            "3",
+        ]);
+        let c = BrokerConfig::resolve(cli).unwrap();
+        assert_eq!(c.controller, "etcd://10.0.0.1:2379,10.0.0.2:2379/prod");
+        assert_eq!(c.broker_rack.as_deref(), Some("a"));
+        assert_eq!(
+            (c.broker_session_timeout_ms, c.auto_leader_rebalance_enable),
+            (6000, false)
+        );
+        assert_eq!(
+            (c.default_replication_factor, c.offsets_topic_replication_factor),
+            (3, 1)
+        );
     }
 
     #[test]
     fn bad_values_and_unknown_keys_are_refused() {
         assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--shards", "0"])).is_err());
+        assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--controller", "zookeeper://x:2181"])).is_err());
+        assert!(BrokerConfig::resolve(Cli::parse_from(["sluice", "--broker-session-timeout-ms", "10"])).is_err());
         assert!(Cli::try_parse_from(["sluice", "--no-such-flag"]).is_err());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");

@@ -122,12 +122,14 @@ fn describe(topic: &TopicMetadata, metadata: &ClusterMetadata) -> MetadataRespon
         .map(|p| {
             let Some(state) = topic.partition(p).filter(|s| s.leader != NO_LEADER) else {
                 let replicas = topic.partition(p).map(|s| ids(&s.replicas)).unwrap_or_default();
+                let isr = topic.partition(p).map(|s| ids(&s.isr)).unwrap_or_default();
                 return MetadataResponsePartition::default()
+                    .with_isr_nodes(isr)
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
                     .with_partition_index(p)
                     .with_leader_id(BrokerId(NO_LEADER))
                     .with_leader_epoch(topic.partition(p).map_or(-1, |s| s.leader_epoch))
-                    .with_offline_replicas(replicas.clone())
+                    .with_offline_replicas(replicas.iter().copied().filter(|id| !metadata.is_live(id.0)).collect())
                     .with_replica_nodes(replicas);
             };
             let offline: Vec<i32> = state
