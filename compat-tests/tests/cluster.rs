@@ -20,6 +20,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, Fetc
 use kafka_protocol::messages::fetch_response::FetchResponse;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
@@ -44,6 +46,8 @@ const FENCED_LEADER_EPOCH: i16 = 74;
 const UNKNOWN_LEADER_EPOCH: i16 = 75;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const NOT_COORDINATOR: i16 = 16;
+const UNKNOWN_MEMBER_ID: i16 = 25;
 
 /// Short enough that tests of a dead broker wait little, long enough for a loaded
 /// 2-core machine to renew its leases in time.
@@ -781,6 +785,19 @@ fn requests_to_the_wrong_broker_or_epoch_get_kafkas_errors() {
     );
     assert_eq!(fetch_error(&cluster.addr(2), "placed", 0).0, 0);
     assert_eq!(fetch_error(&cluster.addr(2), "placed", 1).0, UNKNOWN_LEADER_EPOCH);
+
+    // Group requests go to the group's coordinator; another broker says NOT_COORDINATOR.
+    let (group, coordinator) = group_coordinated_elsewhere(&cluster);
+    let heartbeat = |addr: &str| -> i16 {
+        let request = HeartbeatRequest::default()
+            .with_group_id(StrBytes::from_string(group.clone()).into())
+            .with_generation_id(1)
+            .with_member_id(StrBytes::from_static_str("nobody"));
+        let response: HeartbeatResponse = RawClient::connect(addr).call(ApiKey::Heartbeat, 3, &request);
+        response.error_code
+    };
+    assert_eq!(heartbeat(&cluster.addr(1)), NOT_COORDINATOR);
+    assert_eq!(heartbeat(&cluster.addr(coordinator)), UNKNOWN_MEMBER_ID);
 
     // Broker 2 dies and returns: a new epoch, and the old one is fenced.
     cluster.broker(2).kill9();
