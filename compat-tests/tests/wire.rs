@@ -28,6 +28,7 @@ const UNSUPPORTED_VERSION: i16 = 35;
 const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 const INVALID_RECORD: i16 = 87;
 const INVALID_REQUIRED_ACKS: i16 = 21;
+const INVALID_PARTITIONS: i16 = 37;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -504,4 +505,19 @@ fn create_topics_validate_only_creates_nothing() {
             .all(|t| t.name.as_ref().map(|n| n.as_str()) != Some("dry-run")),
         "validate_only must not create the topic"
     );
+}
+
+#[test]
+fn an_absurd_partition_count_is_refused_and_the_broker_serves_on() {
+    let mut broker = Broker::start(&[]);
+    let mut client = RawClient::connect(&broker.addr);
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("huge"))
+            .with_num_partitions(2_000_000_000)
+            .with_replication_factor(1)]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(response.topics[0].error_code, INVALID_PARTITIONS);
+    assert_serving(&mut broker);
 }

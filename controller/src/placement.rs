@@ -10,6 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{BrokerInfo, ControllerError};
 
+/// Most partitions one topic may have. Every partition costs a state in every broker's
+/// metadata snapshot and a key in etcd, so an untrusted count must be bounded before
+/// anything is allocated for it; Kafka's own practical limit per cluster is about
+/// 200,000 partitions.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 100_000;
+
 /// Where a placement starts; random in a broker, fixed in tests.
 #[derive(Debug, Clone, Copy)]
 pub struct Start {
@@ -35,6 +41,9 @@ pub fn assign(
     replication_factor: i16,
     start: Start,
 ) -> Result<Vec<Vec<i32>>, ControllerError> {
+    if count < 0 || first.saturating_add(count) > PARTITIONS_PER_TOPIC_MAX {
+        return Err(ControllerError::InvalidPartitions(first.saturating_add(count)));
+    }
     let rf = usize::try_from(replication_factor).unwrap_or(0);
     if rf == 0 || rf > brokers.len() {
         return Err(ControllerError::InvalidReplicationFactor(
@@ -141,6 +150,9 @@ pub fn validate(assignments: &[Vec<i32>], brokers: &BTreeMap<i32, BrokerInfo>) -
     let Some(first) = assignments.first() else {
         return invalid("no partitions".into());
     };
+    if assignments.len() > PARTITIONS_PER_TOPIC_MAX as usize {
+        return Err(ControllerError::InvalidPartitions(assignments.len() as i32));
+    }
     for (p, replicas) in assignments.iter().enumerate() {
         if replicas.is_empty() || replicas.len() != first.len() {
             return invalid(format!(
@@ -233,5 +245,10 @@ mod tests {
         assert!(validate(&[vec![1], vec![1, 2]], &b).is_err());
         assert!(validate(&[vec![3]], &b).is_err());
         assert!(validate(&[], &b).is_err());
+        // A huge count is refused before anything is allocated for it.
+        assert!(matches!(
+            assign(&b, 0, i32::MAX, 1, Start::random(2)),
+            Err(ControllerError::InvalidPartitions(_))
+        ));
     }
 }
