@@ -372,6 +372,7 @@ fn group_member(
     group: String,
     consumed: Arc<AtomicUsize>,
     stop: Arc<AtomicUsize>,
+    assignment_now: Arc<Mutex<BTreeSet<i32>>>,
 ) -> std::thread::JoinHandle<MemberResult> {
     std::thread::spawn(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -390,6 +391,9 @@ fn group_member(
                 got.push((m.partition(), m.offset()));
                 consumed.fetch_add(1, Ordering::Relaxed);
                 consumer.commit_message(&m, CommitMode::Sync).expect("commit");
+            }
+            if let Ok(a) = consumer.assignment() {
+                *assignment_now.lock().expect("lock") = a.elements().iter().map(|e| e.partition()).collect();
             }
         }
         let assignment = consumer
@@ -417,27 +421,54 @@ async fn a_consumer_group_resumes_after_its_coordinator_is_killed() {
     // Three rdkafka members split the partitions, consume everything and commit.
     let consumed = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicUsize::new(0));
-    let members: Vec<_> = (0..3)
-        .map(|_| group_member(bootstrap.clone(), group.clone(), consumed.clone(), stop.clone()))
+    let assignments: Vec<Arc<Mutex<BTreeSet<i32>>>> = (0..3).map(|_| Arc::default()).collect();
+    let members: Vec<_> = assignments
+        .iter()
+        .map(|a| {
+            group_member(
+                bootstrap.clone(),
+                group.clone(),
+                consumed.clone(),
+                stop.clone(),
+                a.clone(),
+            )
+        })
         .collect();
+    // Until everything is consumed and the group has settled with all three members
+    // splitting the six partitions (members join at their own pace, so the first
+    // generations may have fewer).
+    let settled = || {
+        let now: Vec<BTreeSet<i32>> = assignments.iter().map(|a| a.lock().expect("lock").clone()).collect();
+        let total: usize = now.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<i32> = now.iter().flatten().copied().collect();
+        now.iter().all(|a| !a.is_empty()) && total == 6 && union.len() == 6
+    };
+    // Settled means so for 3 s on end: members' views may briefly come from different
+    // generations while a rebalance is under way.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while consumed.load(Ordering::Relaxed) < 600 && Instant::now() < deadline {
+    let mut settled_since: Option<Instant> = None;
+    while Instant::now() < deadline {
+        if consumed.load(Ordering::Relaxed) >= 600 && settled() {
+            let since = *settled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        } else {
+            settled_since = None;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Let the group settle with all three members before stopping.
-    std::thread::sleep(Duration::from_secs(2));
+    let split: Vec<BTreeSet<i32>> = assignments.iter().map(|a| a.lock().expect("lock").clone()).collect();
+    assert!(
+        settled_since.is_some_and(|t| t.elapsed() > Duration::from_secs(3)),
+        "the three members never settled on splitting the six partitions: {split:?}"
+    );
     stop.store(1, Ordering::Relaxed);
     let results: Vec<_> = members.into_iter().map(|m| m.join().expect("member")).collect();
     let mut seen = BTreeSet::new();
-    let mut owned = BTreeSet::new();
-    for (assignment, got) in &results {
-        assert!(!assignment.is_empty(), "every member got partitions: {results:?}");
-        for p in assignment {
-            assert!(owned.insert(*p), "partition {p} assigned twice");
-        }
+    for (_, got) in &results {
         seen.extend(got.iter().copied());
     }
-    assert_eq!(owned, (0..6).collect(), "the members split all six partitions");
     assert_eq!(seen.len(), 600, "every message consumed once");
 
     // The coordinator dies hard and comes back; the group's commits are still there.
