@@ -62,43 +62,25 @@ pub async fn create_topic(
     configs: BTreeMap<String, String>,
     replica_assignments: Option<Vec<Vec<i32>>>,
 ) -> Result<TopicMetadata, AdminError> {
-    validate_configs(&configs)?;
-    let change = shard
-        .controller()
-        .create_topic(NewTopic {
-            name: name.to_string(),
-            partitions,
-            replication_factor,
-            configs,
-            internal: false,
-            replica_assignments,
-        })
-        .await?;
-    applied_everywhere(shard, change.revision).await?;
-    tracing::info!(topic = name, partitions, "created topic");
-    Ok(change.value)
+    let topic = NewTopic {
+        name: name.to_string(),
+        partitions,
+        replication_factor,
+        configs,
+        internal: false,
+        replica_assignments,
+    };
+    create(shard, topic).await
 }
 
-/// Creates an internal topic (`__consumer_offsets`): compacted, flagged internal.
-pub async fn create_internal_topic(
-    shard: &Rc<Shard>,
-    name: &str,
-    partitions: i32,
-    replication_factor: i16,
-) -> Result<TopicMetadata, AdminError> {
-    let change = shard
-        .controller()
-        .create_topic(NewTopic {
-            name: name.to_string(),
-            partitions,
-            replication_factor,
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
-            internal: true,
-            replica_assignments: None,
-        })
-        .await?;
+/// Creates a topic (a client's, or an internal one such as `__consumer_offsets`) and
+/// answers once every shard has opened its partitions.
+pub async fn create(shard: &Rc<Shard>, topic: NewTopic) -> Result<TopicMetadata, AdminError> {
+    validate_configs(&topic.configs)?;
+    let (name, partitions, internal) = (topic.name.clone(), topic.partitions, topic.internal);
+    let change = shard.controller().create_topic(topic).await?;
     applied_everywhere(shard, change.revision).await?;
-    tracing::info!(topic = name, partitions, replication_factor, "created internal topic");
+    tracing::info!(topic = name, partitions, internal, "created topic");
     Ok(change.value)
 }
 

@@ -344,13 +344,10 @@ fn ensure_offsets_topic(controller: &dyn Controller, config: &BrokerConfig) -> R
         .build()
         .map_err(|e| e.to_string())?;
     let created = rt
+        // The local controller's one broker holds the only replica.
         .block_on(controller.create_topic(sluice_controller::NewTopic {
-            name: topic_name.to_string(),
-            partitions: config.offsets_topic_num_partitions,
             replication_factor: 1,
-            configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
-            internal: true,
-            replica_assignments: None,
+            ..crate::group::offsets_topic(config)
         }))
         .map_err(|e| format!("cannot create {topic_name}: {e}"))?;
     Ok(created.value.partitions)

@@ -779,19 +779,7 @@ impl Controller for EtcdController {
                 return Err(ControllerError::InvalidPartitions(topic.partitions));
             }
             let brokers = inner.current.borrow().brokers.clone();
-            let replicas = match &topic.replica_assignments {
-                Some(chosen) => {
-                    placement::validate(chosen, &brokers)?;
-                    chosen.clone()
-                }
-                None => placement::assign(
-                    &brokers,
-                    0,
-                    topic.partitions,
-                    topic.replication_factor,
-                    placement::Start::random(brokers.len()),
-                )?,
-            };
+            let replicas = placement::place(&topic, &brokers)?;
             let assignments: Vec<PartitionState> = replicas.into_iter().map(PartitionState::new).collect();
             let record = TopicRecord {
                 id: Uuid::new_v4(),

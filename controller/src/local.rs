@@ -93,19 +93,7 @@ impl Controller for LocalController {
                 if meta.topics.contains_key(&topic.name) {
                     return Err(ControllerError::TopicExists(topic.name.clone()));
                 }
-                let replicas = match &topic.replica_assignments {
-                    Some(chosen) => {
-                        placement::validate(chosen, &meta.brokers)?;
-                        chosen.clone()
-                    }
-                    None => placement::assign(
-                        &meta.brokers,
-                        0,
-                        topic.partitions,
-                        topic.replication_factor,
-                        placement::Start::random(1),
-                    )?,
-                };
+                let replicas = placement::place(&topic, &meta.brokers)?;
                 let created = TopicMetadata {
                     name: topic.name.clone(),
                     id: Uuid::new_v4(),

@@ -115,6 +115,24 @@ fn rack_alternated(brokers: &BTreeMap<i32, BrokerInfo>) -> Vec<&BrokerInfo> {
     out
 }
 
+/// The replicas of a new topic's partitions: as the client chose them (checked), or
+/// placed over the live `brokers` from a random start.
+pub fn place(topic: &crate::NewTopic, brokers: &BTreeMap<i32, BrokerInfo>) -> Result<Vec<Vec<i32>>, ControllerError> {
+    match &topic.replica_assignments {
+        Some(chosen) => {
+            validate(chosen, brokers)?;
+            Ok(chosen.clone())
+        }
+        None => assign(
+            brokers,
+            0,
+            topic.partitions,
+            topic.replication_factor,
+            Start::random(brokers.len()),
+        ),
+    }
+}
+
 /// The replicas of the partitions a topic grows by (CreatePartitions): as the client
 /// chose them, or placed with the topic's replication factor.
 pub fn grow(

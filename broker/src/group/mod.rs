@@ -37,6 +37,19 @@ use records::Committed;
 /// Kafka's internal topic of committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// `__consumer_offsets` as it is created: compacted, internal, with the configured
+/// partitions (which place every group, so they never change) and replicas.
+pub fn offsets_topic(config: &crate::config::BrokerConfig) -> sluice_controller::NewTopic {
+    sluice_controller::NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: config.offsets_topic_num_partitions,
+        replication_factor: config.offsets_topic_replication_factor,
+        configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        internal: true,
+        replica_assignments: None,
+    }
+}
+
 /// Group and instance ids are stored as Kafka STRINGs (an i16 length), so longer ones
 /// are refused with INVALID_GROUP_ID rather than stored damaged.
 pub const ID_LEN_MAX: usize = i16::MAX as usize;

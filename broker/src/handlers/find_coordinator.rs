@@ -17,19 +17,12 @@ use crate::coordinator::Coordinator as _;
 use crate::group::coordinator::GroupCoordinator;
 use crate::shard::Shard;
 
-/// Creates `__consumer_offsets` if no broker has yet, with the partition count every
-/// broker places groups by.
+/// Creates `__consumer_offsets` if no broker has yet.
 async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), AdminError> {
     if shard.metadata().topic(GroupCoordinator::TOPIC).is_some() {
         return Ok(());
     }
-    let created = admin::create_internal_topic(
-        shard,
-        GroupCoordinator::TOPIC,
-        shard.cluster.offsets_partitions,
-        shard.config().offsets_topic_replication_factor,
-    )
-    .await;
+    let created = admin::create(shard, crate::group::offsets_topic(shard.config())).await;
     match created {
         Err(e) if e.code != ResponseError::TopicAlreadyExists => Err(e),
         _ => Ok(()),
