@@ -452,12 +452,16 @@ async fn follow_once(inner: &Inner) -> Result<(), ControllerError> {
     let mut client = inner.client.clone();
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
     let mut stream = bounded(client.watch(inner.keys.all(), Some(options))).await?;
-    while let Some(mut response) = stream.message().await.map_err(unavailable)? {
+    while let Some(response) = stream.message().await.map_err(unavailable)? {
         if response.canceled() {
             return Err(unavailable(format!("watch cancelled: {}", response.cancel_reason())));
         }
+        // The header's revision is etcd's current one, which may be ahead of the events
+        // this response carries: the snapshot is at the revision of its last event.
+        let mut seen = 0;
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
+            seen = seen.max(kv.mod_revision());
             let Ok(key) = kv.key_str() else { continue };
             match event.event_type() {
                 EventType::Put => {
@@ -474,8 +478,7 @@ async fn follow_once(inner: &Inner) -> Result<(), ControllerError> {
                 }
             }
         }
-        let revision = response.take_header().map(|h| h.revision()).unwrap_or(0);
-        publish(inner, &store, revision);
+        publish(inner, &store, seen);
     }
     Err(unavailable("watch stream ended"))
 }
