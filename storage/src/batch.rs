@@ -69,6 +69,8 @@ pub struct BatchHeader {
     pub base_offset: Offset,
     /// Whole batch size in bytes, header included.
     pub size: usize,
+    /// The epoch of the leader that appended the batch (KIP-101), -1 before that.
+    pub partition_leader_epoch: i32,
     pub magic: i8,
     pub crc: u32,
     pub attributes: i16,
@@ -104,6 +106,7 @@ impl BatchHeader {
         Ok(BatchHeader {
             base_offset: Offset(read_i64(buf, 0)),
             size: size as usize,
+            partition_leader_epoch: read_i32(buf, LEADER_EPOCH_POS),
             magic,
             crc: read_u32(buf, CRC_POS),
             attributes: read_i16(buf, ATTRIBUTES_POS),

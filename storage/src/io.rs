@@ -52,6 +52,10 @@ pub trait Io {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file over another (atomically, as rename(2) does).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
     /// Makes the directory's entries (files created or removed) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// The backend's name, for logs and metrics.

@@ -22,6 +22,7 @@ use futures_util::FutureExt;
 use thiserror::Error;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
+use crate::epoch::EpochCache;
 use crate::io::{FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
@@ -248,6 +249,11 @@ pub struct Log {
     records_since_flush: u64,
     last_flush_ms: i64,
     producers: ProducerState,
+    /// The first offset of every leader epoch in the log (KIP-101).
+    epochs: EpochCache,
+    /// The epoch stamped into appended batches: this broker's leader epoch for the
+    /// partition, as [`Log::become_leader`] last set it.
+    leader_epoch: i32,
 }
 
 /// Segments replayed at open to rebuild idempotent-producer state: the active one and
@@ -293,6 +299,30 @@ impl Log {
             .next_back()
             .map(|s| s.next_offset())
             .unwrap_or(log_start);
+        let epochs = match EpochCache::load(io.as_ref(), dir) {
+            Some(mut epochs) => {
+                // Recovery may have cut a tail whose epoch the checkpoint recorded.
+                if epochs.truncate_from_end(log_end) {
+                    epochs.store(io.as_ref(), dir)?;
+                }
+                epochs
+            }
+            None => {
+                // No checkpoint (a log from before epochs were kept, or a torn one):
+                // rebuild it from the epochs stamped in the batch headers.
+                let mut epochs = EpochCache::default();
+                for segment in segments.values() {
+                    segment.visit_headers(|h| {
+                        epochs.assign(h.partition_leader_epoch, h.base_offset);
+                    })?;
+                }
+                if log_end > log_start {
+                    epochs.store(io.as_ref(), dir)?;
+                }
+                epochs
+            }
+        };
+        let leader_epoch = epochs.latest().map(|e| e.epoch).unwrap_or(0);
         Ok(Log {
             io,
             dir: dir.to_path_buf(),
@@ -306,7 +336,31 @@ impl Log {
             records_since_flush: 0,
             last_flush_ms: now_ms,
             producers,
+            epochs,
+            leader_epoch,
         })
+    }
+
+    /// This broker now leads the partition under `epoch`: appends are stamped with it
+    /// and the epoch starts at the log end (Kafka's `maybeAssignEpochStartOffset`).
+    pub fn become_leader(&mut self, epoch: i32) -> io::Result<()> {
+        self.leader_epoch = epoch;
+        let log_end = self.log_end().offset();
+        if self.epochs.assign(epoch, log_end) {
+            self.epochs.store(self.io.as_ref(), &self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The newest leader epoch in the log and where it starts.
+    pub fn latest_epoch(&self) -> Option<crate::epoch::EpochEntry> {
+        self.epochs.latest()
+    }
+
+    /// OffsetForLeaderEpoch: where `epoch` ended in this log (see
+    /// [`EpochCache::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        self.epochs.end_offset_for(epoch, self.log_end().offset())
     }
 
     pub fn dir(&self) -> &Path {
@@ -388,10 +442,14 @@ impl Log {
             batch::BATCH_HEADER_LEN.min(records.len())
         };
         let mut head = records[..patched_len].to_vec();
-        batch::assign(&mut head, base_offset, 0, log_append_time_ms);
+        batch::assign(&mut head, base_offset, self.leader_epoch, log_append_time_ms);
+        if self.epochs.assign(self.leader_epoch, base_offset) {
+            self.epochs.store(self.io.as_ref(), &self.dir)?;
+        }
         let body = records.slice(patched_len..);
         let header = BatchHeader {
             base_offset,
+            partition_leader_epoch: self.leader_epoch,
             max_timestamp: log_append_time_ms.unwrap_or(header.max_timestamp),
             ..header
         };
@@ -411,6 +469,84 @@ impl Log {
             record_count: header.record_count,
             duplicate: false,
         })
+    }
+
+    /// Appends batches copied from the leader (a follower's fetch), keeping the
+    /// leader's offsets, epochs and timestamps. Each batch must start at the log end and
+    /// pass its CRC; a partial batch at the end (the fetch's size limit cut it) is left
+    /// for the next fetch. Returns how many bytes were appended.
+    pub fn append_replicated(&mut self, records: &Bytes, now_ms: i64) -> Result<usize, AppendError> {
+        let mut pos = 0;
+        while records.len() - pos >= batch::BATCH_HEADER_LEN {
+            let header = BatchHeader::parse(&records[pos..])?;
+            if records.len() - pos < header.size {
+                break;
+            }
+            let whole = records.slice(pos..pos + header.size);
+            if !batch::crc_matches(&whole, &header) {
+                return Err(BatchError::Corrupt("CRC mismatch in a replicated batch").into());
+            }
+            let log_end = self.log_end().offset();
+            if header.base_offset != log_end {
+                return Err(BatchError::InvalidRecord("a replicated batch does not start at the log end").into());
+            }
+            self.maybe_roll(&header, now_ms)?;
+            if self.epochs.assign(header.partition_leader_epoch, header.base_offset) {
+                self.epochs.store(self.io.as_ref(), &self.dir)?;
+            }
+            let index_interval = self.config.index_interval_bytes;
+            let Some(active) = self.segments.values_mut().next_back() else {
+                return Err(io::Error::other("log has no active segment").into());
+            };
+            active.append(whole, Bytes::new(), &header, index_interval);
+            self.producers.record(&header, now_ms);
+            self.records_since_flush += header.record_count.max(0) as u64;
+            pos += header.size;
+        }
+        Ok(pos)
+    }
+
+    /// Removes every batch at or after `offset` (a follower's divergent tail, KIP-101),
+    /// with the epochs that began there. The caller makes sure no write round is under
+    /// way and everything appended is in the files. The log is opened again from its
+    /// files afterwards, so indexes and producer state are rebuilt by recovery.
+    pub fn truncate_to(&mut self, offset: Offset, now_ms: i64) -> io::Result<()> {
+        if offset >= self.log_end().offset() {
+            return Ok(());
+        }
+        if offset <= self.log_start.offset() {
+            return self.truncate_fully_at(offset, now_ms);
+        }
+        for (_, segment) in self.segments.split_off(&offset) {
+            segment.delete(self.io.as_ref())?;
+        }
+        if let Some(last) = self.segments.values().next_back() {
+            if let Some(pos) = last.position_of(offset)? {
+                last.truncate_file(pos)?;
+            }
+        }
+        self.epochs.truncate_from_end(offset);
+        self.reopen(now_ms)
+    }
+
+    /// Empties the log and starts it again at `offset` (a follower whose fetch offset
+    /// the leader no longer has, Kafka's `truncateFullyAndStartAt`).
+    pub fn truncate_fully_at(&mut self, offset: Offset, now_ms: i64) -> io::Result<()> {
+        for (_, segment) in std::mem::take(&mut self.segments) {
+            segment.delete(self.io.as_ref())?;
+        }
+        Segment::create(self.io.as_ref(), &self.dir, offset, now_ms)?;
+        self.epochs.clear();
+        self.reopen(now_ms)
+    }
+
+    fn reopen(&mut self, now_ms: i64) -> io::Result<()> {
+        self.epochs.store(self.io.as_ref(), &self.dir)?;
+        self.io.sync_dir(&self.dir)?;
+        let leader_epoch = self.leader_epoch;
+        *self = Log::open_with(self.io.clone(), &self.dir, self.config.clone(), now_ms)?;
+        self.leader_epoch = leader_epoch;
+        Ok(())
     }
 
     fn maybe_roll(&mut self, header: &BatchHeader, now_ms: i64) -> io::Result<()> {

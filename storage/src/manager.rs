@@ -120,6 +120,8 @@ struct Managed {
     /// The next round must also sync this log.
     sync_wanted: Cell<bool>,
     deleted: Cell<bool>,
+    /// A round holding this log's writes is under way.
+    in_flight: Cell<bool>,
 }
 
 /// What the manager and its logs' handles share.
@@ -201,6 +203,7 @@ impl LogManager {
             queued: Cell::new(false),
             sync_wanted: Cell::new(false),
             deleted: Cell::new(false),
+            in_flight: Cell::new(false),
         });
         let mut logs = self.logs.borrow_mut();
         logs.retain(|l| l.strong_count() > 0);
@@ -256,6 +259,7 @@ impl LogManager {
                 log.take_writes(sync)
             };
             if let Some(job) = job {
+                managed.in_flight.set(true);
                 let receipt = job.receipt();
                 let parts = job.add_to(&mut round);
                 jobs.push((managed, receipt, parts));
@@ -277,6 +281,7 @@ impl LogManager {
         }
         let now = now_ms();
         for (managed, receipt, parts) in jobs {
+            managed.in_flight.set(false);
             let failure = parts
                 .writes
                 .clone()
@@ -401,6 +406,98 @@ impl PartitionLog {
 
     pub fn offsets(&self) -> LogOffsets {
         self.log.log.borrow().offsets()
+    }
+
+    /// See [`Log::become_leader`].
+    pub fn become_leader(&self, epoch: i32) -> io::Result<()> {
+        self.log.log.borrow_mut().become_leader(epoch)
+    }
+
+    /// The newest leader epoch in the log and where it starts.
+    pub fn latest_epoch(&self) -> Option<crate::epoch::EpochEntry> {
+        self.log.log.borrow().latest_epoch()
+    }
+
+    /// See [`Log::end_offset_for_epoch`].
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        self.log.log.borrow().end_offset_for_epoch(epoch)
+    }
+
+    /// Appends batches copied from the leader ([`Log::append_replicated`]); the receipt
+    /// resolves at `durability` once the bytes appended (if any) are as safe.
+    pub fn append_replicated(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        durability: Durability,
+    ) -> Result<Option<AppendReceipt>, AppendError> {
+        if self.log.progress.borrow().failed || self.log.deleted.get() {
+            return Err(AppendError::Failed);
+        }
+        let mut log = self.log.log.borrow_mut();
+        let appended = log.append_replicated(records, now_ms);
+        if let Err(AppendError::Io(e)) = &appended {
+            tracing::error!(log = %log.dir().display(), "replicated append failed, the partition now refuses writes: {e}");
+            self.log.progress.send_modify(|p| p.failed = true);
+        }
+        if appended? == 0 {
+            return Ok(None);
+        }
+        let synced = durability == Durability::Synced;
+        if synced || log.flush_due(now_ms) {
+            self.log.sync_wanted.set(true);
+        }
+        let must_wait = durability != Durability::Appended || log.unwritten_bytes() > UNWRITTEN_BYTES_MAX;
+        let target = log.log_end().offset();
+        drop(log);
+        self.shared.enqueue(&self.log);
+        Ok(must_wait.then(|| AppendReceipt {
+            progress: self.log.progress.subscribe(),
+            target,
+            synced,
+        }))
+    }
+
+    /// Removes every batch at or after `offset` ([`Log::truncate_to`]), or with
+    /// `fully` empties the log and restarts it at `offset`. Waits first until no write
+    /// round holds the log's bytes; the caller appends nothing meanwhile.
+    pub async fn truncate(&self, offset: Offset, fully: bool) -> io::Result<()> {
+        let mut progress = self.log.progress.subscribe();
+        loop {
+            if self.log.deleted.get() || progress.borrow().failed {
+                return Err(io::Error::other("the log failed or was deleted"));
+            }
+            let end = self.log.log.borrow().log_end().offset();
+            let quiet = !self.log.queued.get() && !self.log.in_flight.get();
+            if quiet && progress.borrow().written.offset() >= end {
+                break;
+            }
+            if !self.log.queued.get() && !self.log.in_flight.get() {
+                self.shared.enqueue(&self.log);
+            }
+            progress
+                .changed()
+                .await
+                .map_err(|_| io::Error::other("the log's manager stopped"))?;
+        }
+        let now = now_ms();
+        let mut log = self.log.log.borrow_mut();
+        let result = if fully {
+            log.truncate_fully_at(offset, now)
+        } else {
+            log.truncate_to(offset, now)
+        };
+        if let Err(e) = &result {
+            tracing::error!(log = %log.dir().display(), "truncation failed, the partition now refuses writes: {e}");
+            self.log.progress.send_modify(|p| p.failed = true);
+            return result;
+        }
+        let (written, flushed) = (log.written(), log.flushed());
+        self.log.progress.send_modify(|p| {
+            p.written = written;
+            p.flushed = flushed;
+        });
+        Ok(())
     }
 
     /// Whether an earlier write or sync failed (the log refuses writes).

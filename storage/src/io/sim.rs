@@ -255,6 +255,15 @@ impl Io for SimIo {
         Ok(())
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = self.lock();
+        let mut file = s.files.remove(from).ok_or_else(missing)?;
+        // The new entry is durable once its directory is synced, as on a real disk.
+        file.entry_durable = false;
+        s.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.files.retain(|p, _| !p.starts_with(path));

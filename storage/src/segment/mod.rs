@@ -353,7 +353,7 @@ impl Segment {
     }
 
     /// Position of the first batch that holds an offset at or after `offset`.
-    fn position_of(&self, offset: Offset) -> io::Result<Option<u64>> {
+    pub fn position_of(&self, offset: Offset) -> io::Result<Option<u64>> {
         let relative = (offset.0 - self.base_offset.0).clamp(0, u32::MAX as i64) as u32;
         let mut pos = self
             .offset_index
@@ -401,6 +401,16 @@ impl Segment {
             pos += h.size as u64;
         }
         Ok(None)
+    }
+
+    /// Cuts the log file at `len` (a truncation; the log is reopened afterwards, which
+    /// rebuilds the indexes). Everything appended must already be in the file.
+    pub fn truncate_file(&self, len: u64) -> io::Result<()> {
+        if self.written < self.size {
+            return Err(io::Error::other("truncating a segment with unwritten appends"));
+        }
+        self.log.set_len(len)?;
+        self.log.sync_data()
     }
 
     /// Removes the segment's files.

@@ -360,3 +360,69 @@ fn segments_roll_by_age() {
     assert_eq!(log.segment_count(), 2);
     assert_eq!(batches(&log.read(Offset(2), 1 << 20, true).unwrap()), vec![(2, 1)]);
 }
+
+/// A follower's log: batches copied from a leader keep the leader's offsets and epochs;
+/// a divergent tail is cut at the end of the epoch the new leader reports, and what
+/// remains (and its epochs) survives reopening.
+#[test]
+fn replicated_batches_keep_offsets_and_epochs_and_truncate_to_an_epochs_end() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = Log::open(leader_dir.path(), small_config(), 0).unwrap();
+    leader.become_leader(1).unwrap();
+    for i in 0..10u8 {
+        if i == 6 {
+            leader.become_leader(3).unwrap();
+        }
+        leader.append(build_batch(i as i64, &[&[i; 40], &[i; 40]]), 0).unwrap();
+    }
+    let bytes = bytes::Bytes::from(read_all(&leader));
+    let epochs: Vec<i32> = {
+        let mut rest = &bytes[..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let h = BatchHeader::parse(rest).unwrap();
+            out.push(h.partition_leader_epoch);
+            rest = &rest[h.size..];
+        }
+        out
+    };
+    assert_eq!(epochs, [1, 1, 1, 1, 1, 1, 3, 3, 3, 3]);
+    assert_eq!(leader.end_offset_for_epoch(1), Some((1, Offset(12))));
+    assert_eq!(leader.end_offset_for_epoch(2), Some((1, Offset(12))));
+    assert_eq!(leader.end_offset_for_epoch(3), Some((3, Offset(20))));
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let mut follower = Log::open(follower_dir.path(), small_config(), 0).unwrap();
+    // The fetch's size limit cut the last batch short: it waits for the next fetch.
+    let cut = bytes.slice(..bytes.len() - 10);
+    let appended = follower.append_replicated(&cut, 0).unwrap();
+    assert_eq!(end(&follower), Offset(18));
+    follower.append_replicated(&bytes.slice(appended..), 0).unwrap();
+    assert_eq!(end(&follower), Offset(20));
+    assert!(follower.segment_count() > 1, "the follower rolls segments too");
+    assert_eq!(read_all(&follower), read_all(&leader));
+    // A batch that does not start at the log end is refused.
+    assert!(follower.append_replicated(&bytes.slice(..appended), 0).is_err());
+
+    // A new leader had only epoch 1 up to offset 12: the follower cuts epoch 3 away.
+    follower.write_now(0).unwrap();
+    follower.truncate_to(Offset(12), 0).unwrap();
+    assert_eq!(end(&follower), Offset(12));
+    assert_eq!(follower.latest_epoch().map(|e| e.epoch), Some(1));
+    assert_eq!(batches(&follower.read(Offset(0), 1 << 20, true).unwrap()).len(), 6);
+    drop(follower);
+    let mut reopened = Log::open(follower_dir.path(), small_config(), 0).unwrap();
+    assert_eq!(end(&reopened), Offset(12));
+    assert_eq!(reopened.end_offset_for_epoch(1), Some((1, Offset(12))));
+    reopened.become_leader(4).unwrap();
+    let next = reopened.append(build_batch(99, &[b"x"]), 0).unwrap();
+    assert_eq!(next.base_offset, Offset(12));
+    assert_eq!(reopened.end_offset_for_epoch(3), Some((1, Offset(12))));
+
+    // Emptied and restarted where a leader's log now starts.
+    reopened.write_now(0).unwrap();
+    reopened.truncate_fully_at(Offset(500), 0).unwrap();
+    assert_eq!(reopened.offsets().log_start.offset(), Offset(500));
+    assert_eq!(end(&reopened), Offset(500));
+    assert_eq!(reopened.latest_epoch(), None);
+}
