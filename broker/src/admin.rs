@@ -37,6 +37,7 @@ impl From<ControllerError> for AdminError {
             ControllerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             ControllerError::Unavailable(_) | ControllerError::Conflict => ResponseError::RequestTimedOut,
             ControllerError::DuplicateBroker(_) => ResponseError::InconsistentClusterId,
+            ControllerError::StalePartitionState { .. } => ResponseError::FencedLeaderEpoch,
             ControllerError::Storage(_) | ControllerError::Corrupt(_) => ResponseError::KafkaStorageError,
         };
         AdminError {

@@ -57,6 +57,14 @@ pub struct Cli {
     /// sync (auto.leader.rebalance.enable) [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub auto_leader_rebalance_enable: Option<bool>,
+    /// A follower that has not caught up with its leader for this long leaves the
+    /// in-sync set (replica.lag.time.max.ms) [default: 30000].
+    #[arg(long, value_name = "MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// In-sync replicas an acks=all write needs, unless the topic says otherwise
+    /// (min.insync.replicas) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub min_insync_replicas: Option<i32>,
     /// Partitions of an auto-created topic (Kafka's num.partitions) [default: 1].
     #[arg(long, value_name = "N")]
     pub num_partitions: Option<i32>,
@@ -90,7 +98,7 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub offsets_topic_num_partitions: Option<i32>,
     /// Replicas of __consumer_offsets, fixed when it is first created
-    /// (offsets.topic.replication.factor) [default: 1].
+    /// (offsets.topic.replication.factor; capped to the live brokers) [default: 3].
     #[arg(long, value_name = "N")]
     pub offsets_topic_replication_factor: Option<i16>,
     /// How long a new group waits for more members before its first rebalance
@@ -133,6 +141,8 @@ struct FileConfig {
     default_replication_factor: Option<i16>,
     broker_session_timeout_ms: Option<u64>,
     auto_leader_rebalance_enable: Option<bool>,
+    replica_lag_time_max_ms: Option<u64>,
+    min_insync_replicas: Option<i32>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     message_max_bytes: Option<usize>,
@@ -168,6 +178,8 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub broker_session_timeout_ms: u64,
     pub auto_leader_rebalance_enable: bool,
+    pub replica_lag_time_max_ms: u64,
+    pub min_insync_replicas: i32,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub message_max_bytes: usize,
@@ -229,6 +241,11 @@ impl BrokerConfig {
                 .auto_leader_rebalance_enable
                 .or(file.auto_leader_rebalance_enable)
                 .unwrap_or(true),
+            replica_lag_time_max_ms: cli
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms)
+                .unwrap_or(30_000),
+            min_insync_replicas: cli.min_insync_replicas.or(file.min_insync_replicas).unwrap_or(1),
             num_partitions: cli.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
             message_max_bytes: cli
@@ -254,7 +271,7 @@ impl BrokerConfig {
             offsets_topic_replication_factor: cli
                 .offsets_topic_replication_factor
                 .or(file.offsets_topic_replication_factor)
-                .unwrap_or(1),
+                .unwrap_or(3),
             group_initial_rebalance_delay_ms: cli
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
@@ -296,6 +313,18 @@ impl BrokerConfig {
             return Err(
                 "--default-replication-factor and --offsets-topic-replication-factor must be at least 1".into(),
             );
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(format!(
+                "--min-insync-replicas must be at least 1, not {}",
+                self.min_insync_replicas
+            ));
+        }
+        if self.replica_lag_time_max_ms < 100 {
+            return Err(format!(
+                "--replica-lag-time-max-ms must be at least 100, not {}",
+                self.replica_lag_time_max_ms
+            ));
         }
         if self.broker_session_timeout_ms < 1000 {
             return Err("--broker-session-timeout-ms must be at least 1000 (etcd leases count whole seconds)".into());
@@ -381,7 +410,8 @@ mod tests {
         std::fs::write(
             &path,
             "controller = \"etcd://10.0.0.1:2379,10.0.0.2:2379/prod\"\nbroker-rack = \"a\"\n\
-             broker-session-timeout-ms = 6000\nauto-leader-rebalance-enable = false\n",
+             broker-session-timeout-ms = 6000\nauto-leader-rebalance-enable = false\n\
+             replica-lag-time-max-ms = 5000\n",
         )
         .unwrap();
         let cli = Cli::parse_from([
@@ -390,6 +420,8 @@ mod tests {
             path.to_str().unwrap(),
             "--default-replication-factor",
             "3",
+            "--min-insync-replicas",
+            "2",
         ]);
         let c = BrokerConfig::resolve(cli).unwrap();
         assert_eq!(c.controller, "etcd://10.0.0.1:2379,10.0.0.2:2379/prod");
@@ -400,8 +432,9 @@ mod tests {
         );
         assert_eq!(
             (c.default_replication_factor, c.offsets_topic_replication_factor),
-            (3, 1)
+            (3, 3)
         );
+        assert_eq!((c.replica_lag_time_max_ms, c.min_insync_replicas), (5000, 2));
     }
 
     #[test]

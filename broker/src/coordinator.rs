@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::ClusterMetadata;
-use sluice_storage::{AppendReceipt, Durability, Offset};
+use sluice_storage::{Appended, Durability, Offset};
 
 use crate::partition::TopicPartition;
 
@@ -25,12 +25,10 @@ pub(crate) trait Host {
     fn metadata(&self) -> Arc<ClusterMetadata>;
     /// Appends a batch the coordinator built to one of its partitions on this shard;
     /// the receipt, when there is one, resolves at `durability`.
-    fn append(
-        &self,
-        tp: &TopicPartition,
-        batch: Bytes,
-        durability: Durability,
-    ) -> Result<Option<AppendReceipt>, ResponseError>;
+    fn append(&self, tp: &TopicPartition, batch: Bytes, durability: Durability) -> Result<Appended, ResponseError>;
+    /// Resolves when everything before `target` in `tp` is committed (every in-sync
+    /// replica has it), as acks=all waits.
+    fn committed(&self, tp: &TopicPartition, target: Offset) -> impl Future<Output = Result<(), ResponseError>>;
     /// Whole batches of one of its partitions from `offset` (empty at the end).
     fn read(&self, tp: &TopicPartition, offset: Offset) -> impl Future<Output = Result<Bytes, String>>;
 }

@@ -14,6 +14,7 @@ mod group;
 mod handlers;
 mod metrics;
 mod partition;
+mod replication;
 mod router;
 mod server;
 mod shard;

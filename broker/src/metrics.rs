@@ -78,6 +78,10 @@ pub struct ShardMetrics {
     /// Connections closed because their bytes could not be framed or decoded.
     pub connections_rejected: u64,
     pub fsync: Histogram,
+    /// In-sync set changes this broker made as a leader (Kafka's IsrShrinksPerSec and
+    /// IsrExpandsPerSec, counted apart).
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
 }
 
 impl ShardMetrics {

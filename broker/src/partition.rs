@@ -2,22 +2,26 @@
 //! leader epoch, the high watermark, and the fetches waiting for data. Storage knows
 //! the log end and what is durable; the partition decides what consumers may read.
 //!
-//! On a single node the partition's only replica is this broker, so the high watermark
-//! moves to the log end with every append. Replication puts its state here too — the
-//! in-sync replica set and each follower's log end, from which the high watermark
-//! advances (Kafka's `maybeIncrementLeaderHW`) — and transactions add the last stable
-//! offset beside the high watermark.
+//! A leader tracks each follower's log end (reported by the offset of its fetches) and
+//! advances the high watermark to the smallest log end of the in-sync set (Kafka's
+//! `maybeIncrementLeaderHW`); with the leader alone in sync that is its own log end,
+//! at every append. It decides which followers have fallen behind or caught up, and the
+//! shard asks the controller to change the in-sync set. A follower's high watermark is
+//! what its leader last said, capped by its own log end. Transactions will add the last
+//! stable offset beside the high watermark.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use sluice_controller::{AlterIsr, PartitionState};
 use sluice_storage::{
     AppendError, Appended, BatchError, Durability, HighWatermark, LogEnd, LogStart, Offset, PartitionLog, ReadError,
     SequenceError,
 };
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,13 +44,10 @@ impl TopicPartition {
     }
 }
 
-/// How far a read may go: consumers read to the high watermark, followers (with
-/// replication) to the log end.
+/// How far a read may go: consumers read to the high watermark, followers to the log end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBound {
     HighWatermark,
-    /// Replication's followers read here; nothing constructs it before they exist.
-    #[allow(dead_code)]
     LogEnd,
 }
 
@@ -58,32 +59,80 @@ pub struct PartitionOffsets {
     pub log_end: LogEnd,
 }
 
+/// What a leader knows of one follower (Kafka's `Replica` state).
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    /// The follower's log end: the offset of its latest fetch. Unknown (zero) until it
+    /// fetches under this leadership.
+    log_end: Offset,
+    /// When the follower last had everything the leader had (Kafka's
+    /// `lastCaughtUpTimeMs`): it leaves the in-sync set when this is too long ago.
+    caught_up_ms: i64,
+    /// The leader's log end at the follower's previous fetch, and when that was: a
+    /// fetch that reaches it proves the follower was caught up then.
+    leader_end_at_last_fetch: Offset,
+    last_fetch_ms: i64,
+}
+
+/// Where acks=all writes wait: the high watermark and the leadership it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub high_watermark: Offset,
+    pub leader_epoch: i32,
+    pub leader: bool,
+}
+
 pub struct Partition {
     /// The topic id of the topic this partition belongs to: a topic deleted and
     /// created again under the same name is another partition.
     pub topic_id: Uuid,
     log: PartitionLog,
-    /// Kafka's leader epoch: bumped by every leadership change, as the controller says.
-    leader_epoch: i32,
+    /// This broker's node id.
+    me: i32,
+    /// The partition's replicas, leader, epochs and in-sync set as the controller last
+    /// said (the committed state; the in-sync set only changes through the controller).
+    state: PartitionState,
     /// Whether this broker leads the partition (only a leader takes appends and serves
-    /// consumers; a follower's log waits for replication).
+    /// consumers; a follower's log is written by its fetcher).
     leader: bool,
     high_watermark: HighWatermark,
+    /// The leader's view of its followers, reset by every leadership change.
+    followers: BTreeMap<i32, Follower>,
+    /// A follower whose leader epoch changed must find where its log diverges from the
+    /// new leader's before it fetches (KIP-101).
+    pub needs_truncation: bool,
+    /// An in-sync set change sent to the controller and not yet seen back.
+    pub isr_change_pending: bool,
+    /// `min.insync.replicas` of the topic: acks=all needs this many in sync.
+    pub min_insync_replicas: i32,
     /// Fetches waiting for data here. Weak, so a finished fetch leaves nothing behind.
     readers: Vec<Weak<Notify>>,
+    commit: watch::Sender<Commit>,
 }
 
 impl Partition {
-    pub fn new(topic_id: Uuid, log: PartitionLog) -> Partition {
-        // The only replica is this broker: everything in the log is committed.
-        let high_watermark = HighWatermark(log.offsets().log_end.offset());
+    pub fn new(topic_id: Uuid, log: PartitionLog, me: i32) -> Partition {
+        // Until this broker learns its role nothing is committed as far as it knows; a
+        // leader alone in its in-sync set moves the mark to its log end at once.
+        let high_watermark = HighWatermark(log.offsets().log_start.offset());
         Partition {
             topic_id,
             log,
-            leader_epoch: 0,
+            me,
+            state: PartitionState::new(Vec::new()),
             leader: false,
             high_watermark,
+            followers: BTreeMap::new(),
+            needs_truncation: false,
+            isr_change_pending: false,
+            min_insync_replicas: 1,
             readers: Vec::new(),
+            commit: watch::channel(Commit {
+                high_watermark: high_watermark.offset(),
+                leader_epoch: -1,
+                leader: false,
+            })
+            .0,
         }
     }
 
@@ -92,21 +141,55 @@ impl Partition {
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.state.leader_epoch
     }
 
     pub fn is_leader(&self) -> bool {
         self.leader
     }
 
-    /// Takes or gives up leadership as the controller's metadata says. Fetches waiting
+    /// Takes the controller's state of the partition: leadership (`leader`: whether this
+    /// broker leads it and may act on that), epochs and the in-sync set. Fetches waiting
     /// here wake up, so a deposed leader's readers learn it at once.
-    pub fn set_leadership(&mut self, leader: bool, epoch: i32) {
-        if self.leader != leader || self.leader_epoch != epoch {
-            self.leader = leader;
-            self.leader_epoch = epoch;
+    pub fn set_state(&mut self, state: &PartitionState, leader: bool, now_ms: i64) -> std::io::Result<()> {
+        let epoch_changed = state.leader_epoch != self.state.leader_epoch;
+        let role_changed = leader != self.leader;
+        if !leader && (epoch_changed || role_changed) {
+            self.needs_truncation = true;
+        }
+        if leader && (epoch_changed || role_changed) {
+            self.log.become_leader(state.leader_epoch)?;
+            // Every follower starts over: its log end is unknown until it fetches, and
+            // the in-sync ones count as caught up now (Kafka's `makeLeader`).
+            self.followers = state
+                .replicas
+                .iter()
+                .filter(|&&id| id != self.me)
+                .map(|&id| {
+                    let follower = Follower {
+                        log_end: Offset::ZERO,
+                        caught_up_ms: if state.isr.contains(&id) { now_ms } else { 0 },
+                        leader_end_at_last_fetch: Offset::ZERO,
+                        last_fetch_ms: 0,
+                    };
+                    (id, follower)
+                })
+                .collect();
+            self.needs_truncation = false;
+        }
+        if state.partition_epoch != self.state.partition_epoch || epoch_changed {
+            self.isr_change_pending = false;
+        }
+        self.state = state.clone();
+        self.leader = leader;
+        if leader {
+            self.advance_high_watermark();
+        }
+        if epoch_changed || role_changed {
             self.wake_readers();
         }
+        self.publish_commit();
+        Ok(())
     }
 
     pub fn offsets(&self) -> PartitionOffsets {
@@ -118,8 +201,13 @@ impl Partition {
         }
     }
 
-    /// Appends a batch (see [`PartitionLog::append`]); the receipt resolves at
-    /// `durability`. Fetches waiting here wake up.
+    /// The in-sync replicas as the controller last committed them.
+    pub fn isr(&self) -> &[i32] {
+        &self.state.isr
+    }
+
+    /// Appends a producer's batch (see [`PartitionLog::append`]); the receipt resolves
+    /// at `durability`. Fetches waiting here wake up.
     pub fn append(&mut self, records: Bytes, now_ms: i64, durability: Durability) -> Result<Appended, AppendError> {
         let appended = self.log.append(records, now_ms, durability)?;
         if !appended.info.duplicate {
@@ -129,11 +217,127 @@ impl Partition {
         Ok(appended)
     }
 
-    /// A single replica is the whole in-sync set: the high watermark is the log end.
-    fn advance_high_watermark(&mut self) {
+    /// A follower's append of its leader's batches, and the leader's high watermark.
+    pub fn append_replicated(
+        &mut self,
+        records: &Bytes,
+        leader_high_watermark: Offset,
+        now_ms: i64,
+        durability: Durability,
+    ) -> Result<Option<sluice_storage::AppendReceipt>, AppendError> {
+        let receipt = self.log.append_replicated(records, now_ms, durability)?;
         let log_end = self.log.offsets().log_end.offset();
-        debug_assert!(self.high_watermark.offset() <= log_end);
-        self.high_watermark = HighWatermark(log_end);
+        let high_watermark = HighWatermark(leader_high_watermark.min(log_end));
+        if high_watermark != self.high_watermark {
+            self.high_watermark = high_watermark;
+            self.publish_commit();
+        }
+        Ok(receipt)
+    }
+
+    /// A follower fetched from `offset` (so its log ends there): recorded, and the high
+    /// watermark advanced if it can. Returns false for a broker that is no replica.
+    pub fn follower_fetched(&mut self, follower: i32, offset: Offset, now_ms: i64) -> bool {
+        let leader_end = self.log.offsets().log_end.offset();
+        let Some(f) = self.followers.get_mut(&follower) else {
+            return false;
+        };
+        f.log_end = offset.min(leader_end);
+        if offset >= leader_end {
+            f.caught_up_ms = now_ms;
+        } else if offset >= f.leader_end_at_last_fetch {
+            f.caught_up_ms = f.caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.leader_end_at_last_fetch = leader_end;
+        f.last_fetch_ms = now_ms;
+        self.advance_high_watermark();
+        true
+    }
+
+    /// The in-sync set this leader wants now, if it differs from the committed one:
+    /// followers not caught up for `lag_max_ms` leave (Kafka's `maybeShrinkIsr`),
+    /// followers that reached the high watermark and this leadership's first offset
+    /// join (`maybeExpandIsr`).
+    pub fn wanted_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<AlterIsr> {
+        if !self.leader || self.isr_change_pending {
+            return None;
+        }
+        let epoch_start = self.log.latest_epoch().map_or(Offset::ZERO, |e| e.start);
+        let mut isr: Vec<i32> = self
+            .state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| {
+                if *id == self.me {
+                    return true;
+                }
+                let Some(f) = self.followers.get(id) else {
+                    return false;
+                };
+                if self.state.isr.contains(id) {
+                    now_ms - f.caught_up_ms <= lag_max_ms
+                } else {
+                    f.last_fetch_ms > 0
+                        && f.log_end >= self.high_watermark.offset()
+                        && f.log_end >= epoch_start
+                        && now_ms - f.caught_up_ms <= lag_max_ms
+                }
+            })
+            .collect();
+        let mut current = self.state.isr.clone();
+        isr.sort_unstable();
+        current.sort_unstable();
+        if isr == current {
+            return None;
+        }
+        Some(AlterIsr {
+            leader: self.me,
+            leader_epoch: self.state.leader_epoch,
+            partition_epoch: self.state.partition_epoch,
+            isr,
+        })
+    }
+
+    /// The leader's high watermark: the smallest log end of the in-sync set. It never
+    /// moves back, and a follower whose log end is not known yet holds it where it is.
+    fn advance_high_watermark(&mut self) {
+        if !self.leader {
+            return;
+        }
+        let mut mark = self.log.offsets().log_end.offset();
+        for id in &self.state.isr {
+            if *id == self.me {
+                continue;
+            }
+            match self.followers.get(id) {
+                Some(f) => mark = mark.min(f.log_end),
+                None => return,
+            }
+        }
+        if mark > self.high_watermark.offset() {
+            self.high_watermark = HighWatermark(mark);
+            self.wake_readers();
+            self.publish_commit();
+        }
+    }
+
+    fn publish_commit(&self) {
+        let commit = Commit {
+            high_watermark: self.high_watermark.offset(),
+            leader_epoch: self.state.leader_epoch,
+            leader: self.leader,
+        };
+        self.commit.send_if_modified(|c| {
+            let changed = *c != commit;
+            *c = commit;
+            changed
+        });
+    }
+
+    /// Where acks=all appends wait for their batch to be committed.
+    pub fn commits(&self) -> watch::Receiver<Commit> {
+        self.commit.subscribe()
     }
 
     /// Starts a read of whole batches from `offset` up to `bound`; the future holds no
@@ -169,6 +373,16 @@ impl Partition {
             if let Some(n) = reader.upgrade() {
                 n.notify_one();
             }
+        }
+    }
+
+    /// Truncation done: the follower's log now agrees with its leader's.
+    pub fn truncated(&mut self) {
+        self.needs_truncation = false;
+        let log_end = self.log.offsets().log_end.offset();
+        if self.high_watermark.offset() > log_end {
+            self.high_watermark = HighWatermark(log_end);
+            self.publish_commit();
         }
     }
 }

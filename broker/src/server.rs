@@ -242,6 +242,7 @@ fn run_shard(
             }
         };
         tokio::task::spawn_local(shard.clone().follow_metadata());
+        tokio::task::spawn_local(crate::replication::maintain_isr(shard.clone()));
         let ticking = shard.clone();
         tokio::task::spawn_local(async move {
             let mut tick = tokio::time::interval(TICK);

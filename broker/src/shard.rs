@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use kafka_protocol::ResponseError;
 use sluice_controller::{BrokerInfo, ClusterMetadata, Controller, TopicMetadata};
-use sluice_storage::{AppendReceipt, Appended, Durability, LogManager, Offset};
+use sluice_storage::{Appended, Durability, LogManager, Offset};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::BrokerConfig;
@@ -124,6 +124,8 @@ pub struct Shard {
     /// The `__consumer_offsets` partitions this shard owns and this broker leads, and
     /// whether their groups are loaded.
     coordinating: RefCell<HashMap<i32, Hosting>>,
+    /// The leaders this shard runs a replica fetcher for (see `replication`).
+    pub(crate) fetchers: RefCell<std::collections::HashSet<i32>>,
     /// Producer ids reserved from the controller and not yet handed out.
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// This shard's own counters; a scrape sums every shard's.
@@ -158,6 +160,7 @@ impl Shard {
             metadata: RefCell::new(metadata),
             partitions: RefCell::new(HashMap::new()),
             logs,
+            fetchers: RefCell::new(std::collections::HashSet::new()),
             producer_ids: RefCell::new(0..0),
             metrics,
         }
@@ -222,11 +225,18 @@ impl Shard {
                 failures.push(e);
             }
         }
+        let now = now_ms();
         for (tp, p) in self.partitions.borrow_mut().iter_mut() {
             if let Some(state) = metadata.partition(&tp.topic, tp.partition) {
-                p.set_leadership(self.leads(&metadata, state.leader), state.leader_epoch);
+                if let Err(e) = p.set_state(state, self.leads(&metadata, state.leader), now) {
+                    failures.push(format!("{}: {e}", p.log().dir().display()));
+                }
+            }
+            if let Some(topic) = metadata.topic(&tp.topic) {
+                p.min_insync_replicas = topic_config::min_insync_replicas(self.config(), &topic.configs);
             }
         }
+        crate::replication::follow_leaders(self, &metadata);
         self.follow_coordinator_leadership(&metadata);
         *self.metadata.borrow_mut() = metadata;
         if failures.is_empty() {
@@ -339,7 +349,9 @@ impl Shard {
                 .logs
                 .open(&dir, log_config.clone(), now_ms())
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
-            self.partitions.borrow_mut().insert(tp, Partition::new(topic.id, log));
+            self.partitions
+                .borrow_mut()
+                .insert(tp, Partition::new(topic.id, log, self.cluster.me.id));
         }
         Ok(())
     }
@@ -405,6 +417,7 @@ impl Shard {
         now_ms: i64,
         durability: Durability,
     ) -> Result<Appended, (ResponseError, Option<String>)> {
+        let acks_all = durability == Durability::Synced;
         let durability = self.durability(durability);
         let mut partitions = self.partitions.borrow_mut();
         let Some(p) = partitions.get_mut(tp) else {
@@ -412,6 +425,18 @@ impl Shard {
         };
         if !p.is_leader() {
             return Err((ResponseError::NotLeaderOrFollower, None));
+        }
+        // acks=all needs enough replicas in sync to be worth writing (Kafka checks
+        // before the append, and again when the batch is committed).
+        if acks_all && (p.isr().len() as i32) < p.min_insync_replicas {
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                Some(format!(
+                    "{} in-sync replica(s), min.insync.replicas is {}",
+                    p.isr().len(),
+                    p.min_insync_replicas
+                )),
+            ));
         }
         let len = records.len();
         match p.append(records, now_ms, durability) {
@@ -425,6 +450,33 @@ impl Shard {
                 Ok(appended)
             }
             Err(e) => Err((append_error(&e), Some(e.to_string()))),
+        }
+    }
+
+    /// Waits until everything before `target` in `tp` is committed (the high watermark
+    /// passed it) under the leadership that took the append: acks=all's answer. A
+    /// leadership change first is NOT_LEADER_OR_FOLLOWER (the batch may be truncated
+    /// away); an in-sync set that shrank below `min.insync.replicas` meanwhile is
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND, as in Kafka. The caller bounds the wait.
+    pub async fn committed(&self, tp: &TopicPartition, target: Offset) -> Result<(), ResponseError> {
+        let (mut commits, epoch) = match self.partitions.borrow().get(tp) {
+            Some(p) => (p.commits(), p.leader_epoch()),
+            None => return Err(ResponseError::NotLeaderOrFollower),
+        };
+        let reached = commits
+            .wait_for(|c| !c.leader || c.leader_epoch != epoch || c.high_watermark >= target)
+            .await
+            .map(|c| *c)
+            .map_err(|_| ResponseError::NotLeaderOrFollower)?;
+        if !reached.leader || reached.leader_epoch != epoch {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        match self.partitions.borrow().get(tp) {
+            Some(p) if (p.isr().len() as i32) < p.min_insync_replicas => {
+                Err(ResponseError::NotEnoughReplicasAfterAppend)
+            }
+            Some(_) => Ok(()),
+            None => Err(ResponseError::NotLeaderOrFollower),
         }
     }
 
@@ -510,20 +562,20 @@ impl Host for Shard {
         Shard::metadata(self)
     }
 
-    fn append(
-        &self,
-        tp: &TopicPartition,
-        batch: Bytes,
-        durability: Durability,
-    ) -> Result<Option<AppendReceipt>, ResponseError> {
-        Shard::append(self, tp, batch, now_ms(), durability)
-            .map(|appended| appended.receipt)
-            .map_err(|(e, _)| e)
+    fn append(&self, tp: &TopicPartition, batch: Bytes, durability: Durability) -> Result<Appended, ResponseError> {
+        Shard::append(self, tp, batch, now_ms(), durability).map_err(|(e, _)| e)
+    }
+
+    async fn committed(&self, tp: &TopicPartition, target: Offset) -> Result<(), ResponseError> {
+        Shard::committed(self, tp, target).await
     }
 
     async fn read(&self, tp: &TopicPartition, offset: Offset) -> Result<Bytes, String> {
         let read = match self.partitions.borrow().get(tp) {
-            Some(p) => p.read(offset, REPLAY_READ_BYTES, ReadBound::HighWatermark),
+            // To the log end, as Kafka loads a coordinator partition: a new leader's log
+            // holds everything acknowledged, while its high watermark may still wait
+            // for followers to fetch.
+            Some(p) => p.read(offset, REPLAY_READ_BYTES, ReadBound::LogEnd),
             None => return Ok(Bytes::new()),
         };
         read.await.map_err(|e| e.to_string())

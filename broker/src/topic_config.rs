@@ -2,7 +2,8 @@
 //! [`LogConfig`] a partition log runs with.
 //!
 //! Keys Sluice enforces today: segment.bytes, segment.ms, max.message.bytes,
-//! message.timestamp.type, flush.messages, flush.ms, index.interval.bytes. Keys it
+//! message.timestamp.type, flush.messages, flush.ms, index.interval.bytes,
+//! min.insync.replicas. Keys it
 //! accepts, stores and reports but whose behaviour arrives with later issues
 //! (retention, compaction, replication): see [`STORED_ONLY`].
 
@@ -19,7 +20,6 @@ const STORED_ONLY: &[(&str, &str)] = &[
     // The mission's default: two weeks.
     ("retention.ms", "1209600000"),
     ("retention.bytes", "-1"),
-    ("min.insync.replicas", "1"),
     ("delete.retention.ms", "86400000"),
     ("min.compaction.lag.ms", "0"),
     ("max.compaction.lag.ms", "9223372036854775807"),
@@ -48,6 +48,7 @@ pub fn defaults(broker: &BrokerConfig) -> BTreeMap<String, String> {
         ("flush.ms", broker.flush_ms.to_string()),
         ("index.interval.bytes", "4096".to_string()),
         ("compression.type", "producer".to_string()),
+        ("min.insync.replicas", broker.min_insync_replicas.to_string()),
     ] {
         all.insert(k.to_string(), v);
     }
@@ -89,6 +90,15 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
         _ if STORED_ONLY.iter().any(|(k, _)| *k == key) => Ok(()),
         _ => Err(format!("unknown topic config '{key}'")),
     }
+}
+
+/// `min.insync.replicas` of a topic: its override, or the broker's.
+pub fn min_insync_replicas(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> i32 {
+    overrides
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(broker.min_insync_replicas)
+        .max(1)
 }
 
 /// The storage settings of a topic: its overrides over the broker's defaults.

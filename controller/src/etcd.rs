@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    placement, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
+    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
     PartitionState, TopicMetadata, NO_LEADER,
 };
 
@@ -688,7 +688,11 @@ async fn elect_leaders(inner: &Inner, lease: i64) -> Result<(), ControllerError>
     Ok(())
 }
 
-/// The next state of a partition given the live brokers, or None to leave it.
+/// The next state of a partition given the live brokers, or None to leave it. A dead
+/// leader is replaced by the first live in-sync replica (never one outside the in-sync
+/// set: it may lack acknowledged records); dead followers leave the in-sync set at once
+/// (Kafka fences a broker whose session ended, KIP-841), so `min.insync.replicas`
+/// counts only brokers that can still acknowledge.
 fn elect(state: &PartitionState, live: &BTreeSet<i32>, rebalance: bool) -> Option<PartitionState> {
     let leader_live = state.leader != NO_LEADER && live.contains(&state.leader);
     let mut next = state.clone();
@@ -698,17 +702,22 @@ fn elect(state: &PartitionState, live: &BTreeSet<i32>, rebalance: bool) -> Optio
                 next.leader = candidate;
                 next.isr.retain(|id| live.contains(id));
             }
+            // No in-sync replica is live: offline, keeping the in-sync set so that the
+            // first of them to return leads again.
             None if state.leader != NO_LEADER => next.leader = NO_LEADER,
             None => return None,
         }
+        next.leader_epoch += 1;
     } else {
-        let preferred = *state.replicas.first()?;
-        if !(rebalance && preferred != state.leader && live.contains(&preferred) && state.isr.contains(&preferred)) {
+        next.isr.retain(|id| live.contains(id));
+        let preferred = state.replicas.first().copied().unwrap_or(state.leader);
+        if rebalance && preferred != state.leader && live.contains(&preferred) && state.isr.contains(&preferred) {
+            next.leader = preferred;
+            next.leader_epoch += 1;
+        } else if next.isr == state.isr {
             return None;
         }
-        next.leader = preferred;
     }
-    next.leader_epoch += 1;
     next.partition_epoch += 1;
     Some(next)
 }
@@ -916,6 +925,50 @@ impl Controller for EtcdController {
         })
     }
 
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: AlterIsr,
+    ) -> ControllerFuture<'_, Change<PartitionState>> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        self.run(async move {
+            let mut client = inner.client.clone();
+            let key = inner.keys.partition(&topic, partition);
+            let current = bounded(client.get(key.clone(), None)).await?;
+            let kv = current
+                .kvs()
+                .first()
+                .ok_or_else(|| ControllerError::UnknownTopic(topic.clone()))?;
+            let mut record: PartitionRecord =
+                serde_json::from_slice(kv.value()).map_err(|e| ControllerError::Corrupt(format!("{key}: {e}")))?;
+            record.state = expected.apply(&record.state)?;
+            // The leader's own registration must still be live: a leader that lost its
+            // session (cut off, or stalled past it) changes nothing.
+            let me = inner.keys.broker(inner.config.me.id);
+            let lease = inner.lease.load(Ordering::Acquire);
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                    Compare::lease(me, CompareOp::Equal, lease),
+                ])
+                .and_then([TxnOp::put(key, json(&record), None)]);
+            let mut response = bounded(client.txn(txn)).await?;
+            if !response.succeeded() {
+                return Err(ControllerError::StalePartitionState {
+                    leader_epoch: expected.leader_epoch,
+                    partition_epoch: expected.partition_epoch,
+                });
+            }
+            let revision = response.take_header().map(|h| h.revision()).unwrap_or(0);
+            Ok(Change {
+                value: record.state,
+                revision: revision.max(0) as u64,
+            })
+        })
+    }
+
     fn shutdown(&self) -> ControllerFuture<'_, ()> {
         let inner = self.inner.clone();
         self.run(async move {
@@ -972,6 +1025,9 @@ mod tests {
         // Another in-sync replica takes over from a dead leader.
         let moved = elect(&state(&[1, 2], 1, &[1, 2]), &live(&[2]), false).unwrap();
         assert_eq!((moved.leader, moved.isr), (2, vec![2]));
+        // A dead follower leaves the in-sync set; the leader and its epoch stay.
+        let shrunk = elect(&state(&[1, 2, 3], 1, &[1, 2, 3]), &live(&[1, 3]), false).unwrap();
+        assert_eq!((shrunk.leader, shrunk.isr, shrunk.leader_epoch), (1, vec![1, 3], 3));
         // The preferred replica gets leadership back only with rebalancing on.
         assert!(elect(&state(&[1, 2], 2, &[1, 2]), &live(&[1, 2]), false).is_none());
         assert_eq!(

@@ -149,6 +149,41 @@ impl ClusterMetadata {
     }
 }
 
+/// An in-sync set change, and the partition state it was decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterIsr {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+impl AlterIsr {
+    /// The partition state `self` makes of `current`, or why it is refused.
+    pub fn apply(&self, current: &PartitionState) -> Result<PartitionState, ControllerError> {
+        let stale = current.leader != self.leader
+            || current.leader_epoch != self.leader_epoch
+            || current.partition_epoch != self.partition_epoch;
+        if stale {
+            return Err(ControllerError::StalePartitionState {
+                leader_epoch: self.leader_epoch,
+                partition_epoch: self.partition_epoch,
+            });
+        }
+        // The leader is always in its own in-sync set, and only replicas can be.
+        if !self.isr.contains(&self.leader) || self.isr.iter().any(|id| !current.replicas.contains(id)) {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "in-sync set {:?} must hold the leader and only replicas of {:?}",
+                self.isr, current.replicas
+            )));
+        }
+        let mut next = current.clone();
+        next.isr = self.isr.clone();
+        next.partition_epoch += 1;
+        Ok(next)
+    }
+}
+
 /// A topic to create.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -182,6 +217,10 @@ pub enum ControllerError {
     Unavailable(String),
     #[error("the change raced with another one; try again")]
     Conflict,
+    /// An in-sync set change from a leader whose view of the partition is out of date
+    /// (Kafka's FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION for AlterPartition).
+    #[error("partition state changed (leader epoch {leader_epoch}, partition epoch {partition_epoch} are stale)")]
+    StalePartitionState { leader_epoch: i32, partition_epoch: i32 },
     #[error("metadata storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("metadata file is unreadable: {0}")]
@@ -223,6 +262,17 @@ pub trait Controller: Send + Sync {
     /// Reserves `count` producer ids for this broker, persisted before resolving, so
     /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
     fn allocate_producer_ids(&self, count: i64) -> ControllerFuture<'_, std::ops::Range<i64>>;
+    /// Kafka's AlterPartition: the leader of `topic`/`partition` changes the in-sync set
+    /// to `isr`. Refused with [`ControllerError::StalePartitionState`] unless the
+    /// partition still has this leader epoch and partition epoch (so a deposed leader,
+    /// or one that has not seen the last change, changes nothing). The new state has
+    /// the partition epoch bumped.
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: AlterIsr,
+    ) -> ControllerFuture<'_, Change<PartitionState>>;
     /// Leaves the cluster cleanly (a registration is dropped at once rather than when
     /// its session times out).
     fn shutdown(&self) -> ControllerFuture<'_, ()> {

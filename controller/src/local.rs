@@ -10,7 +10,7 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::{
-    placement, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
+    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
     PartitionState, TopicMetadata,
 };
 
@@ -140,6 +140,27 @@ impl Controller for LocalController {
                 topic.partitions = partitions;
                 topic.assignments.extend(added.into_iter().map(PartitionState::new));
                 Ok(topic.clone())
+            })
+            .await
+        })
+    }
+
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: AlterIsr,
+    ) -> ControllerFuture<'_, Change<PartitionState>> {
+        let topic = topic.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                let state = meta
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|t| usize::try_from(partition).ok().and_then(|i| t.assignments.get_mut(i)))
+                    .ok_or_else(|| ControllerError::UnknownTopic(topic.clone()))?;
+                *state = expected.apply(state)?;
+                Ok(state.clone())
             })
             .await
         })

@@ -169,7 +169,13 @@ mod tests {
         let mut c = cache(&[(1, 0), (1, 5), (0, 9), (3, 12)]);
         assert_eq!(c.entries().len(), 2);
         assert!(c.truncate_from_end(Offset(12)));
-        assert_eq!(c.latest(), Some(EpochEntry { epoch: 1, start: Offset(0) }));
+        assert_eq!(
+            c.latest(),
+            Some(EpochEntry {
+                epoch: 1,
+                start: Offset(0)
+            })
+        );
         let text = c.render();
         assert_eq!(EpochCache::parse(&text), Some(c));
         assert_eq!(EpochCache::parse("0\n2\n1 0\n"), None);

@@ -365,7 +365,7 @@ impl GroupCoordinator {
         group_id: &str,
         records: &[(Vec<u8>, Option<Vec<u8>>)],
         durability: Durability,
-    ) -> Result<Option<sluice_storage::AppendReceipt>, ResponseError> {
+    ) -> Result<sluice_storage::Appended, ResponseError> {
         let tp = self.partition_of(group_id);
         let pairs: Vec<batch::KeyValue> = records
             .iter()
@@ -385,23 +385,34 @@ impl GroupCoordinator {
         records: &[(Vec<u8>, Option<Vec<u8>>)],
         apply: impl FnOnce(),
     ) -> Result<(), ResponseError> {
-        let receipt = match self.append(host, group_id, records, Durability::Synced) {
-            Ok(receipt) => receipt,
+        let appended = match self.append(host, group_id, records, Durability::Synced) {
+            Ok(appended) => appended,
             Err(error) => {
                 tracing::error!(group = group_id, "cannot write to {OFFSETS_TOPIC}: {error:?}");
                 return Err(ResponseError::CoordinatorNotAvailable);
             }
         };
         apply();
-        if let Some(receipt) = receipt {
-            match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, receipt.wait()).await {
-                Ok(Ok(())) => {}
-                outcome => {
-                    tracing::error!(group = group_id, "commit not durable: {outcome:?}");
-                    return Err(ResponseError::CoordinatorNotAvailable);
-                }
+        let tp = self.partition_of(group_id);
+        let target = appended.info.last_offset.plus(1);
+        let durable = async {
+            if let Some(receipt) = appended.receipt {
+                receipt.wait().await.map_err(|_| ResponseError::KafkaStorageError)?;
+            }
+            // Replicated to every in-sync replica, so the group's next coordinator has it.
+            host.committed(&tp, target).await
+        };
+        match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, durable).await {
+            Ok(Ok(())) => Ok(()),
+            outcome => {
+                tracing::error!(group = group_id, "commit not durable: {outcome:?}");
+                // Kafka maps a commit its log did not take to COORDINATOR_NOT_AVAILABLE
+                // (NOT_ENOUGH_REPLICAS and timeouts) or NOT_COORDINATOR (leadership moved).
+                Err(match outcome {
+                    Ok(Err(ResponseError::NotLeaderOrFollower)) => ResponseError::NotCoordinator,
+                    _ => ResponseError::CoordinatorNotAvailable,
+                })
             }
         }
-        Ok(())
     }
 }

@@ -49,6 +49,9 @@ pub struct FetchOutcome {
 #[derive(Clone)]
 pub(crate) struct FetchOp {
     waker: Arc<Notify>,
+    /// The follower broker fetching (a replica fetch reads to the log end and reports
+    /// the follower's log end to the leader), or None for a consumer.
+    replica: Option<i32>,
 }
 
 impl PartitionOp for FetchOp {
@@ -72,14 +75,24 @@ impl PartitionOp for FetchOp {
     /// Every partition's read at once: data still in a write-behind tail comes from
     /// memory, the rest through the shard's storage backend.
     async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, FetchItem)>) -> Vec<FetchOutcome> {
+        let now = crate::now_ms();
         let reads = items.into_iter().map(|(tp, item)| {
             let started = {
                 let mut partitions = shard.partitions.borrow_mut();
-                partitions.get_mut(&tp).map(|p| {
+                partitions.get_mut(&tp).and_then(|p| {
+                    let bound = match self.replica {
+                        Some(follower) => {
+                            if !p.follower_fetched(follower, Offset(item.offset), now) {
+                                return None;
+                            }
+                            ReadBound::LogEnd
+                        }
+                        None => ReadBound::HighWatermark,
+                    };
                     p.watch(&self.waker);
                     let offsets = p.offsets();
-                    let read = p.read(Offset(item.offset), item.max_bytes, ReadBound::HighWatermark);
-                    (offsets, read)
+                    let read = p.read(Offset(item.offset), item.max_bytes, bound);
+                    Some((offsets, read))
                 })
             };
             async move {
@@ -115,8 +128,12 @@ impl Handler for FetchHandler {
 
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: FetchRequest) -> Option<FetchResponse> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        // Followers name themselves with replica_id (up to v14; v15's ReplicaState is
+        // beyond the versions served).
+        let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
         let op = FetchOp {
             waker: Arc::new(Notify::new()),
+            replica,
         };
         let mut shutdown = shard.cluster.shutdown.clone();
         loop {

@@ -22,7 +22,21 @@ async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), AdminError> {
     if shard.metadata().topic(GroupCoordinator::TOPIC).is_some() {
         return Ok(());
     }
-    let created = admin::create(shard, crate::group::offsets_topic(shard.config())).await;
+    let mut topic = crate::group::offsets_topic(shard.config());
+    // Kafka refuses to create it with fewer live brokers than the factor; Sluice caps
+    // the factor instead (so a cluster's first group works while brokers still start),
+    // and says so.
+    let live = shard.metadata().brokers.len().max(1) as i16;
+    if topic.replication_factor > live {
+        tracing::warn!(
+            wanted = topic.replication_factor,
+            live,
+            "creating {} with fewer replicas than offsets.topic.replication.factor: only {live} broker(s) are live",
+            GroupCoordinator::TOPIC
+        );
+        topic.replication_factor = live;
+    }
+    let created = admin::create(shard, topic).await;
     match created {
         Err(e) if e.code != ResponseError::TopicAlreadyExists => Err(e),
         _ => Ok(()),

@@ -21,6 +21,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -123,6 +124,7 @@ handler_table! {
     DeleteGroups => delete_groups::DeleteGroupsHandler,
     OffsetDelete => offset_delete::OffsetDeleteHandler,
     DescribeCluster => describe_cluster::DescribeClusterHandler,
+    OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that

@@ -1,6 +1,6 @@
 //! Produce: validate and append each partition's batch on its owning shard, then
 //! answer per partition (acks=0 gets no answer, acks=1 waits for the write, acks=all
-//! for the group commit's fdatasync).
+//! for the group commit's fdatasync and for every in-sync replica to have the batch).
 //!
 //! The path of a batch: `connection` frames and decodes the request, this handler
 //! routes it (`router::route`: partitions on the connection's shard are served in
@@ -87,11 +87,15 @@ impl PartitionOp for ProduceOp {
         };
         let mut outcomes = Vec::with_capacity(items.len());
         let mut receipts = Vec::new();
+        let mut commits = Vec::new();
         for (tp, records) in items {
             let outcome = match shard.append(&tp, records.unwrap_or_default(), now, durability) {
                 Ok(appended) => {
                     if let Some(receipt) = appended.receipt {
                         receipts.push((outcomes.len(), receipt));
+                    }
+                    if self.acks == -1 {
+                        commits.push((outcomes.len(), tp, appended.info.last_offset.plus(1)));
                     }
                     let info = appended.info;
                     ProduceOutcome {
@@ -111,6 +115,18 @@ impl PartitionOp for ProduceOp {
             let error = match tokio::time::timeout_at(deadline, receipt.wait()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => ResponseError::KafkaStorageError,
+                Err(_) => ResponseError::RequestTimedOut,
+            };
+            outcomes[i] = ProduceOutcome::failed(error, None);
+        }
+        // acks=all: every in-sync replica has the batch (the high watermark passed it).
+        for (i, tp, target) in commits {
+            if outcomes[i].error.is_some() {
+                continue;
+            }
+            let error = match tokio::time::timeout_at(deadline, shard.committed(&tp, target)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
                 Err(_) => ResponseError::RequestTimedOut,
             };
             outcomes[i] = ProduceOutcome::failed(error, None);
