@@ -277,6 +277,18 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.connections_rejected as f64,
     );
+    f.counter(
+        "sluice_isr_shrinks_total",
+        "In-sync sets this broker shrank as a leader (Kafka's IsrShrinksPerSec).",
+        &[],
+        total.isr_shrinks as f64,
+    );
+    f.counter(
+        "sluice_isr_expands_total",
+        "In-sync sets this broker expanded as a leader (Kafka's IsrExpandsPerSec).",
+        &[],
+        total.isr_expands as f64,
+    );
     f.histogram(
         "sluice_storage_fsync_duration_seconds",
         "Duration of each write round that synced (group commit), writes and fdatasyncs together.",
@@ -323,6 +335,14 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
             &l,
             p.segments as f64,
         );
+        if let Some(lag) = p.follower_lag {
+            f.gauge(
+                "sluice_partition_follower_lag_records",
+                "On the leader: records its furthest-behind follower lacks (Kafka's replica lag).",
+                &l,
+                lag as f64,
+            );
+        }
     }
     for g in snapshots.iter().flat_map(|s| s.groups.iter()) {
         let l = [("group", g.group.clone())];
@@ -418,6 +438,14 @@ fn cluster_metrics(f: &mut Families, cluster: &Cluster) {
         "Partitions this broker leads (Kafka's LeaderCount).",
         &[],
         states().filter(|s| s.leader == me).count() as f64,
+    );
+    f.gauge(
+        "sluice_partitions_under_replicated",
+        "Partitions this broker leads with fewer in-sync replicas than replicas (Kafka's UnderReplicatedPartitions).",
+        &[],
+        states()
+            .filter(|s| s.leader == me && s.isr.len() < s.replicas.len())
+            .count() as f64,
     );
     let offline = if active {
         states().filter(|s| s.leader == sluice_controller::NO_LEADER).count()

@@ -127,6 +127,8 @@ impl ShardMetrics {
         self.connections_closed += other.connections_closed;
         self.connections_rejected += other.connections_rejected;
         self.fsync.merge(&other.fsync);
+        self.isr_shrinks += other.isr_shrinks;
+        self.isr_expands += other.isr_expands;
     }
 }
 
@@ -140,6 +142,8 @@ pub struct PartitionStats {
     pub log_end_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
+    /// On a leader: how many records its furthest-behind follower lacks.
+    pub follower_lag: Option<i64>,
 }
 
 /// A consumer group at scrape time.

@@ -299,6 +299,16 @@ impl Partition {
         })
     }
 
+    /// On a leader: the records its furthest-behind follower lacks (0 without any).
+    pub fn follower_lag(&self) -> Option<i64> {
+        if !self.leader {
+            return None;
+        }
+        let log_end = self.log.offsets().log_end.offset();
+        let lags = self.followers.values().map(|f| log_end.value() - f.log_end.value());
+        Some(lags.max().unwrap_or(0))
+    }
+
     /// The leader's high watermark: the smallest log end of the in-sync set. It never
     /// moves back, and a follower whose log end is not known yet holds it where it is.
     fn advance_high_watermark(&mut self) {

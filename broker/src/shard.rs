@@ -521,6 +521,7 @@ impl Shard {
                     log_end_offset: o.log_end.value(),
                     size_bytes: p.log().size_bytes(),
                     segments: p.log().segment_count(),
+                    follower_lag: p.follower_lag(),
                 }
             })
             .collect();

@@ -2,6 +2,8 @@
 //! directory, and speaks raw Kafka protocol where a test needs exact control. Imports
 //! no workspace library: tests see only the binary and the wire.
 
+pub mod history;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -5,12 +5,13 @@
 //! surviving its coordinator's crash, a killed broker leaving and returning, an etcd
 //! outage that stops changes but not traffic, and a duplicate node id refused.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use compat_tests::history::{self, Record};
 use compat_tests::{Broker, Etcd, RawClient};
 use kafka_protocol::messages::create_topics_request::{
     CreatableReplicaAssignment, CreatableTopic, CreateTopicsRequest,
@@ -48,6 +49,7 @@ const INVALID_REPLICATION_FACTOR: i16 = 38;
 const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
 const NOT_COORDINATOR: i16 = 16;
 const UNKNOWN_MEMBER_ID: i16 = 25;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 
 /// Short enough that tests of a dead broker wait little, long enough for a loaded
 /// 2-core machine to renew its leases in time.
@@ -62,9 +64,13 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: i32, extra: &[&str]) -> Cluster {
+        Cluster::start_with_session(n, SESSION_TIMEOUT_MS, extra)
+    }
+
+    fn start_with_session(n: i32, session_timeout_ms: u64, extra: &[&str]) -> Cluster {
         let etcd = Etcd::start();
         let url = etcd.url("it");
-        let session = SESSION_TIMEOUT_MS.to_string();
+        let session = session_timeout_ms.to_string();
         let brokers = (1..=n)
             .map(|id| {
                 let id = id.to_string();
@@ -94,6 +100,14 @@ impl Cluster {
 
     fn addr(&self, id: i32) -> String {
         self.brokers[id as usize - 1].addr.clone()
+    }
+
+    fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Metadata (v12) from broker 1 for `topics` (None: every topic).
@@ -711,8 +725,12 @@ fn a_broker_stopped_cleanly_leaves_the_cluster_at_once() {
 }
 
 fn produce_v10(addr: &str, topic: &str, partition: i32) -> ProduceResponse {
+    produce_acks(addr, topic, partition, -1)
+}
+
+fn produce_acks(addr: &str, topic: &str, partition: i32, acks: i16) -> ProduceResponse {
     let request = ProduceRequest::default()
-        .with_acks(-1)
+        .with_acks(acks)
         .with_timeout_ms(5000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(name(topic))
@@ -846,4 +864,235 @@ fn requests_to_the_wrong_broker_or_epoch_get_kafkas_errors() {
     }
     assert_eq!(fetch_error(&cluster.addr(2), "placed", 0).0, FENCED_LEADER_EPOCH);
     assert_eq!(list_offsets_error(&cluster.addr(2), "placed", 0), FENCED_LEADER_EPOCH);
+}
+
+/// In-sync replicas of each partition of `topic`, by partition.
+fn isrs(m: &MetadataResponse, topic: &str) -> BTreeMap<i32, BTreeSet<i32>> {
+    m.topics
+        .iter()
+        .filter(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| (p.partition_index, p.isr_nodes.iter().map(|b| b.0).collect()))
+        .collect()
+}
+
+async fn create_topic_with(bootstrap: &str, topic: &str, partitions: i32, rf: i32, configs: &[(&str, &str)]) {
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let results = admin(bootstrap)
+        .create_topics(
+            &[new],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("create topics");
+    assert!(results[0].is_ok(), "{results:?}");
+}
+
+/// What the broker acknowledged: partition, offset and value of every delivered record.
+#[derive(Default, Clone)]
+struct Acks {
+    acked: Arc<Mutex<Vec<Record>>>,
+    failed: Arc<AtomicUsize>,
+}
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => self.acked.lock().expect("lock").push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+            }),
+            Err((e, _)) => {
+                eprintln!("delivery failed: {e}");
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn signal(broker: &Broker, sig: &str) {
+    let pid = broker.pid().expect("running broker");
+    let status = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// The failover test: RF 3, min.insync.replicas 2, an idempotent acks=all
+/// producer sending keyed records all along, and the leader of the busiest partition
+/// killed with SIGKILL five times (restarted each time). A kafka-python reader then
+/// reads every partition from the final leaders, and the history checker finds no
+/// acknowledged record lost, none duplicated, reordered, divergent or phantom.
+#[tokio::test]
+async fn acknowledged_records_survive_five_leader_kills() {
+    let mut cluster = Cluster::start(3, &[]);
+    let bootstrap = cluster.bootstrap();
+    create_topic_with(&bootstrap, "ledger", 4, 3, &[("min.insync.replicas", "2")]).await;
+    cluster.wait_for(
+        |m| isrs(m, "ledger").values().filter(|i| i.len() == 3).count() == 4,
+        "every replica in sync",
+    );
+    let acks = Acks::default();
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .create_with_context(acks.clone())
+        .expect("producer");
+    let mut sent: HashSet<String> = HashSet::new();
+    let mut sequences = [0u64; 16];
+    let mut produce_for = |producer: &BaseProducer<Acks>, how_long: Duration, sent: &mut HashSet<String>| {
+        let until = Instant::now() + how_long;
+        while Instant::now() < until {
+            for (k, seq) in sequences.iter_mut().enumerate() {
+                let key = format!("key{k}");
+                let value = format!("{key}-{seq}");
+                *seq += 1;
+                let record = BaseRecord::to("ledger").key(key.as_str()).payload(value.as_str());
+                if producer.send(record).is_ok() {
+                    sent.insert(value);
+                }
+            }
+            producer.poll(Duration::from_millis(20));
+        }
+    };
+    let mut kills = Vec::new();
+    for _ in 0..5 {
+        produce_for(&producer, Duration::from_millis(1500), &mut sent);
+        let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
+        for r in acks.acked.lock().expect("lock").iter() {
+            *per_partition.entry(r.partition).or_default() += 1;
+        }
+        let busiest = per_partition.iter().max_by_key(|(_, n)| **n).map_or(0, |(p, _)| *p);
+        let leader = leaders(&cluster.metadata(Some(&["ledger"])), "ledger")[&busiest].0;
+        assert!(leader > 0, "partition {busiest} has a leader");
+        cluster.broker(leader).kill9();
+        kills.push((busiest, leader));
+        produce_for(&producer, Duration::from_millis(1500), &mut sent);
+        cluster.broker(leader).restart();
+        // Keep producing until the restarted broker has caught up and is in sync again.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            produce_for(&producer, Duration::from_millis(300), &mut sent);
+            let m = metadata_from(&cluster.addr(if leader == 1 { 2 } else { 1 }), Some(&["ledger"]));
+            if isrs(&m, "ledger").values().all(|i| i.len() == 3) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {leader} never rejoined the in-sync sets: {m:?}"
+            );
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+    let acknowledged = acks.acked.lock().expect("lock").clone();
+    assert!(
+        acknowledged.len() > 1000,
+        "the producer kept going: {}",
+        acknowledged.len()
+    );
+
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_all.py"))
+        .args([&bootstrap, "ledger", "4", "120"])
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: Vec<Record> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("rec "))
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            Some(Record {
+                partition: f.next()?.parse().ok()?,
+                offset: f.next()?.parse().ok()?,
+                value: f.next()?.to_string(),
+            })
+        })
+        .collect();
+    let report = history::check(&sent, &acknowledged, &read);
+    eprintln!("kills (partition, leader): {kills:?}; history: {}", report.counts());
+    assert!(report.is_clean(), "{}\n{report:?}", report.counts());
+    assert_eq!(acks.failed.load(Ordering::Relaxed), 0, "every record acknowledged");
+}
+
+/// A follower that stops fetching leaves the in-sync set after replica.lag.time.max.ms
+/// (here while its registration is still live, so it is the leader's doing), acks=all
+/// then needs min.insync.replicas in sync (NOT_ENOUGH_REPLICAS below it, while acks=1
+/// still works), and followers that resume rejoin once caught up.
+#[tokio::test]
+async fn a_stalled_follower_leaves_the_isr_and_acks_all_needs_min_insync() {
+    let mut cluster = Cluster::start_with_session(3, 20_000, &["--replica-lag-time-max-ms", "1000"]);
+    let bootstrap = cluster.bootstrap();
+    create_topic_with(&bootstrap, "isr", 1, 3, &[("min.insync.replicas", "2")]).await;
+    let m = cluster.wait_for(|m| isrs(m, "isr").get(&0).is_some_and(|i| i.len() == 3), "all in sync");
+    let leader = leaders(&m, "isr")[&0].0;
+    let followers: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
+    let leader_addr = cluster.addr(leader);
+    let metadata = || metadata_from(&leader_addr, Some(&["isr"]));
+
+    signal(cluster.broker(followers[0]), "-STOP");
+    let stalled = Instant::now();
+    let deadline = stalled + Duration::from_secs(15);
+    let m = loop {
+        let m = metadata();
+        if isrs(&m, "isr")[&0].len() == 2 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the stalled follower stayed in sync: {m:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!isrs(&m, "isr")[&0].contains(&followers[0]));
+    assert!(
+        m.brokers.iter().any(|b| b.node_id.0 == followers[0]),
+        "removed for lagging, while its registration still lasts"
+    );
+    eprintln!("stalled follower left the ISR after {:?}", stalled.elapsed());
+    assert_eq!(
+        produce_acks(&leader_addr, "isr", 0, -1).responses[0].partition_responses[0].error_code,
+        0
+    );
+
+    signal(cluster.broker(followers[1]), "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while isrs(&metadata(), "isr")[&0].len() != 1 {
+        assert!(Instant::now() < deadline, "the second stalled follower stayed in sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let all = produce_acks(&leader_addr, "isr", 0, -1);
+    assert_eq!(all.responses[0].partition_responses[0].error_code, NOT_ENOUGH_REPLICAS);
+    let one = produce_acks(&leader_addr, "isr", 0, 1);
+    assert_eq!(
+        one.responses[0].partition_responses[0].error_code, 0,
+        "acks=1 needs only the leader"
+    );
+
+    signal(cluster.broker(followers[0]), "-CONT");
+    signal(cluster.broker(followers[1]), "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while isrs(&metadata(), "isr")[&0].len() != 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed followers never rejoined: {:?}",
+            metadata()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        produce_acks(&leader_addr, "isr", 0, -1).responses[0].partition_responses[0].error_code,
+        0
+    );
+    // Every replica holds the same records: read them from the leader's high watermark.
+    let got = consume(&bootstrap, "isr", 1, 3);
+    assert_eq!(got.len(), 3, "the three acknowledged records");
 }
