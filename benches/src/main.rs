@@ -5,7 +5,8 @@
 //!   sluice-bench e2e     --bootstrap 127.0.0.1:9092 --topic bench --rate-mb 50 --duration 30
 //!
 //! Reports records/s, MB/s and latency percentiles (HdrHistogram; produce latency is
-//! send to acknowledgement, e2e latency is send to consume), and with `--broker-pid`
+//! send to acknowledgement, e2e latency is send to consume), the longest gap between
+//! two acknowledgements (a leader failover during the run shows there), and with `--broker-pid`
 //! the broker's peak RSS and CPU seconds per MB. `--json` prints one JSON object.
 //! Targets given with `--target-*` are reported as PASS or MISS; they never fail a run.
 
@@ -51,6 +52,13 @@ struct Common {
     /// Partitions when the topic is created.
     #[arg(long, default_value_t = 6)]
     partitions: i32,
+    /// Replicas of each partition when the topic is created.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: i32,
+    /// Topic configs when the topic is created, KEY=VALUE (repeatable), e.g.
+    /// `--topic-config min.insync.replicas=2`.
+    #[arg(long)]
+    topic_config: Vec<String>,
     /// Delete the topic when the run ends, so repeated runs do not fill the disk.
     #[arg(long)]
     delete_topic: bool,
@@ -96,6 +104,8 @@ struct Report {
     bytes: u64,
     seconds: f64,
     latency_us: Option<Histogram<u64>>,
+    /// The longest time between two consecutive acknowledgements, in ms.
+    ack_gap_ms: Option<f64>,
     rss_peak: Option<u64>,
     cpu_seconds: Option<f64>,
     /// CPU this load generator used (librdkafka's threads included), filled in by main.
@@ -150,7 +160,13 @@ fn ensure_topic(c: &Common) -> Result<(), String> {
         .set("bootstrap.servers", &c.bootstrap)
         .create()
         .map_err(|e| e.to_string())?;
-    let topic = NewTopic::new(&c.topic, c.partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(&c.topic, c.partitions, TopicReplication::Fixed(c.replication_factor));
+    for kv in &c.topic_config {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("--topic-config wants KEY=VALUE, not '{kv}'"))?;
+        topic = topic.set(k, v);
+    }
     let results = block_on(admin.create_topics(&[topic], &AdminOptions::new())).map_err(|e| e.to_string())?;
     for r in results {
         if let Err((_, code)) = r {
@@ -203,6 +219,8 @@ struct Acks {
     latency: Arc<Mutex<Histogram<u64>>>,
     acked: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// When the previous acknowledgement came and the longest gap so far (ns).
+    gaps: Arc<Mutex<(u64, u64)>>,
 }
 impl ClientContext for Acks {}
 impl ProducerContext for Acks {
@@ -220,6 +238,13 @@ impl ProducerContext for Acks {
                     }
                 }
                 self.acked.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut g) = self.gaps.lock() {
+                    let now = now_nanos();
+                    if g.0 > 0 {
+                        g.1 = g.1.max(now.saturating_sub(g.0));
+                    }
+                    g.0 = now;
+                }
             }
             Err(_) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -251,6 +276,7 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
     let latency = Arc::new(Mutex::new(histogram()));
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let gaps = Arc::new(Mutex::new((0u64, 0u64)));
     let sampler = c.broker_pid.map(Sampler::start);
     let started = Instant::now();
     let per_producer = c.count / c.producers as u64;
@@ -264,6 +290,7 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
             latency: latency.clone(),
             acked: acked.clone(),
             failed: failed.clone(),
+            gaps: gaps.clone(),
         };
         let stop = stop.clone();
         threads.push(std::thread::spawn(move || -> Result<u64, String> {
@@ -319,12 +346,14 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
     }
     let (rss_peak, cpu_seconds) = sampler.map(Sampler::finish).unwrap_or((None, None));
     let latency = latency.lock().map(|h| h.clone()).ok();
+    let ack_gap_ms = gaps.lock().ok().map(|g| g.1 as f64 / 1e6);
     Ok(Report {
         mode: "produce",
         records,
         bytes: records * c.message_size as u64,
         seconds,
         latency_us: latency,
+        ack_gap_ms,
         rss_peak,
         cpu_seconds,
         client_cpu_seconds: None,
@@ -391,6 +420,7 @@ fn run_consume(c: &Common) -> Result<Report, String> {
         bytes: bytes.load(Ordering::Relaxed),
         seconds,
         latency_us: None,
+        ack_gap_ms: None,
         rss_peak,
         cpu_seconds,
         client_cpu_seconds: None,
@@ -456,6 +486,7 @@ fn run_e2e(c: &Common) -> Result<Report, String> {
         bytes,
         seconds: c.duration.unwrap_or(30.0),
         latency_us: Some(latency),
+        ack_gap_ms: None,
         rss_peak,
         cpu_seconds,
         client_cpu_seconds: None,
@@ -551,6 +582,7 @@ fn print(r: &Report, c: &Common) {
             "mode": r.mode, "records": r.records, "bytes": r.bytes, "seconds": r.seconds,
             "records_per_s": rps, "mb_per_s": mbps,
             "latency_ms": {"p50": p50, "p99": p99, "p99.9": p999, "max": max},
+            "ack_gap_ms_max": r.ack_gap_ms,
             "broker_rss_peak_bytes": r.rss_peak, "broker_cpu_seconds_per_mb": cpu_per_mb,
             "client_cpu_seconds_per_mb": client_cpu_per_mb,
             "targets": targets,
@@ -563,6 +595,9 @@ fn print(r: &Report, c: &Common) {
     println!("throughput  {rps:.0} records/s, {mbps:.1} MB/s");
     if let (Some(a), Some(b), Some(c2), Some(d)) = (p50, p99, p999, max) {
         println!("latency     p50 {a:.2} ms, p99 {b:.2} ms, p99.9 {c2:.2} ms, max {d:.2} ms");
+    }
+    if let Some(gap) = r.ack_gap_ms {
+        println!("ack gap     longest {gap:.1} ms between two acknowledgements");
     }
     if let Some(rss) = r.rss_peak {
         println!("broker RSS  peak {:.1} MiB", rss as f64 / (1 << 20) as f64);

@@ -38,6 +38,10 @@ impl From<ControllerError> for AdminError {
             ControllerError::Unavailable(_) | ControllerError::Conflict => ResponseError::RequestTimedOut,
             ControllerError::DuplicateBroker(_) => ResponseError::InconsistentClusterId,
             ControllerError::StalePartitionState { .. } => ResponseError::FencedLeaderEpoch,
+            ControllerError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+            ControllerError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+            ControllerError::EligibleLeadersNotAvailable => ResponseError::EligibleLeadersNotAvailable,
+            ControllerError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
             ControllerError::Storage(_) | ControllerError::Corrupt(_) => ResponseError::KafkaStorageError,
         };
         AdminError {

@@ -177,6 +177,18 @@ impl Partition {
                 .collect();
             self.needs_truncation = false;
         }
+        if leader && !(epoch_changed || role_changed) && state.replicas != self.state.replicas {
+            // A reassignment added or removed replicas under this leadership.
+            self.followers.retain(|id, _| state.replicas.contains(id));
+            for &id in state.replicas.iter().filter(|&&id| id != self.me) {
+                self.followers.entry(id).or_insert(Follower {
+                    log_end: Offset::ZERO,
+                    caught_up_ms: 0,
+                    leader_end_at_last_fetch: Offset::ZERO,
+                    last_fetch_ms: 0,
+                });
+            }
+        }
         if state.partition_epoch != self.state.partition_epoch || epoch_changed {
             self.isr_change_pending = false;
         }

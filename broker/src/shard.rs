@@ -124,6 +124,8 @@ pub struct Shard {
     /// The `__consumer_offsets` partitions this shard owns and this broker leads, and
     /// whether their groups are loaded.
     coordinating: RefCell<HashMap<i32, Hosting>>,
+    /// Whether this broker's controller session certainly lasts (see [`Shard::leads`]).
+    session: RefCell<bool>,
     /// The leaders this shard runs a replica fetcher for (see `replication`).
     pub(crate) fetchers: RefCell<std::collections::HashSet<i32>>,
     /// Producer ids reserved from the controller and not yet handed out.
@@ -161,6 +163,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             logs,
             fetchers: RefCell::new(std::collections::HashSet::new()),
+            session: RefCell::new(true),
             producer_ids: RefCell::new(0..0),
             metrics,
         }
@@ -180,10 +183,12 @@ impl Shard {
     }
 
     /// Whether this broker leads `state`'s partition in `metadata`: the leader named is
-    /// this node, and this broker's registration (this very process's) is live. A broker
-    /// that lost its registration leads nothing: it cannot prove it still does.
+    /// this node, this broker's registration (this very process's) is live, and its
+    /// session certainly still lasts. A broker that lost its registration, or cannot
+    /// tell (cut off from etcd past its lease), leads nothing: another may lead by now.
     pub fn leads(&self, metadata: &ClusterMetadata, leader: i32) -> bool {
         leader == self.cluster.me.id
+            && *self.session.borrow()
             && metadata
                 .brokers
                 .get(&leader)
@@ -357,12 +362,17 @@ impl Shard {
     }
 
     /// Follows the controller's watch: applies every new metadata revision and
-    /// publishes how far this shard got.
+    /// publishes how far this shard got. A change of this broker's session applies the
+    /// same metadata again (leadership depends on it).
     pub async fn follow_metadata(self: Rc<Self>) {
         let mut watch = self.cluster.controller.watch();
+        let mut session = self.cluster.controller.session();
         loop {
             let metadata = watch.borrow_and_update().clone();
-            if metadata.revision != self.metadata.borrow().revision {
+            let valid = *session.borrow_and_update();
+            let session_changed = valid != *self.session.borrow();
+            *self.session.borrow_mut() = valid;
+            if metadata.revision != self.metadata.borrow().revision || session_changed {
                 let revision = metadata.revision;
                 let failure = self.apply_metadata(metadata).err();
                 if let Some(why) = &failure {
@@ -372,8 +382,12 @@ impl Shard {
                     applied.send_replace(Applied { revision, failure });
                 }
             }
-            if watch.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = watch.changed() => if changed.is_err() { return },
+                changed = session.changed() => if changed.is_err() {
+                    // A backend without sessions: only metadata changes from here on.
+                    if watch.changed().await.is_err() { return }
+                },
             }
         }
     }

@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
-    PartitionState, TopicMetadata, NO_LEADER,
+    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, Election,
+    NewTopic, PartitionState, TopicMetadata, NO_LEADER,
 };
 
 /// How long one etcd call may take before the change fails with REQUEST_TIMED_OUT.
@@ -188,7 +188,40 @@ struct Inner {
     /// duty) lives under; replaced when a lost lease is re-granted.
     lease: AtomicI64,
     current: watch::Sender<Arc<ClusterMetadata>>,
+    /// Until when the lease certainly lasts: the time a renewal (or the grant) was
+    /// sent plus the TTL etcd answered with. etcd counts from when it received it, so
+    /// this is never later than the real expiry.
+    session_deadline: std::sync::Mutex<tokio::time::Instant>,
+    session: watch::Sender<bool>,
 }
+
+impl Inner {
+    /// The lease lasts at least until `deadline`.
+    fn extend_session(&self, deadline: tokio::time::Instant) {
+        if let Ok(mut d) = self.session_deadline.lock() {
+            *d = (*d).max(deadline);
+        }
+        self.session.send_if_modified(|valid| !std::mem::replace(valid, true));
+    }
+}
+
+/// Publishes whether this broker's session certainly lasts, every
+/// [`SESSION_CHECK_INTERVAL`]: a broker cut off from etcd stops leading once its lease
+/// may have expired, before the controller can have elected another leader.
+async fn guard_session(inner: Arc<Inner>) {
+    loop {
+        let deadline = inner.session_deadline.lock().map(|d| *d).ok();
+        let valid = deadline.is_some_and(|d| tokio::time::Instant::now() < d);
+        let changed = inner.session.send_if_modified(|v| std::mem::replace(v, valid) != valid);
+        if changed && !valid {
+            tracing::error!("this broker's etcd session may have ended: it leads nothing until etcd confirms it");
+        }
+        tokio::time::sleep(SESSION_CHECK_INTERVAL).await;
+    }
+}
+
+/// How often the session deadline is checked: a small fraction of any session timeout.
+const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 pub struct EtcdController {
     runtime: Option<tokio::runtime::Runtime>,
@@ -210,6 +243,7 @@ impl EtcdController {
         let inner = Arc::new(inner);
         runtime.spawn(follow(inner.clone()));
         runtime.spawn(keep_registered(inner.clone()));
+        runtime.spawn(guard_session(inner.clone()));
         runtime.spawn(controller_duty(inner.clone()));
         Ok(EtcdController {
             runtime: Some(runtime),
@@ -264,6 +298,7 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
     .await
     .map_err(|e| unavailable(format!("cannot reach etcd at {}: {e}", config.endpoints.join(","))))?;
     let ttl = config.session_timeout.as_secs().max(1) as i64;
+    let granted_at = tokio::time::Instant::now();
     let lease = bounded(client.lease_grant(ttl, None)).await?.id();
     let inner = Inner {
         client,
@@ -279,6 +314,8 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
             controller_id: NO_LEADER,
         }))
         .0,
+        session_deadline: std::sync::Mutex::new(granted_at + Duration::from_secs(ttl as u64)),
+        session: watch::channel(true).0,
     };
     if let Err(e) = register(&inner, lease).await {
         let mut client = inner.client.clone();
@@ -427,6 +464,8 @@ fn unplaced() -> PartitionState {
         leader_epoch: -1,
         isr: Vec::new(),
         partition_epoch: -1,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -505,12 +544,13 @@ async fn keep_registered(inner: Arc<Inner>) {
         let lease = inner.lease.load(Ordering::Acquire);
         let renewed = match bounded(client.lease_keep_alive(lease)).await {
             Ok((mut keeper, mut responses)) => loop {
+                let sent = tokio::time::Instant::now();
                 if let Err(e) = bounded(keeper.keep_alive()).await {
                     break Err(e);
                 }
                 match tokio::time::timeout(CALL_TIMEOUT, responses.message()).await {
                     Ok(Ok(Some(r))) if r.ttl() <= 0 => break Ok(false),
-                    Ok(Ok(Some(_))) => {}
+                    Ok(Ok(Some(r))) => inner.extend_session(sent + Duration::from_secs(r.ttl() as u64)),
                     Ok(Ok(None)) => break Err(unavailable("keep-alive stream ended")),
                     Ok(Err(e)) => break Err(unavailable(e)),
                     Err(_) => break Err(unavailable("keep-alive unanswered")),
@@ -537,12 +577,14 @@ async fn keep_registered(inner: Arc<Inner>) {
         }
         tracing::error!("this broker's etcd lease expired: it leads nothing until it has registered again");
         let ttl_secs = inner.config.session_timeout.as_secs().max(1) as i64;
+        let granted_at = tokio::time::Instant::now();
         match bounded(client.lease_grant(ttl_secs, None)).await {
             Ok(granted) => {
                 let lease = granted.id();
                 match register(&inner, lease).await {
                     Ok(()) => {
                         inner.lease.store(lease, Ordering::Release);
+                        inner.extend_session(granted_at + Duration::from_secs(ttl_secs as u64));
                         tracing::info!("registered again under a new lease");
                     }
                     Err(e) => {
@@ -627,8 +669,25 @@ async fn elect_leaders(inner: &Inner, lease: i64) -> Result<(), ControllerError>
             let index = index as i32;
             let key = inner.keys.partition(&topic.name, index);
             let written = store.get(&key).filter(|_| state.partition_epoch >= 0);
+            let unclean = topic
+                .configs
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v == "true");
             let next = match written {
-                Some(_) => elect(state, &live, inner.config.auto_leader_rebalance),
+                Some(_) => {
+                    let elected = elect(state, &live, inner.config.auto_leader_rebalance);
+                    let elected = elected.or_else(|| {
+                        // A leaderless partition whose topic allows it: an unclean election.
+                        (unclean && (state.leader == NO_LEADER || !live.contains(&state.leader)))
+                            .then(|| state.elect(Election::Unclean, &live).ok())
+                            .flatten()
+                    });
+                    // A reassignment whose new replicas are in sync completes.
+                    match elected.as_ref().unwrap_or(state).advance_reassignment() {
+                        Some(done) => Some(done),
+                        None => elected,
+                    }
+                }
                 // A creation that stopped half-way: place the missing partition now.
                 None => placement::assign(
                     &metadata.brokers,
@@ -722,6 +781,40 @@ fn elect(state: &PartitionState, live: &BTreeSet<i32>, rebalance: bool) -> Optio
     Some(next)
 }
 
+/// Reads one partition's state, applies `change` and writes the result if the key did
+/// not change meanwhile (retrying a few times when it did).
+async fn update_partition(
+    inner: &Inner,
+    topic: &str,
+    partition: i32,
+    change: impl Fn(&PartitionState) -> Result<PartitionState, ControllerError>,
+) -> Result<Change<PartitionState>, ControllerError> {
+    let mut client = inner.client.clone();
+    let key = inner.keys.partition(topic, partition);
+    for _ in 0..CAS_ATTEMPTS {
+        let current = bounded(client.get(key.clone(), None)).await?;
+        let kv = current
+            .kvs()
+            .first()
+            .ok_or_else(|| ControllerError::UnknownTopic(topic.to_string()))?;
+        let mut record: PartitionRecord =
+            serde_json::from_slice(kv.value()).map_err(|e| ControllerError::Corrupt(format!("{key}: {e}")))?;
+        record.state = change(&record.state)?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())])
+            .and_then([TxnOp::put(key.clone(), json(&record), None)]);
+        let mut response = bounded(client.txn(txn)).await?;
+        if response.succeeded() {
+            let revision = response.take_header().map(|h| h.revision()).unwrap_or(0);
+            return Ok(Change {
+                value: record.state,
+                revision: revision.max(0) as u64,
+            });
+        }
+    }
+    Err(ControllerError::Conflict)
+}
+
 /// Partition records for `assignments`, numbered from `first`.
 fn partition_puts(keys: &Keys, topic: &str, topic_id: Uuid, first: i32, assignments: &[PartitionState]) -> Vec<TxnOp> {
     assignments
@@ -781,6 +874,10 @@ async fn write_topic(
 impl Controller for EtcdController {
     fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
         self.inner.current.subscribe()
+    }
+
+    fn session(&self) -> watch::Receiver<bool> {
+        self.inner.session.subscribe()
     }
 
     fn create_topic(&self, topic: NewTopic) -> ControllerFuture<'_, Change<TopicMetadata>> {
@@ -925,6 +1022,37 @@ impl Controller for EtcdController {
         })
     }
 
+    fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        kind: Election,
+    ) -> ControllerFuture<'_, Change<PartitionState>> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        self.run(async move {
+            let live: BTreeSet<i32> = inner.current.borrow().brokers.keys().copied().collect();
+            update_partition(&inner, &topic, partition, |state| state.elect(kind, &live)).await
+        })
+    }
+
+    fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> ControllerFuture<'_, Change<PartitionState>> {
+        let inner = self.inner.clone();
+        let topic = topic.to_string();
+        self.run(async move {
+            let registered: BTreeSet<i32> = inner.current.borrow().brokers.keys().copied().collect();
+            update_partition(&inner, &topic, partition, |state| {
+                state.start_reassignment(target.as_deref(), &registered)
+            })
+            .await
+        })
+    }
+
     fn alter_isr(
         &self,
         topic: &str,
@@ -1003,6 +1131,8 @@ mod tests {
             leader_epoch: 3,
             isr: isr.to_vec(),
             partition_epoch: 5,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 

@@ -71,6 +71,13 @@ pub struct PartitionState {
     pub isr: Vec<i32>,
     /// Bumped by every change of this state (leader, ISR or replicas).
     pub partition_epoch: i32,
+    /// A reassignment under way (KIP-455): replicas joining (they copy the leader and
+    /// must be in sync before it completes) and replicas leaving once it does. While it
+    /// runs, `replicas` holds the target replicas followed by those leaving.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 impl PartitionState {
@@ -83,7 +90,68 @@ impl PartitionState {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// The replicas a reassignment under way ends with (all of them when none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|id| !self.removing.contains(id))
+            .collect()
+    }
+
+    /// Starts moving the partition to `target` (KIP-455): the new replicas join at
+    /// once as followers; [`PartitionState::advance_reassignment`] finishes the move
+    /// when they are in sync. A `target` equal to the current replicas cancels a move
+    /// under way (the joining replicas leave again).
+    pub fn reassign(&self, target: &[i32]) -> PartitionState {
+        let current = self.target_replicas();
+        let original: Vec<i32> = if self.adding.is_empty() && self.removing.is_empty() {
+            current.clone()
+        } else {
+            // The replicas before the move under way: those not being added.
+            self.replicas
+                .iter()
+                .copied()
+                .filter(|id| !self.adding.contains(id))
+                .collect()
+        };
+        let mut next = self.clone();
+        next.adding = target.iter().copied().filter(|id| !original.contains(id)).collect();
+        next.removing = original.iter().copied().filter(|id| !target.contains(id)).collect();
+        next.replicas = target.to_vec();
+        next.replicas.extend(next.removing.iter().copied());
+        next.isr.retain(|id| next.replicas.contains(id));
+        next.partition_epoch += 1;
+        next
+    }
+
+    /// A reassignment whose target replicas are all in sync completes: the leaving
+    /// replicas go, and leadership moves to the first in-sync target replica when the
+    /// leader is leaving. None while the move waits (or when there is none).
+    pub fn advance_reassignment(&self) -> Option<PartitionState> {
+        if self.adding.is_empty() && self.removing.is_empty() {
+            return None;
+        }
+        let target = self.target_replicas();
+        if !target.iter().all(|id| self.isr.contains(id)) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.replicas = target.clone();
+        next.isr.retain(|id| target.contains(id));
+        next.adding.clear();
+        next.removing.clear();
+        if !target.contains(&self.leader) {
+            next.leader = *next.isr.first()?;
+            next.leader_epoch += 1;
+        }
+        next.partition_epoch += 1;
+        Some(next)
     }
 }
 
@@ -146,6 +214,98 @@ impl ClusterMetadata {
     /// Whether broker `id` is live (registered) in this snapshot.
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.contains_key(&id)
+    }
+}
+
+/// ElectLeaders' two kinds (KIP-460).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// Give leadership to the first replica, if it is live and in sync.
+    Preferred,
+    /// Give a leaderless partition a leader even from outside the in-sync set (records
+    /// only the old in-sync replicas had are lost): Kafka's unclean election.
+    Unclean,
+}
+
+impl PartitionState {
+    /// The state after an election of `kind` among the `live` brokers, or why there is
+    /// none (Kafka's ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    pub fn elect(
+        &self,
+        kind: Election,
+        live: &std::collections::BTreeSet<i32>,
+    ) -> Result<PartitionState, ControllerError> {
+        let leader_live = self.leader != NO_LEADER && live.contains(&self.leader);
+        let mut next = self.clone();
+        match kind {
+            Election::Preferred => {
+                let preferred = *self
+                    .replicas
+                    .first()
+                    .ok_or(ControllerError::PreferredLeaderNotAvailable)?;
+                if preferred == self.leader && leader_live {
+                    return Err(ControllerError::ElectionNotNeeded);
+                }
+                if !live.contains(&preferred) || !self.isr.contains(&preferred) {
+                    return Err(ControllerError::PreferredLeaderNotAvailable);
+                }
+                next.leader = preferred;
+            }
+            Election::Unclean => {
+                if leader_live {
+                    return Err(ControllerError::ElectionNotNeeded);
+                }
+                let in_sync = self.isr.iter().copied().find(|id| live.contains(id));
+                let any = self.replicas.iter().copied().find(|id| live.contains(id));
+                let chosen = in_sync.or(any).ok_or(ControllerError::EligibleLeadersNotAvailable)?;
+                next.leader = chosen;
+                if in_sync.is_some() {
+                    next.isr.retain(|id| live.contains(id));
+                } else {
+                    next.isr = vec![chosen];
+                }
+            }
+        }
+        next.leader_epoch += 1;
+        next.partition_epoch += 1;
+        Ok(next)
+    }
+}
+
+impl PartitionState {
+    /// AlterPartitionReassignments' change: a move to `target` (distinct registered
+    /// brokers), or with None the cancellation of the move under way.
+    pub fn start_reassignment(
+        &self,
+        target: Option<&[i32]>,
+        registered: &std::collections::BTreeSet<i32>,
+    ) -> Result<PartitionState, ControllerError> {
+        let moving = !(self.adding.is_empty() && self.removing.is_empty());
+        let Some(target) = target else {
+            if !moving {
+                return Err(ControllerError::NoReassignmentInProgress);
+            }
+            let original: Vec<i32> = self
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| !self.adding.contains(id))
+                .collect();
+            return Ok(self.reassign(&original));
+        };
+        let distinct: std::collections::BTreeSet<i32> = target.iter().copied().collect();
+        if target.is_empty() || distinct.len() != target.len() {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "replicas {target:?} must be distinct and not empty"
+            )));
+        }
+        if let Some(unknown) = target.iter().find(|id| !registered.contains(id)) {
+            return Err(ControllerError::InvalidReplicaAssignment(format!(
+                "broker {unknown} is not registered"
+            )));
+        }
+        Ok(self.reassign(target))
     }
 }
 
@@ -221,6 +381,14 @@ pub enum ControllerError {
     /// (Kafka's FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION for AlterPartition).
     #[error("partition state changed (leader epoch {leader_epoch}, partition epoch {partition_epoch} are stale)")]
     StalePartitionState { leader_epoch: i32, partition_epoch: i32 },
+    #[error("the partition already has the leader that election would choose")]
+    ElectionNotNeeded,
+    #[error("the preferred replica is not live or not in sync")]
+    PreferredLeaderNotAvailable,
+    #[error("no live replica can lead the partition")]
+    EligibleLeadersNotAvailable,
+    #[error("no reassignment of this partition is in progress")]
+    NoReassignmentInProgress,
     #[error("metadata storage failed: {0}")]
     Storage(#[from] std::io::Error),
     #[error("metadata file is unreadable: {0}")]
@@ -246,6 +414,11 @@ pub trait Controller: Send + Sync {
     fn metadata(&self) -> Arc<ClusterMetadata> {
         self.watch().borrow().clone()
     }
+    /// Whether this broker's registration is certainly still live: false from the
+    /// moment its session may have ended unseen (etcd unreachable past the lease's
+    /// time to live), so a broker cut off from the cluster stops acting as a leader
+    /// before another one can have been elected in its place.
+    fn session(&self) -> watch::Receiver<bool>;
     /// Creates a topic and persists it before resolving; watchers see it at the
     /// revision of the returned snapshot or later.
     fn create_topic(&self, topic: NewTopic) -> ControllerFuture<'_, Change<TopicMetadata>>;
@@ -272,6 +445,17 @@ pub trait Controller: Send + Sync {
         topic: &str,
         partition: i32,
         expected: AlterIsr,
+    ) -> ControllerFuture<'_, Change<PartitionState>>;
+    /// ElectLeaders for one partition (KIP-460).
+    fn elect_leader(&self, topic: &str, partition: i32, kind: Election)
+        -> ControllerFuture<'_, Change<PartitionState>>;
+    /// AlterPartitionReassignments for one partition (KIP-455): start moving it to
+    /// `target` replicas, or with None cancel the move under way.
+    fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
     ) -> ControllerFuture<'_, Change<PartitionState>>;
     /// Leaves the cluster cleanly (a registration is dropped at once rather than when
     /// its session times out).

@@ -10,8 +10,8 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::{
-    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, NewTopic,
-    PartitionState, TopicMetadata,
+    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, Election,
+    NewTopic, PartitionState, TopicMetadata,
 };
 
 const FILE_NAME: &str = "metadata.json";
@@ -23,6 +23,8 @@ pub struct LocalController {
     writer: Mutex<()>,
     /// The current metadata, sent to every watcher on each change.
     current: watch::Sender<Arc<ClusterMetadata>>,
+    /// The one broker is the cluster: its session never ends.
+    session: watch::Sender<bool>,
 }
 
 impl LocalController {
@@ -53,6 +55,7 @@ impl LocalController {
             path,
             writer: Mutex::new(()),
             current,
+            session: watch::channel(true).0,
         })
     }
 
@@ -81,6 +84,10 @@ impl LocalController {
 impl Controller for LocalController {
     fn watch(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
         self.current.subscribe()
+    }
+
+    fn session(&self) -> watch::Receiver<bool> {
+        self.session.subscribe()
     }
 
     fn create_topic(&self, topic: NewTopic) -> ControllerFuture<'_, Change<TopicMetadata>> {
@@ -145,6 +152,47 @@ impl Controller for LocalController {
         })
     }
 
+    fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        kind: Election,
+    ) -> ControllerFuture<'_, Change<PartitionState>> {
+        let topic = topic.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                let live = meta.brokers.keys().copied().collect();
+                let state = partition_mut(meta, &topic, partition)?;
+                *state = state.elect(kind, &live)?;
+                Ok(state.clone())
+            })
+            .await
+        })
+    }
+
+    fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> ControllerFuture<'_, Change<PartitionState>> {
+        let topic = topic.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                let live = meta.brokers.keys().copied().collect();
+                let state = partition_mut(meta, &topic, partition)?;
+                let mut next = state.start_reassignment(target.as_deref(), &live)?;
+                // One broker: every target replica is this one, in sync at once.
+                if let Some(done) = next.advance_reassignment() {
+                    next = done;
+                }
+                *state = next;
+                Ok(state.clone())
+            })
+            .await
+        })
+    }
+
     fn alter_isr(
         &self,
         topic: &str,
@@ -180,6 +228,17 @@ impl Controller for LocalController {
     }
 }
 
+fn partition_mut<'a>(
+    meta: &'a mut ClusterMetadata,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a mut PartitionState, ControllerError> {
+    meta.topics
+        .get_mut(topic)
+        .and_then(|t| usize::try_from(partition).ok().and_then(|i| t.assignments.get_mut(i)))
+        .ok_or_else(|| ControllerError::UnknownTopic(topic.to_string()))
+}
+
 /// The one broker is the cluster: it is live, the controller, and the only replica and
 /// leader of every partition (a partition moved from another node id leads here under a
 /// new epoch). Files from before leadership was recorded get their assignments here.
@@ -194,6 +253,8 @@ fn single_node(mut metadata: ClusterMetadata, me: BrokerInfo) -> ClusterMetadata
                     leader_epoch: state.leader_epoch + 1,
                     isr: vec![me.id],
                     partition_epoch: state.partition_epoch + 1,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 };
             }
         }

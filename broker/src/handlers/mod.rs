@@ -9,6 +9,7 @@ mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -22,6 +23,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
+mod partition_reassignments;
 mod produce;
 mod sync_group;
 
@@ -125,6 +127,9 @@ handler_table! {
     OffsetDelete => offset_delete::OffsetDeleteHandler,
     DescribeCluster => describe_cluster::DescribeClusterHandler,
     OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochHandler,
+    ElectLeaders => elect_leaders::ElectLeadersHandler,
+    AlterPartitionReassignments => partition_reassignments::AlterPartitionReassignmentsHandler,
+    ListPartitionReassignments => partition_reassignments::ListPartitionReassignmentsHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that
