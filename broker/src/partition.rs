@@ -105,16 +105,33 @@ pub struct Partition {
     pub isr_change_pending: bool,
     /// `min.insync.replicas` of the topic: acks=all needs this many in sync.
     pub min_insync_replicas: i32,
+    /// The high watermark the checkpoint file holds.
+    checkpointed: Offset,
     /// Fetches waiting for data here. Weak, so a finished fetch leaves nothing behind.
     readers: Vec<Weak<Notify>>,
     commit: watch::Sender<Commit>,
 }
 
+/// The high watermark checkpoint in a partition's directory (Kafka keeps one
+/// `replication-offset-checkpoint` per data directory; one file per partition keeps a
+/// shard's partitions apart).
+const HIGH_WATERMARK_CHECKPOINT: &str = "high-watermark";
+
 impl Partition {
     pub fn new(topic_id: Uuid, log: PartitionLog, me: i32) -> Partition {
-        // Until this broker learns its role nothing is committed as far as it knows; a
+        // The high watermark last checkpointed (within the log), else the log start:
+        // until this broker learns more nothing beyond it is known to be committed. A
         // leader alone in its in-sync set moves the mark to its log end at once.
-        let high_watermark = HighWatermark(log.offsets().log_start.offset());
+        let offsets = log.offsets();
+        let checkpoint = std::fs::read_to_string(log.dir().join(HIGH_WATERMARK_CHECKPOINT))
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .map(Offset);
+        let high_watermark = HighWatermark(
+            checkpoint
+                .unwrap_or(offsets.log_start.offset())
+                .clamp(offsets.log_start.offset(), offsets.log_end.offset()),
+        );
         Partition {
             topic_id,
             log,
@@ -126,6 +143,7 @@ impl Partition {
             needs_truncation: false,
             isr_change_pending: false,
             min_insync_replicas: 1,
+            checkpointed: high_watermark.offset(),
             readers: Vec::new(),
             commit: watch::channel(Commit {
                 high_watermark: high_watermark.offset(),
@@ -396,6 +414,23 @@ impl Partition {
                 n.notify_one();
             }
         }
+    }
+
+    /// Writes the high watermark checkpoint if the mark moved since the last one (Kafka's
+    /// `replica.high.watermark.checkpoint.interval.ms` task): to a temporary file, then
+    /// renamed over the old one. Not synced: a checkpoint older than the truth is only
+    /// a lower mark, which is safe.
+    pub fn checkpoint_high_watermark(&mut self) -> std::io::Result<()> {
+        let mark = self.high_watermark.offset();
+        if mark == self.checkpointed {
+            return Ok(());
+        }
+        let dir = self.log.dir();
+        let tmp = dir.join(format!("{HIGH_WATERMARK_CHECKPOINT}.tmp"));
+        std::fs::write(&tmp, format!("{}\n", mark.value()))?;
+        std::fs::rename(&tmp, dir.join(HIGH_WATERMARK_CHECKPOINT))?;
+        self.checkpointed = mark;
+        Ok(())
     }
 
     /// Truncation done: the follower's log now agrees with its leader's.

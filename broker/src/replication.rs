@@ -53,6 +53,8 @@ const FETCH_BACKOFF: Duration = Duration::from_millis(200);
 const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest response frame a follower accepts: a full fetch plus headers.
 const RESPONSE_FRAME_MAX: usize = FETCH_RESPONSE_MAX_BYTES as usize + (1 << 20);
+/// Kafka's `replica.high.watermark.checkpoint.interval.ms`.
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Versions spoken to the leader: the newest this broker serves.
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
@@ -336,12 +338,22 @@ async fn fetch(shard: &Rc<Shard>, peer: &mut Peer, work: Vec<Following>) -> io::
 /// joins. Each change is an AlterPartition through the controller.
 pub async fn maintain_isr(shard: Rc<Shard>) {
     let lag_max = shard.config().replica_lag_time_max_ms;
+    // Also the checkpoint's clock: at most as long as its interval.
     let every = Duration::from_millis((lag_max / 2).clamp(50, 5000));
     let mut shutdown = shard.cluster.shutdown.clone();
+    let mut last_checkpoint = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
+        }
+        if last_checkpoint.elapsed() >= HIGH_WATERMARK_CHECKPOINT_INTERVAL {
+            last_checkpoint = tokio::time::Instant::now();
+            for (tp, p) in shard.partitions.borrow_mut().iter_mut() {
+                if let Err(e) = p.checkpoint_high_watermark() {
+                    tracing::warn!(topic = %tp.topic, partition = tp.partition, "cannot checkpoint the high watermark: {e}");
+                }
+            }
         }
         let now = now_ms();
         let changes: Vec<(TopicPartition, sluice_controller::AlterIsr)> = shard

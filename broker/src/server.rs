@@ -294,6 +294,9 @@ fn run_shard(
         let _ = storage_stop.send(());
         let _ = storage.await;
         shard.logs.flush_all();
+        for p in shard.partitions.borrow_mut().values_mut() {
+            let _ = p.checkpoint_high_watermark();
+        }
     });
 }
 

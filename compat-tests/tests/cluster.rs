@@ -1251,3 +1251,38 @@ async fn a_reassignment_moves_a_partition_and_its_records() {
     assert_eq!(got.len(), 500, "every record moved");
     assert!(got.iter().enumerate().all(|(i, m)| m.1 == i as i64));
 }
+
+/// The high watermark reaches the followers with their fetches, and every replica
+/// checkpoints it (Kafka's `replication-offset-checkpoint`, here one file per
+/// partition directory), so a restarted broker knows what was committed.
+#[tokio::test]
+async fn every_replica_learns_and_checkpoints_the_high_watermark() {
+    let cluster = Cluster::start(3, &[]);
+    create_topic(&cluster.bootstrap(), "marked", 1, 3)
+        .await
+        .expect("create");
+    cluster.wait_for(
+        |m| isrs(m, "marked").get(&0).is_some_and(|i| i.len() == 3),
+        "all in sync",
+    );
+    let (producer, deliveries) = producer(&cluster.bootstrap());
+    for i in 0..100 {
+        let key = format!("k{i}");
+        send(&producer, BaseRecord::to("marked").key(key.as_str()).payload("v"));
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    assert_eq!(deliveries.failed.load(Ordering::Relaxed), 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let marks: Vec<String> = cluster
+            .brokers
+            .iter()
+            .map(|b| std::fs::read_to_string(b.data_dir().join("data/marked-0/high-watermark")).unwrap_or_default())
+            .collect();
+        if marks.iter().all(|m| m.trim() == "100") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "checkpoints: {marks:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
