@@ -40,11 +40,19 @@ pub struct Broker {
     pub metrics_addr: String,
     data: tempfile::TempDir,
     args: Vec<String>,
+    /// The network namespace the broker runs in (`ip netns exec`), if not the test's.
+    netns: Option<String>,
 }
 
 impl Broker {
     /// Starts a broker with 2 shards (so cross-shard paths run) and `extra` flags.
     pub fn start(extra: &[&str]) -> Broker {
+        Broker::start_in(None, "127.0.0.1", extra)
+    }
+
+    /// Starts a broker listening on `ip` (a free port), inside network namespace
+    /// `netns` when given.
+    pub fn start_in(netns: Option<&str>, ip: &str, extra: &[&str]) -> Broker {
         let data = tempfile::tempdir().expect("temp dir");
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut broker = Broker {
@@ -53,8 +61,9 @@ impl Broker {
             metrics_addr: String::new(),
             data,
             args,
+            netns: netns.map(str::to_string),
         };
-        broker.spawn("127.0.0.1:0");
+        broker.spawn(&format!("{ip}:{}", free_port_on(ip)));
         broker
     }
 
@@ -68,7 +77,15 @@ impl Broker {
             .append(true)
             .open(self.data.path().join("broker.log"))
             .expect("broker log");
-        let mut child = Command::new(sluice_bin())
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(sluice_bin());
+                c
+            }
+            None => Command::new(sluice_bin()),
+        };
+        let mut child = command
             .arg("--listen")
             .arg(listen)
             .arg("--data-dir")
@@ -203,9 +220,14 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Etcd::start_on("127.0.0.1")
+    }
+
+    /// An etcd whose client endpoint is on `ip` (its peer endpoint stays on loopback).
+    pub fn start_on(ip: &str) -> Etcd {
         let data = tempfile::tempdir().expect("temp dir");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("127.0.0.1:{client}");
+        let (client, peer) = (free_port_on(ip), free_port());
+        let endpoint = format!("{ip}:{client}");
         let child = Command::new("etcd")
             .arg("--data-dir")
             .arg(data.path().join("etcd"))
@@ -265,11 +287,37 @@ impl Drop for Etcd {
 }
 
 /// A port nobody listens on right now (the kernel's pick for port 0).
+/// A port nothing listens on, below Linux's ephemeral range (32768-60999): a broker
+/// restarted on its old port must find it free, and a port the kernel hands out as the
+/// source port of some outgoing connection (there are many in cluster tests) would not
+/// be. Random, so tests running in parallel rarely try the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_port_on("127.0.0.1")
+}
+
+pub fn free_port_on(ip: &str) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ ((std::process::id() as u64) << 32);
+    for attempt in 0..1000u64 {
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let mut x = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ attempt;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        let port = 20_000 + (x % 12_000) as u16;
+        match std::net::TcpListener::bind((ip, port)) {
+            Ok(_) => return port,
+            // An address of another network namespace: it cannot be checked from here.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return port,
+            Err(_) => {}
+        }
+    }
+    panic!("no free port below the ephemeral range on {ip}");
 }
 
 /// A raw Kafka protocol connection, for exact requests and bad input.

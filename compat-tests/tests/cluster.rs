@@ -1286,3 +1286,331 @@ async fn every_replica_learns_and_checkpoints_the_high_watermark() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// A network namespace joined to the test's by a veth pair: a broker inside it can be
+/// cut off from etcd and the other brokers (and healed) without touching anything
+/// else. Traffic stays on this machine. Dropping it removes both.
+struct Netns {
+    name: String,
+    outer_link: String,
+    /// The address on the test's side, and the one inside the namespace.
+    outer_ip: String,
+    inner_ip: String,
+}
+
+impl Netns {
+    /// None (with the reason) where namespaces cannot be made: not root, or no iproute2.
+    fn create() -> Result<Netns, String> {
+        let id = std::process::id() % 200;
+        let ns = Netns {
+            name: format!("sluice-it-{}", std::process::id()),
+            outer_link: format!("slo{}", std::process::id() % 100_000),
+            outer_ip: format!("10.213.{id}.1"),
+            inner_ip: format!("10.213.{id}.2"),
+        };
+        let inner_link = format!("sli{}", std::process::id() % 100_000);
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), ns.name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                ns.outer_link.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                inner_link.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                inner_link.clone(),
+                "netns".into(),
+                ns.name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", ns.outer_ip),
+                "dev".into(),
+                ns.outer_link.clone(),
+            ],
+            vec!["link".into(), "set".into(), ns.outer_link.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                ns.name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", ns.inner_ip),
+                "dev".into(),
+                inner_link.clone(),
+            ],
+            vec![
+                "-n".into(),
+                ns.name.clone(),
+                "link".into(),
+                "set".into(),
+                inner_link,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                ns.name.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in steps {
+            let out = Command::new("ip")
+                .args(&step)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "ip {}: {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(ns)
+    }
+
+    fn link(&self, state: &str) {
+        let status = Command::new("ip")
+            .args(["link", "set", &self.outer_link, state])
+            .status()
+            .expect("ip");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Removing the namespace removes the veth pair with it; the second is for a
+        // namespace that was never made whole.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.outer_link]).output();
+    }
+}
+
+/// The partition test. Broker 3 leads an RF 3 partition (min.insync.replicas
+/// 2) from its own network namespace; a producer inside the namespace writes with
+/// acks=1. The namespace is cut off: broker 3 stops acknowledging within its session
+/// (it can no longer know it leads), the majority elects a new leader that takes
+/// acks=all writes, and after healing broker 3 truncates the tail only it had, rejoins,
+/// and leads again: no acks=all record is lost, and nothing of that tail is ever read.
+#[tokio::test]
+async fn a_leader_cut_off_by_a_network_partition_is_fenced_and_truncated() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces are not available here ({why})");
+            return;
+        }
+    };
+    let etcd = Etcd::start_on(&ns.outer_ip);
+    let url = etcd.url("partition");
+    let session = SESSION_TIMEOUT_MS.to_string();
+    let args = |id: &'static str| {
+        vec![
+            "--controller",
+            url.as_str(),
+            "--node-id",
+            id,
+            "--broker-session-timeout-ms",
+            session.as_str(),
+        ]
+    };
+    let _b1 = Broker::start_in(None, &ns.outer_ip, &args("1"));
+    let _b2 = Broker::start_in(None, &ns.outer_ip, &args("2"));
+    let b3 = Broker::start_in(Some(&ns.name), &ns.inner_ip, &args("3"));
+    let bootstrap = format!("{},{}", _b1.addr, _b2.addr);
+    let topic = CreatableTopic::default()
+        .with_name(name("split"))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(vec![CreatableReplicaAssignment::default()
+            .with_partition_index(0)
+            .with_broker_ids(vec![BrokerId(3), BrokerId(1), BrokerId(2)])])
+        .with_configs(vec![
+            kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                .with_value(Some(StrBytes::from_static_str("2"))),
+        ]);
+    assert_eq!(create_raw(&_b1.addr, topic), 0);
+    let wait = |done: &dyn Fn(&MetadataResponse) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let m = metadata_from(&_b1.addr, Some(&["split"]));
+            if done(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}\n{m:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let m = wait(
+        &|m| isrs(m, "split").get(&0).is_some_and(|i| i.len() == 3) && leaders(m, "split")[&0].0 == 3,
+        "broker 3 leads, all in sync",
+    );
+    let epoch_before = leaders(&m, "split")[&0].1;
+
+    // acks=all writes before the cut, all acknowledged by the three.
+    let root_producer = |acks: &Acks| -> BaseProducer<Acks> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create_with_context(acks.clone())
+            .expect("producer")
+    };
+    let acks = Acks::default();
+    let mut sent = HashSet::new();
+    {
+        let producer = root_producer(&acks);
+        for i in 0..200 {
+            let value = format!("before-{i}");
+            send_acks(&producer, &value);
+            sent.insert(value);
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+    // The producer inside the namespace, with acks=1, through the cut and after it.
+    let mut inside = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/acks_producer.py"))
+        .args([&b3.addr, "split", "inside", "1", "10"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Read its output as it comes: a full pipe would stall the producer.
+    let mut stdout = inside.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = std::time::SystemTime::now();
+    ns.link("down");
+    // Anything acknowledged after this was appended when no follower could fetch it.
+    let isolated = std::time::SystemTime::now() + Duration::from_millis(100);
+    let m = wait(
+        &|m| leaders(m, "split")[&0].0 == 1 || leaders(m, "split")[&0].0 == 2,
+        "a new leader on the majority side",
+    );
+    assert!(leaders(&m, "split")[&0].1 > epoch_before);
+    {
+        let producer = root_producer(&acks);
+        for i in 0..200 {
+            let value = format!("after-{i}");
+            send_acks(&producer, &value);
+            sent.insert(value);
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+    assert!(inside.wait().expect("inside producer").success());
+    ns.link("up");
+    let text = reader.join().expect("reader");
+    let cut_secs = cut.duration_since(std::time::UNIX_EPOCH).expect("time").as_secs_f64();
+    let mut tail = Vec::new();
+    let mut before_cut = 0;
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        match f.next() {
+            Some("ack") => {
+                let (_, value, at) = (
+                    f.next(),
+                    f.next().unwrap_or_default(),
+                    f.next().and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0),
+                );
+                sent.insert(value.to_string());
+                if at > cut_secs {
+                    tail.push((value.to_string(), at - cut_secs));
+                } else {
+                    before_cut += 1;
+                }
+            }
+            Some("fail") => {
+                if let Some(v) = f.next() {
+                    sent.insert(v.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let session_secs = SESSION_TIMEOUT_MS as f64 / 1000.0;
+    let last_ack = tail.iter().map(|(_, at)| *at).fold(0.0, f64::max);
+    eprintln!(
+        "inside producer: {before_cut} acks before the cut, {} after it, the last {last_ack:.2} s after",
+        tail.len()
+    );
+    assert!(before_cut > 0, "the inside producer wrote before the cut:\n{text}");
+    assert!(
+        !tail.is_empty(),
+        "broker 3 went on acknowledging acks=1 after the cut, until its session ended"
+    );
+    assert!(
+        last_ack < session_secs + 0.5,
+        "broker 3 acknowledged {last_ack:.2} s after the cut, past its session"
+    );
+
+    // Healed: broker 3 truncates its tail, catches up and (preferred) leads again.
+    wait(
+        &|m| isrs(m, "split")[&0].len() == 3 && leaders(m, "split")[&0].0 == 3,
+        "broker 3 back in sync and leading",
+    );
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_all.py"))
+        .args([&b3.addr, "split", "1", "60"])
+        .output()
+        .expect("python3");
+    let read: Vec<Record> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("rec "))
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            Some(Record {
+                partition: f.next()?.parse().ok()?,
+                offset: f.next()?.parse().ok()?,
+                value: f.next()?.to_string(),
+            })
+        })
+        .collect();
+    let acknowledged = acks.acked.lock().expect("lock").clone();
+    let report = history::check(&sent, &acknowledged, &read);
+    eprintln!("history: {}", report.counts());
+    assert!(report.is_clean(), "{}\n{report:?}", report.counts());
+    let isolated_secs = isolated
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs_f64()
+        - cut_secs;
+    let truncated: Vec<&String> = tail
+        .iter()
+        .filter(|(_, at)| *at > isolated_secs)
+        .map(|(v, _)| v)
+        .filter(|v| read.iter().any(|r| &r.value == *v))
+        .collect();
+    assert!(
+        truncated.is_empty(),
+        "records only the cut-off leader had were read: {truncated:?}"
+    );
+    drop(etcd);
+}
+
+fn send_acks(producer: &BaseProducer<Acks>, value: &str) {
+    loop {
+        match producer.send(BaseRecord::to("split").partition(0).key("k").payload(value)) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => panic!("send failed: {e}"),
+        }
+    }
+}
