@@ -289,6 +289,12 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.isr_expands as f64,
     );
+    f.counter(
+        "sluice_leader_elections_total",
+        "Partitions this broker came to lead under a new leader epoch; summed over brokers, the cluster's leader elections (Kafka's LeaderElectionRateAndTimeMs count).",
+        &[],
+        total.leader_elections as f64,
+    );
     f.histogram(
         "sluice_storage_fsync_duration_seconds",
         "Duration of each write round that synced (group commit), writes and fdatasyncs together.",

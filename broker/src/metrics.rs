@@ -82,6 +82,8 @@ pub struct ShardMetrics {
     /// IsrExpandsPerSec, counted apart).
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// Partitions this broker came to lead under a new leader epoch.
+    pub leader_elections: u64,
 }
 
 impl ShardMetrics {
@@ -129,6 +131,7 @@ impl ShardMetrics {
         self.fsync.merge(&other.fsync);
         self.isr_shrinks += other.isr_shrinks;
         self.isr_expands += other.isr_expands;
+        self.leader_elections += other.leader_elections;
     }
 }
 

@@ -168,8 +168,9 @@ impl Partition {
 
     /// Takes the controller's state of the partition: leadership (`leader`: whether this
     /// broker leads it and may act on that), epochs and the in-sync set. Fetches waiting
-    /// here wake up, so a deposed leader's readers learn it at once.
-    pub fn set_state(&mut self, state: &PartitionState, leader: bool, now_ms: i64) -> std::io::Result<()> {
+    /// here wake up, so a deposed leader's readers learn it at once. Returns whether this
+    /// broker took leadership under a new epoch (a leader election it won).
+    pub fn set_state(&mut self, state: &PartitionState, leader: bool, now_ms: i64) -> std::io::Result<bool> {
         let epoch_changed = state.leader_epoch != self.state.leader_epoch;
         let role_changed = leader != self.leader;
         if !leader && (epoch_changed || role_changed) {
@@ -219,7 +220,7 @@ impl Partition {
             self.wake_readers();
         }
         self.publish_commit();
-        Ok(())
+        Ok(leader && epoch_changed)
     }
 
     pub fn offsets(&self) -> PartitionOffsets {

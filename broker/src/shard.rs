@@ -233,8 +233,10 @@ impl Shard {
         let now = now_ms();
         for (tp, p) in self.partitions.borrow_mut().iter_mut() {
             if let Some(state) = metadata.partition(&tp.topic, tp.partition) {
-                if let Err(e) = p.set_state(state, self.leads(&metadata, state.leader), now) {
-                    failures.push(format!("{}: {e}", p.log().dir().display()));
+                match p.set_state(state, self.leads(&metadata, state.leader), now) {
+                    Ok(true) => self.metrics.borrow_mut().leader_elections += 1,
+                    Ok(false) => {}
+                    Err(e) => failures.push(format!("{}: {e}", p.log().dir().display())),
                 }
             }
             if let Some(topic) = metadata.topic(&tp.topic) {
