@@ -43,6 +43,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Keep the brokers' logs when asked (BENCH_KEEP=dir).
+[ -n "${BENCH_KEEP:-}" ] && trap 'cp "$work"/*.log "$BENCH_KEEP"/ 2>/dev/null; cleanup' EXIT
 
 etcd --data-dir "$work/etcd" --listen-client-urls http://127.0.0.1:23790 \
     --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \

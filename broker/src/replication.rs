@@ -439,9 +439,17 @@ impl Peer {
                 .ok()
                 .filter(|l| *l <= RESPONSE_FRAME_MAX)
                 .ok_or_else(|| io::Error::other(format!("response frame of {len} bytes")))?;
-            let mut buf = vec![0u8; len];
-            self.stream.read_exact(&mut buf).await?;
-            Ok::<Bytes, io::Error>(Bytes::from(buf))
+            // Filled by the reads themselves: no zeroing of a buffer of up to 10 MiB.
+            let mut buf = BytesMut::with_capacity(len);
+            while buf.len() < len {
+                if self.stream.read_buf(&mut buf).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the leader closed the connection",
+                    ));
+                }
+            }
+            Ok::<Bytes, io::Error>(buf.freeze())
         };
         let mut response = tokio::time::timeout(PEER_TIMEOUT, exchange)
             .await

@@ -193,6 +193,8 @@ struct Inner {
     /// this is never later than the real expiry.
     session_deadline: std::sync::Mutex<tokio::time::Instant>,
     session: watch::Sender<bool>,
+    /// Told when the watch is found behind a write this broker made: it starts over.
+    rewatch: tokio::sync::Notify,
 }
 
 impl Inner {
@@ -316,6 +318,7 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
         .0,
         session_deadline: std::sync::Mutex::new(granted_at + Duration::from_secs(ttl as u64)),
         session: watch::channel(true).0,
+        rewatch: tokio::sync::Notify::new(),
     };
     if let Err(e) = register(&inner, lease).await {
         let mut client = inner.client.clone();
@@ -491,7 +494,14 @@ async fn follow_once(inner: &Inner) -> Result<(), ControllerError> {
     let mut client = inner.client.clone();
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
     let mut stream = bounded(client.watch(inner.keys.all(), Some(options))).await?;
-    while let Some(response) = stream.message().await.map_err(unavailable)? {
+    loop {
+        let message = tokio::select! {
+            message = stream.message() => message.map_err(unavailable)?,
+            _ = inner.rewatch.notified() => {
+                return Err(unavailable("the watch fell behind this broker's own write"));
+            }
+        };
+        let Some(response) = message else { break };
         if response.canceled() {
             return Err(unavailable(format!("watch cancelled: {}", response.cancel_reason())));
         }
@@ -520,6 +530,33 @@ async fn follow_once(inner: &Inner) -> Result<(), ControllerError> {
         publish(inner, &store, seen);
     }
     Err(unavailable("watch stream ended"))
+}
+
+/// How long a write waits for the watch to show it before reading the store itself.
+const WATCH_LAG_MAX: Duration = Duration::from_secs(2);
+
+/// Makes sure watchers see revision `revision` (a write this broker just made): the
+/// watch normally brings it within milliseconds; if it has not within
+/// [`WATCH_LAG_MAX`], the store is read and published, and the watch starts over (a
+/// watch that stops delivering must not leave a CreateTopics waiting forever for its
+/// own topic).
+async fn catch_up(inner: &Inner, revision: i64) {
+    let wanted = revision.max(0) as u64;
+    let mut seen = inner.current.subscribe();
+    if tokio::time::timeout(WATCH_LAG_MAX, seen.wait_for(|m| m.revision >= wanted))
+        .await
+        .is_ok_and(|r| r.is_ok())
+    {
+        return;
+    }
+    tracing::warn!(
+        revision,
+        "the etcd watch is behind this broker's own write; reading the store"
+    );
+    if let Ok((store, at)) = read_all(inner).await {
+        publish(inner, &store, at);
+    }
+    inner.rewatch.notify_one();
 }
 
 /// Publishes the store at `revision` unless watchers have seen it (or a later one).
@@ -806,6 +843,7 @@ async fn update_partition(
         let mut response = bounded(client.txn(txn)).await?;
         if response.succeeded() {
             let revision = response.take_header().map(|h| h.revision()).unwrap_or(0);
+            catch_up(&inner, revision).await;
             return Ok(Change {
                 value: record.state,
                 revision: revision.max(0) as u64,
@@ -901,6 +939,7 @@ impl Controller for EtcdController {
             let Some(revision) = write_topic(&inner, &topic.name, &record, None, puts).await? else {
                 return Err(ControllerError::TopicExists(topic.name));
             };
+            catch_up(&inner, revision).await;
             Ok(Change {
                 value: TopicMetadata {
                     name: topic.name,
@@ -943,6 +982,7 @@ impl Controller for EtcdController {
                 let mut response = bounded(client.txn(txn)).await?;
                 if response.succeeded() {
                     let revision = response.take_header().map(|h| h.revision()).unwrap_or(revision);
+                    catch_up(&inner, revision).await;
                     return Ok(Change {
                         value: topic.clone(),
                         revision: revision.max(0) as u64,
@@ -980,6 +1020,7 @@ impl Controller for EtcdController {
                 };
                 let puts = partition_puts(&inner.keys, &name, topic.id, topic.partitions, &added);
                 if let Some(revision) = write_topic(&inner, &name, &record, Some(entry.mod_revision), puts).await? {
+                    catch_up(&inner, revision).await;
                     let mut grown = topic.clone();
                     grown.partitions = partitions;
                     grown.assignments.extend(added);
@@ -1090,6 +1131,7 @@ impl Controller for EtcdController {
                 });
             }
             let revision = response.take_header().map(|h| h.revision()).unwrap_or(0);
+            catch_up(&inner, revision).await;
             Ok(Change {
                 value: record.state,
                 revision: revision.max(0) as u64,

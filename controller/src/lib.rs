@@ -65,9 +65,8 @@ pub struct PartitionState {
     /// Bumped by every change of leader, so requests and brokers can tell a stale
     /// leader from the current one (KIP-101, KIP-320).
     pub leader_epoch: i32,
-    /// The replicas that hold every committed record. Until replication exists a
-    /// follower never catches up, so this is the leader alone: leadership moves only to
-    /// a replica that has the data, never to an empty one.
+    /// The replicas that hold every committed record (the in-sync replicas): the
+    /// leader's high watermark waits for them, and leadership moves only among them.
     pub isr: Vec<i32>,
     /// Bumped by every change of this state (leader, ISR or replicas).
     pub partition_epoch: i32,
@@ -81,11 +80,12 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    /// A new partition led by its preferred replica.
+    /// A new partition led by its preferred replica, every replica in sync (they are
+    /// all empty, as in Kafka).
     pub fn new(replicas: Vec<i32>) -> PartitionState {
         let leader = replicas.first().copied().unwrap_or(NO_LEADER);
         PartitionState {
-            isr: vec![leader],
+            isr: replicas.clone(),
             replicas,
             leader,
             leader_epoch: 0,
