@@ -843,7 +843,7 @@ async fn update_partition(
         let mut response = bounded(client.txn(txn)).await?;
         if response.succeeded() {
             let revision = response.take_header().map(|h| h.revision()).unwrap_or(0);
-            catch_up(&inner, revision).await;
+            catch_up(inner, revision).await;
             return Ok(Change {
                 value: record.state,
                 revision: revision.max(0) as u64,
