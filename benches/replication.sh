@@ -4,7 +4,8 @@
 #
 #   1. produce throughput with acks=all on RF=3 topics (min.insync.replicas=2) and on
 #      RF=1 topics, alternating RF1 RF3 RF1 RF3 ..., reporting the median of each, the
-#      RF3/RF1 ratio of medians (target >= 0.5) and p99 produce latency;
+#      RF3/RF1 ratio of medians (target >= 0.5) and p99 produce latency (at saturation,
+#      so mostly queueing), then p50/p99 at a steady 50 MB/s;
 #   2. leader failover: a steady acks=all producer on an RF=3 partition while its
 #      leader is killed with SIGKILL (then restarted), five times; the failover time is
 #      the longest gap between two acknowledgements, which spans kill -9 to the first
@@ -92,6 +93,14 @@ done
 rf1=$(median <"$work/rf1"); rf3=$(median <"$work/rf3")
 echo "median RF=1 $rf1 MB/s (p99 $(median <"$work/p99-1") ms), RF=3 $rf3 MB/s (p99 $(median <"$work/p99-3") ms)"
 echo "RF3/RF1 = $(awk -v a="$rf3" -v b="$rf1" 'BEGIN { printf "%.2f", a / b }') (target >= 0.5)"
+
+echo "== latency: acks=all at a steady 50 MB/s (below both throughputs), p50 / p99"
+for rf in 1 3; do
+    out=$("$bench" produce --bootstrap "$bootstrap" --topic "steady-rf$rf" --partitions 6 \
+        --replication-factor "$rf" --topic-config "min.insync.replicas=$(( rf == 3 ? 2 : 1 ))" \
+        --acks all --rate-mb 50 --linger-ms 1 --duration "$duration" --json --delete-topic)
+    echo "RF=$rf at 50 MB/s: p50 $(echo "$out" | field latency_ms.p50) ms, p99 $(echo "$out" | field latency_ms.p99) ms"
+done
 
 [ "$failover" = 1 ] || exit 0
 echo "== failover: kill -9 the leader under a steady acks=all producer, 5 times"

@@ -685,6 +685,10 @@ fn a_second_broker_with_a_live_node_id_or_without_etcd_is_refused() {
 #[tokio::test]
 async fn topics_grow_and_go_cluster_wide() {
     let cluster = Cluster::start(2, &[]);
+    // Admin clients send CreateTopics to Metadata's controller: it is a live broker from
+    // the first moment, even before one has taken the controller duty.
+    let m = cluster.metadata(None);
+    assert!(m.brokers.iter().any(|b| b.node_id == m.controller_id), "{m:?}");
     create_topic(&cluster.addr(1), "grow", 2, 2)
         .await
         .expect("create with RF 2");

@@ -58,7 +58,7 @@ impl Handler for DescribeClusterHandler {
             DescribeClusterResponse::default()
                 .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
                 .with_cluster_id(StrBytes::from_string(metadata.cluster_id.clone()))
-                .with_controller_id(BrokerId(metadata.controller_id))
+                .with_controller_id(BrokerId(super::controller_for_clients(&shard, &metadata)))
                 .with_brokers(brokers)
                 .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED),
         )

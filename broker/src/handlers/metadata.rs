@@ -61,7 +61,7 @@ impl Handler for MetadataHandler {
             MetadataResponse::default()
                 .with_brokers(brokers)
                 .with_cluster_id(Some(StrBytes::from_string(metadata.cluster_id.clone())))
-                .with_controller_id(BrokerId(metadata.controller_id))
+                .with_controller_id(BrokerId(super::controller_for_clients(&shard, &metadata)))
                 .with_topics(topics),
         )
     }

@@ -243,6 +243,20 @@ pub(crate) fn moved_leader(
         .map(|s| (s.leader, s.leader_epoch))
 }
 
+/// The controller id Metadata and DescribeCluster give clients: the broker running the
+/// controller duty, or this broker while none does (a cluster's first second, or
+/// after the holder died). Admin clients send CreateTopics and the like to that id, and
+/// any broker can serve them; with -1 librdkafka waits for a metadata refresh that
+/// names one, which made a new cluster's first CreateTopics time out. Kafka in KRaft
+/// mode likewise answers with an alive broker.
+pub(crate) fn controller_for_clients(shard: &Shard, metadata: &sluice_controller::ClusterMetadata) -> i32 {
+    if metadata.brokers.contains_key(&metadata.controller_id) {
+        metadata.controller_id
+    } else {
+        shard.cluster.me.id
+    }
+}
+
 /// Helpers shared by handlers.
 pub(crate) fn error_code(error: Option<kafka_protocol::ResponseError>) -> i16 {
     error.map(|e| e.code()).unwrap_or(0)
