@@ -101,6 +101,25 @@ pub struct Cli {
     /// (offsets.topic.replication.factor; capped to the live brokers) [default: 3].
     #[arg(long, value_name = "N")]
     pub offsets_topic_replication_factor: Option<i16>,
+    /// Partitions of __transaction_state, fixed when it is first created
+    /// (transaction.state.log.num.partitions) [default: 50].
+    #[arg(long, value_name = "N")]
+    pub transaction_state_log_num_partitions: Option<i32>,
+    /// Replicas of __transaction_state, fixed when it is first created
+    /// (transaction.state.log.replication.factor; capped to the live brokers) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub transaction_state_log_replication_factor: Option<i16>,
+    /// min.insync.replicas of __transaction_state (transaction.state.log.min.isr;
+    /// capped to its replicas) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub transaction_state_log_min_isr: Option<i32>,
+    /// Largest transaction.timeout.ms a producer may ask for (transaction.max.timeout.ms) [default: 900000].
+    #[arg(long, value_name = "MS")]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// How often the coordinator aborts transactions older than their timeout
+    /// (transaction.abort.timed.out.transaction.cleanup.interval.ms) [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     /// How long a new group waits for more members before its first rebalance
     /// (group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long, value_name = "MS")]
@@ -154,6 +173,11 @@ struct FileConfig {
     acks_all_fsync: Option<bool>,
     offsets_topic_num_partitions: Option<i32>,
     offsets_topic_replication_factor: Option<i16>,
+    transaction_state_log_num_partitions: Option<i32>,
+    transaction_state_log_replication_factor: Option<i16>,
+    transaction_state_log_min_isr: Option<i32>,
+    transaction_max_timeout_ms: Option<i32>,
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     group_initial_rebalance_delay_ms: Option<u64>,
     group_min_session_timeout_ms: Option<i32>,
     group_max_session_timeout_ms: Option<i32>,
@@ -191,6 +215,11 @@ pub struct BrokerConfig {
     pub acks_all_fsync: bool,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_state_log_replication_factor: i16,
+    pub transaction_state_log_min_isr: i32,
+    pub transaction_max_timeout_ms: i32,
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     pub group_initial_rebalance_delay_ms: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -272,6 +301,26 @@ impl BrokerConfig {
                 .offsets_topic_replication_factor
                 .or(file.offsets_topic_replication_factor)
                 .unwrap_or(3),
+            transaction_state_log_num_partitions: cli
+                .transaction_state_log_num_partitions
+                .or(file.transaction_state_log_num_partitions)
+                .unwrap_or(50),
+            transaction_state_log_replication_factor: cli
+                .transaction_state_log_replication_factor
+                .or(file.transaction_state_log_replication_factor)
+                .unwrap_or(3),
+            transaction_state_log_min_isr: cli
+                .transaction_state_log_min_isr
+                .or(file.transaction_state_log_min_isr)
+                .unwrap_or(2),
+            transaction_max_timeout_ms: cli
+                .transaction_max_timeout_ms
+                .or(file.transaction_max_timeout_ms)
+                .unwrap_or(900_000),
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: cli
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .or(file.transaction_abort_timed_out_transaction_cleanup_interval_ms)
+                .unwrap_or(10_000),
             group_initial_rebalance_delay_ms: cli
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
@@ -349,6 +398,15 @@ impl BrokerConfig {
                 "io-engine must be auto, io_uring or pwrite, not {}",
                 self.io_engine
             ));
+        }
+        if self.transaction_state_log_num_partitions < 1
+            || self.transaction_state_log_replication_factor < 1
+            || self.transaction_state_log_min_isr < 1
+        {
+            return Err("--transaction-state-log-num-partitions, --transaction-state-log-replication-factor and --transaction-state-log-min-isr must be at least 1".into());
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return Err("--transaction-max-timeout-ms must be at least 1".into());
         }
         if self.offsets_topic_num_partitions < 1 {
             return Err("--offsets-topic-num-partitions must be at least 1".into());

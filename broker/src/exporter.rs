@@ -307,6 +307,28 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         f.gauge("sluice_storage_io_engine", help, &[("engine", engine.to_string())], 1.0);
     }
 
+    f.gauge(
+        "sluice_transactions_open",
+        "Transactions open (ongoing or being completed) at this broker's transaction coordinators.",
+        &[],
+        snapshots.iter().map(|s| s.transactions_open).sum::<usize>() as f64,
+    );
+    let help = "Transactions this broker's coordinators completed, by outcome.";
+    let committed: u64 = snapshots.iter().map(|s| s.transactions_committed).sum();
+    let aborted: u64 = snapshots.iter().map(|s| s.transactions_aborted).sum();
+    f.counter(
+        "sluice_transactions_total",
+        help,
+        &[("outcome", "commit".to_string())],
+        committed as f64,
+    );
+    f.counter(
+        "sluice_transactions_total",
+        help,
+        &[("outcome", "abort".to_string())],
+        aborted as f64,
+    );
+
     let mut high_watermarks = HashMap::new();
     for p in snapshots.iter().flat_map(|s| s.partitions.iter()) {
         high_watermarks.insert((p.topic.clone(), p.partition), p.high_watermark);
@@ -328,6 +350,12 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
             "Consumers read up to this offset.",
             &l,
             p.high_watermark as f64,
+        );
+        f.gauge(
+            "sluice_partition_last_stable_offset_lag",
+            "High watermark minus last stable offset: records read_committed consumers wait for while transactions are open.",
+            &l,
+            (p.high_watermark - p.last_stable_offset) as f64,
         );
         f.gauge(
             "sluice_partition_size_bytes",

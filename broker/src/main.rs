@@ -14,11 +14,13 @@ mod group;
 mod handlers;
 mod metrics;
 mod partition;
+mod peer;
 mod replication;
 mod router;
 mod server;
 mod shard;
 mod topic_config;
+mod txn;
 
 use std::process::ExitCode;
 

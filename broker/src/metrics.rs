@@ -142,6 +142,8 @@ pub struct PartitionStats {
     pub partition: i32,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// `read_committed` consumers read below this (KIP-98).
+    pub last_stable_offset: i64,
     pub log_end_offset: i64,
     pub size_bytes: u64,
     pub segments: usize,
@@ -168,6 +170,11 @@ pub struct ShardSnapshot {
     pub metrics: ShardMetrics,
     pub partitions: Vec<PartitionStats>,
     pub groups: Vec<GroupStats>,
+    /// Transactions open at the shard's transaction coordinator.
+    pub transactions_open: usize,
+    /// Transactions the shard's coordinator committed and aborted since start.
+    pub transactions_committed: u64,
+    pub transactions_aborted: u64,
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! `maybeIncrementLeaderHW`); with the leader alone in sync that is its own log end,
 //! at every append. It decides which followers have fallen behind or caught up, and the
 //! shard asks the controller to change the in-sync set. A follower's high watermark is
-//! what its leader last said, capped by its own log end. Transactions will add the last
-//! stable offset beside the high watermark.
+//! what its leader last said, capped by its own log end. The last stable offset is the
+//! high watermark held below the first batch of the oldest open transaction (KIP-98).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,10 +44,12 @@ impl TopicPartition {
     }
 }
 
-/// How far a read may go: consumers read to the high watermark, followers to the log end.
+/// How far a read may go: consumers read to the high watermark (`read_uncommitted`) or
+/// the last stable offset (`read_committed`), followers to the log end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBound {
     HighWatermark,
+    LastStable,
     LogEnd,
 }
 
@@ -55,6 +57,9 @@ pub enum ReadBound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
     pub log_start: LogStart,
+    /// The first offset of the oldest open transaction, capped by the high watermark:
+    /// `read_committed` consumers read below it.
+    pub last_stable: Offset,
     pub high_watermark: HighWatermark,
     pub log_end: LogEnd,
 }
@@ -227,9 +232,31 @@ impl Partition {
         let log = self.log.offsets();
         PartitionOffsets {
             log_start: log.log_start,
+            last_stable: self.last_stable_offset(),
             high_watermark: self.high_watermark,
             log_end: log.log_end,
         }
+    }
+
+    /// Kafka's last stable offset: the high watermark, or the first offset of the
+    /// oldest transaction still open if that is lower.
+    pub fn last_stable_offset(&self) -> Offset {
+        let mark = self.high_watermark.offset();
+        self.log.first_unstable_offset().map_or(mark, |first| first.min(mark))
+    }
+
+    /// Appends a transaction marker (see [`PartitionLog::append_marker`]); fetches
+    /// waiting here wake up (the last stable offset may have moved).
+    pub fn append_marker(
+        &mut self,
+        marker: &sluice_storage::Marker,
+        now_ms: i64,
+        durability: Durability,
+    ) -> Result<Appended, AppendError> {
+        let appended = self.log.append_marker(marker, now_ms, durability)?;
+        self.advance_high_watermark();
+        self.wake_readers();
+        Ok(appended)
     }
 
     /// The in-sync replicas as the controller last committed them.
@@ -391,6 +418,7 @@ impl Partition {
     ) -> impl Future<Output = Result<Bytes, ReadError>> + 'static {
         let upto = match bound {
             ReadBound::HighWatermark => self.high_watermark.offset(),
+            ReadBound::LastStable => self.last_stable_offset(),
             ReadBound::LogEnd => self.log.offsets().log_end.offset(),
         };
         let log = self.log.clone();

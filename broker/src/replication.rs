@@ -21,21 +21,17 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::{ClusterMetadata, NO_LEADER};
 use sluice_storage::{Durability, Offset};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::now_ms;
 use crate::partition::TopicPartition;
+use crate::peer::Peer;
 use crate::shard::Shard;
 
 /// Kafka's `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader
@@ -49,12 +45,6 @@ const FETCH_PARTITION_MAX_BYTES: i32 = 4 << 20;
 const FETCH_RESPONSE_MAX_BYTES: i32 = 16 << 20;
 /// Kafka's `replica.fetch.backoff.ms`: the pause after a failed fetch.
 const FETCH_BACKOFF: Duration = Duration::from_millis(200);
-/// A leader that does not answer in this long is treated as gone (the connection is
-/// dropped and made again); Kafka's `replica.socket.timeout.ms` is 30 s, but a fetch
-/// here waits at most [`FETCH_WAIT_MAX_MS`], so a few seconds are plenty.
-const PEER_TIMEOUT: Duration = Duration::from_secs(5);
-/// The largest response frame a follower accepts: a full fetch plus headers.
-const RESPONSE_FRAME_MAX: usize = FETCH_RESPONSE_MAX_BYTES as usize + (1 << 20);
 /// Kafka's `replica.high.watermark.checkpoint.interval.ms`.
 const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Versions spoken to the leader: the newest this broker serves.
@@ -130,7 +120,12 @@ async fn fetch_from(shard: Rc<Shard>, leader: i32) {
             continue;
         };
         if peer.as_ref().is_none_or(|p| p.address != address) {
-            match Peer::connect(address.clone(), shard.cluster.me.id).await {
+            match Peer::connect(
+                address.clone(),
+                format!("sluice-replica-fetcher-{}", shard.cluster.me.id),
+            )
+            .await
+            {
                 Ok(p) => peer = Some(p),
                 Err(e) => {
                     tracing::debug!(shard = shard.id, leader, "cannot reach the leader: {e}");
@@ -392,77 +387,5 @@ pub async fn maintain_isr(shard: Rc<Shard>) {
                 }
             });
         }
-    }
-}
-
-/// A connection to another broker, for requests this broker sends as a client.
-struct Peer {
-    address: (String, u16),
-    stream: TcpStream,
-    correlation_id: i32,
-    client_id: StrBytes,
-}
-
-impl Peer {
-    async fn connect(address: (String, u16), me: i32) -> io::Result<Peer> {
-        let connect = TcpStream::connect((address.0.as_str(), address.1));
-        let stream = tokio::time::timeout(PEER_TIMEOUT, connect)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
-        Ok(Peer {
-            address,
-            stream,
-            correlation_id: 0,
-            client_id: StrBytes::from_string(format!("sluice-replica-fetcher-{me}")),
-        })
-    }
-
-    /// Sends one request and reads its response.
-    async fn call<R: Request>(&mut self, request: &R, version: i16) -> io::Result<R::Response> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .map_err(io::Error::other)?;
-        request.encode(&mut body, version).map_err(io::Error::other)?;
-        let mut frame = BytesMut::with_capacity(4 + body.len());
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
-            let len = self.stream.read_i32().await?;
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|l| *l <= RESPONSE_FRAME_MAX)
-                .ok_or_else(|| io::Error::other(format!("response frame of {len} bytes")))?;
-            // Filled by the reads themselves: no zeroing of a buffer of up to 10 MiB.
-            let mut buf = BytesMut::with_capacity(len);
-            while buf.len() < len {
-                if self.stream.read_buf(&mut buf).await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the leader closed the connection",
-                    ));
-                }
-            }
-            Ok::<Bytes, io::Error>(buf.freeze())
-        };
-        let mut response = tokio::time::timeout(PEER_TIMEOUT, exchange)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the leader did not answer"))??;
-        let header =
-            ResponseHeader::decode(&mut response, R::Response::header_version(version)).map_err(io::Error::other)?;
-        if header.correlation_id != self.correlation_id {
-            return Err(io::Error::other("response to another request"));
-        }
-        let decoded = R::Response::decode(&mut response, version).map_err(io::Error::other)?;
-        let _ = response.remaining();
-        Ok(decoded)
     }
 }

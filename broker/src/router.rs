@@ -186,7 +186,7 @@ where
     Fut: Future<Output = T> + 'static,
 {
     let owner = shard.cluster.coordinator_shard::<C>(key);
-    let tp = TopicPartition::new(C::TOPIC, C::partition_for(key, shard.cluster.offsets_partitions));
+    let tp = shard.cluster.coordinator_partition::<C>(key);
     let answer = run_on(shard, owner, move |s| async move {
         match s.coordinator_status(&tp) {
             Ok(()) => Ok(work(s).await),

@@ -72,6 +72,12 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
             .topic(GroupCoordinator::TOPIC)
             .map_or(config.offsets_topic_num_partitions, |t| t.partitions),
     };
+    // Created when a transactional producer first needs it (as Kafka does); its
+    // partition count, once created, is the one that places transactional ids.
+    let txn_partitions = controller
+        .metadata()
+        .topic(crate::txn::TRANSACTION_STATE_TOPIC)
+        .map_or(config.transaction_state_log_num_partitions, |t| t.partitions);
     remove_orphan_partitions(&config.data_dir, &controller.metadata(), config.node_id);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (peers, inboxes): (Vec<_>, Vec<_>) = (0..config.shards)
@@ -87,6 +93,11 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         shutdown: shutdown_rx,
         offsets_partitions,
         groups: group_config(&config_for_groups),
+        txn_partitions,
+        txns: crate::txn::TxnConfig {
+            timeout_ms_max: config_for_groups.transaction_max_timeout_ms,
+            abort_check_interval_ms: config_for_groups.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+        },
         engine: choose_io_engine(&config_for_groups.io_engine)?,
         applied: (0..shards).map(|_| watch::channel(Applied::default()).0).collect(),
     });

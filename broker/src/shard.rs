@@ -29,6 +29,8 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::group::GroupConfig;
 use crate::metrics::{PartitionStats, ShardMetrics, ShardSnapshot};
 use crate::partition::{append_error, Partition, ReadBound, TopicPartition};
+use crate::txn::coordinator::TxnCoordinator;
+use crate::txn::TxnConfig;
 use crate::{now_ms, topic_config};
 
 /// Depth of each shard's inbox. Enough for every connection of a busy peer to have a
@@ -57,6 +59,9 @@ pub struct Cluster {
     /// Partitions of `__consumer_offsets`, which place groups on shards.
     pub offsets_partitions: i32,
     pub groups: GroupConfig,
+    /// Partitions of `__transaction_state`, which place transactional ids on shards.
+    pub txn_partitions: i32,
+    pub txns: TxnConfig,
     /// The storage backend each shard starts its own instance of.
     pub engine: sluice_storage::Engine,
     /// Each shard's applied metadata revision, so an admin change can answer once
@@ -72,12 +77,21 @@ impl Cluster {
         h.wrapping_add(partition as usize) % self.peers.len()
     }
 
+    /// The partition of coordinator `C`'s internal topic that `key` lives in.
+    pub fn coordinator_partition<C: Coordinator>(&self, key: &str) -> TopicPartition {
+        let partitions = if C::TOPIC == TxnCoordinator::TOPIC {
+            self.txn_partitions
+        } else {
+            self.offsets_partitions
+        };
+        TopicPartition::new(C::TOPIC, C::partition_for(key, partitions))
+    }
+
     /// The shard hosting `key`'s state for coordinator `C`: the owner of the
-    /// partition of `C`'s internal topic that the key lives in. The group coordinator
-    /// is the only one yet, so the count is `__consumer_offsets`'; the transaction
-    /// coordinator brings `__transaction_state`'s.
+    /// partition of `C`'s internal topic that the key lives in.
     pub fn coordinator_shard<C: Coordinator>(&self, key: &str) -> usize {
-        self.owner_of(C::TOPIC, C::partition_for(key, self.offsets_partitions))
+        let tp = self.coordinator_partition::<C>(key);
+        self.owner_of(&tp.topic, tp.partition)
     }
 }
 
@@ -121,9 +135,11 @@ pub struct Shard {
     pub logs: Rc<LogManager>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
-    /// The `__consumer_offsets` partitions this shard owns and this broker leads, and
-    /// whether their groups are loaded.
-    coordinating: RefCell<HashMap<i32, Hosting>>,
+    /// The transactional ids this shard coordinates.
+    pub txns: Rc<TxnCoordinator>,
+    /// The coordinator partitions (`__consumer_offsets`, `__transaction_state`) this
+    /// shard owns and this broker leads, and whether their state is loaded.
+    coordinating: RefCell<HashMap<TopicPartition, Hosting>>,
     /// Whether this broker's controller session certainly lasts (see [`Shard::leads`]).
     session: RefCell<bool>,
     /// The leaders this shard runs a replica fetcher for (see `replication`).
@@ -157,6 +173,7 @@ impl Shard {
         Shard {
             id,
             groups: GroupCoordinator::new(cluster.groups.clone(), cluster.offsets_partitions),
+            txns: Rc::new(TxnCoordinator::new(cluster.txns.clone(), cluster.txn_partitions)),
             cluster,
             coordinating: RefCell::new(HashMap::new()),
             metadata: RefCell::new(metadata),
@@ -253,63 +270,65 @@ impl Shard {
         }
     }
 
-    /// Loads the groups of each `__consumer_offsets` partition this shard owns that
-    /// this broker has come to lead, and forgets those of the ones it no longer leads
-    /// (the group moves with the partition's leadership, as in Kafka).
+    /// Loads the state of each coordinator partition (`__consumer_offsets`,
+    /// `__transaction_state`) this shard owns that this broker has come to lead, and
+    /// forgets that of the ones it no longer leads (a group or a transactional id moves
+    /// with its partition's leadership, as in Kafka).
     fn follow_coordinator_leadership(self: &Rc<Self>, metadata: &ClusterMetadata) {
-        let Some(topic) = metadata.topic(GroupCoordinator::TOPIC) else {
-            return;
-        };
-        let led: Vec<i32> = (0..topic.partitions)
-            .filter(|&p| self.cluster.owner_of(&topic.name, p) == self.id)
-            .filter(|&p| topic.partition(p).is_some_and(|s| self.leads(metadata, s.leader)))
-            .filter(|&p| {
-                self.partitions
-                    .borrow()
-                    .contains_key(&TopicPartition::new(&topic.name, p))
-            })
-            .collect();
-        let lost: Vec<i32> = self
+        let mut led = Vec::new();
+        for name in [GroupCoordinator::TOPIC, TxnCoordinator::TOPIC] {
+            let Some(topic) = metadata.topic(name) else {
+                continue;
+            };
+            for p in 0..topic.partitions {
+                let tp = TopicPartition::new(name, p);
+                if self.cluster.owner_of(name, p) == self.id
+                    && topic.partition(p).is_some_and(|s| self.leads(metadata, s.leader))
+                    && self.partitions.borrow().contains_key(&tp)
+                {
+                    led.push(tp);
+                }
+            }
+        }
+        let lost: Vec<TopicPartition> = self
             .coordinating
             .borrow()
             .keys()
-            .filter(|p| !led.contains(p))
-            .copied()
+            .filter(|tp| !led.contains(tp))
+            .cloned()
             .collect();
-        for p in lost {
-            self.coordinating.borrow_mut().remove(&p);
-            self.groups.unload(&TopicPartition::new(&topic.name, p));
-            tracing::info!(
-                shard = self.id,
-                partition = p,
-                "no longer coordinating the groups of this offsets partition"
-            );
+        for tp in lost {
+            self.coordinating.borrow_mut().remove(&tp);
+            if tp.topic == GroupCoordinator::TOPIC {
+                self.groups.unload(&tp);
+            } else {
+                self.txns.unload(&tp);
+            }
+            tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition, "no longer coordinating this partition's keys");
         }
-        for p in led {
-            if self.coordinating.borrow().contains_key(&p) {
+        for tp in led {
+            if self.coordinating.borrow().contains_key(&tp) {
                 continue;
             }
-            self.coordinating.borrow_mut().insert(p, Hosting::Loading);
+            self.coordinating.borrow_mut().insert(tp.clone(), Hosting::Loading);
             let shard = self.clone();
             tokio::task::spawn_local(async move {
-                let tp = TopicPartition::new(GroupCoordinator::TOPIC, p);
-                let loaded = shard.groups.load(shard.as_ref(), std::slice::from_ref(&tp)).await;
+                let loaded = if tp.topic == GroupCoordinator::TOPIC {
+                    shard.groups.load(shard.as_ref(), std::slice::from_ref(&tp)).await
+                } else {
+                    shard.txns.load(shard.as_ref(), std::slice::from_ref(&tp)).await
+                };
                 let mut coordinating = shard.coordinating.borrow_mut();
                 match loaded {
                     // Still ours (leadership may have moved on while it loaded).
-                    Ok(()) if coordinating.get(&p) == Some(&Hosting::Loading) => {
-                        coordinating.insert(p, Hosting::Ready);
-                        tracing::debug!(
-                            shard = shard.id,
-                            partition = p,
-                            groups = shard.groups.group_count(),
-                            "coordinating"
-                        );
+                    Ok(()) if coordinating.get(&tp) == Some(&Hosting::Loading) => {
+                        coordinating.insert(tp.clone(), Hosting::Ready);
+                        tracing::debug!(shard = shard.id, topic = %tp.topic, partition = tp.partition, "coordinating");
                     }
                     Ok(()) => {}
                     Err(e) => {
-                        tracing::error!(shard = shard.id, partition = p, "cannot load groups: {e}");
-                        coordinating.remove(&p);
+                        tracing::error!(shard = shard.id, topic = %tp.topic, partition = tp.partition, "cannot load coordinator state: {e}");
+                        coordinating.remove(&tp);
                     }
                 }
             });
@@ -320,8 +339,8 @@ impl Shard {
     /// NOT_COORDINATOR when this broker does not lead it, COORDINATOR_LOAD_IN_PROGRESS
     /// while its state is replayed.
     pub fn coordinator_status(&self, tp: &TopicPartition) -> Result<(), ResponseError> {
-        match self.coordinating.borrow().get(&tp.partition) {
-            Some(Hosting::Ready) if tp.topic == GroupCoordinator::TOPIC => Ok(()),
+        match self.coordinating.borrow().get(tp) {
+            Some(Hosting::Ready) => Ok(()),
             Some(Hosting::Loading) => Err(ResponseError::CoordinatorLoadInProgress),
             _ => Err(ResponseError::NotCoordinator),
         }
@@ -469,6 +488,29 @@ impl Shard {
         }
     }
 
+    /// Appends a transaction marker to a partition this shard owns and leads (as
+    /// acks=all: the in-sync set must be large enough).
+    pub fn append_marker(
+        &self,
+        tp: &TopicPartition,
+        marker: &sluice_storage::Marker,
+        durability: Durability,
+    ) -> Result<Appended, (ResponseError, Option<String>)> {
+        let durability = self.durability(durability);
+        let mut partitions = self.partitions.borrow_mut();
+        let Some(p) = partitions.get_mut(tp) else {
+            return Err((ResponseError::UnknownTopicOrPartition, None));
+        };
+        if !p.is_leader() {
+            return Err((ResponseError::NotLeaderOrFollower, None));
+        }
+        if (p.isr().len() as i32) < p.min_insync_replicas {
+            return Err((ResponseError::NotEnoughReplicas, None));
+        }
+        p.append_marker(marker, now_ms(), durability)
+            .map_err(|e| (append_error(&e), Some(e.to_string())))
+    }
+
     /// Waits until everything before `target` in `tp` is committed (the high watermark
     /// passed it) under the leadership that took the append: acks=all's answer. A
     /// leadership change first is NOT_LEADER_OR_FOLLOWER (the batch may be truncated
@@ -517,8 +559,9 @@ impl Shard {
     }
 
     /// Runs this shard's coordinators' timers.
-    pub fn tick_coordinators(&self) {
-        self.groups.tick(self);
+    pub fn tick_coordinators(self: &Rc<Self>) {
+        self.groups.tick(self.as_ref());
+        self.txns.maintain(self);
     }
 
     /// Counters plus every partition's offsets and every group's state.
@@ -534,6 +577,7 @@ impl Shard {
                     partition: tp.partition,
                     log_start_offset: o.log_start.value(),
                     high_watermark: o.high_watermark.value(),
+                    last_stable_offset: o.last_stable.value(),
                     log_end_offset: o.log_end.value(),
                     size_bytes: p.log().size_bytes(),
                     segments: p.log().segment_count(),
@@ -546,6 +590,9 @@ impl Shard {
             metrics: self.metrics.borrow().clone(),
             partitions,
             groups: self.groups.stats(),
+            transactions_open: self.txns.open_count(),
+            transactions_committed: self.txns.outcomes.get().0,
+            transactions_aborted: self.txns.outcomes.get().1,
         }
     }
 }

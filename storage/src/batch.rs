@@ -184,8 +184,10 @@ pub fn validate_produced(records: &[u8], size_limit: usize) -> Result<BatchHeade
     if header.is_control() {
         return Err(BatchError::InvalidRecord("clients may not send control batches"));
     }
-    if header.is_transactional() {
-        return Err(BatchError::InvalidRecord("transactions are not supported yet"));
+    if header.is_transactional() && (header.producer_id < 0 || header.producer_epoch < 0) {
+        return Err(BatchError::InvalidRecord(
+            "a transactional batch needs a producer id and epoch",
+        ));
     }
     if header.record_count <= 0 || header.last_offset_delta < 0 {
         return Err(BatchError::InvalidRecord("batch has no records"));
@@ -340,6 +342,34 @@ pub fn build(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
     let crc = crc32c::crc32c(&b[CRC_START..]);
     b[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
     b
+}
+
+/// Sets a built batch's producer fields and its transactional and control flags, and
+/// recomputes the CRC (the broker's own transactional offset commits and markers).
+pub fn set_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+    control: bool,
+) {
+    if batch.len() < BATCH_HEADER_LEN {
+        return;
+    }
+    let mut attributes = read_i16(batch, ATTRIBUTES_POS) & !(TRANSACTIONAL_FLAG | CONTROL_FLAG);
+    if transactional {
+        attributes |= TRANSACTIONAL_FLAG;
+    }
+    if control {
+        attributes |= CONTROL_FLAG;
+    }
+    batch[ATTRIBUTES_POS..ATTRIBUTES_POS + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[PRODUCER_ID_POS..PRODUCER_ID_POS + 8].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_POS..PRODUCER_EPOCH_POS + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_POS..BASE_SEQUENCE_POS + 4].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn put_varint(out: &mut Vec<u8>, v: i64) {

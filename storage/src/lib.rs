@@ -18,6 +18,7 @@ pub mod manager;
 pub mod offset;
 pub mod producer;
 pub mod segment;
+pub mod txn;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};
 pub use io::Engine;
@@ -25,6 +26,7 @@ pub use log::{AppendError, AppendInfo, Log, LogConfig, ReadError};
 pub use manager::{AppendReceipt, Appended, Durability, LogManager, PartitionLog, RoundStats, WriteFailed};
 pub use offset::{Flushed, HighWatermark, LogEnd, LogOffsets, LogStart, Offset, Written};
 pub use producer::SequenceError;
+pub use txn::{AbortedTxn, ControlType, Marker};
 
 #[cfg(test)]
 mod tests;

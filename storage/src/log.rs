@@ -27,6 +27,7 @@ use crate::io::{FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
 use crate::segment::{DiskRead, FileWrite, ReadStep, Segment, Target};
+use crate::txn::{self, AbortedTxn, Marker, Transactions};
 
 /// Per-topic settings, named after Kafka's topic configs.
 #[derive(Debug, Clone)]
@@ -254,6 +255,8 @@ pub struct Log {
     /// The epoch stamped into appended batches: this broker's leader epoch for the
     /// partition, as [`Log::become_leader`] last set it.
     leader_epoch: i32,
+    /// Open and aborted transactions (KIP-98).
+    txns: Transactions,
 }
 
 /// Segments replayed at open to rebuild idempotent-producer state: the active one and
@@ -289,9 +292,28 @@ impl Log {
         if segments.is_empty() {
             segments.insert(Offset::ZERO, Segment::create(io.as_ref(), dir, Offset::ZERO, now_ms)?);
         }
+        // Producer and transaction state from the newest segments' batches; older
+        // segments' aborted transactions from their indexes. A transaction still open
+        // from before the replayed segments is taken to start at the first batch seen
+        // (transactions last minutes, segments far longer).
         let mut producers = ProducerState::default();
-        for segment in segments.values().rev().take(SEGMENTS_REPLAYED_FOR_PRODUCERS).rev() {
-            segment.visit_headers(|h| producers.record(h, now_ms))?;
+        let mut txns = Transactions::default();
+        let replayed = segments.len().saturating_sub(SEGMENTS_REPLAYED_FOR_PRODUCERS);
+        let mut aborted_loaded = Vec::new();
+        for base in segments.keys().take(replayed) {
+            aborted_loaded.extend(txn::read_index(io.as_ref(), dir, *base)?);
+        }
+        txns.load_aborted(aborted_loaded);
+        for segment in segments.values().skip(replayed) {
+            let mut aborted_here = Vec::new();
+            segment.visit_batches(|h, control| {
+                producers.record(h, now_ms);
+                aborted_here.extend(txns.record(h, control));
+            })?;
+            let base = segment.base_offset();
+            if txn::read_index(io.as_ref(), dir, base)? != aborted_here {
+                txn::write_index(io.as_ref(), dir, base, &aborted_here)?;
+            }
         }
         let log_start = *segments.keys().next().unwrap_or(&Offset::ZERO);
         let log_end = segments
@@ -338,6 +360,7 @@ impl Log {
             producers,
             epochs,
             leader_epoch,
+            txns,
         })
     }
 
@@ -460,6 +483,7 @@ impl Log {
         };
         active.append(Bytes::from(head), body, &header, index_interval);
         self.producers.record(&header, now_ms);
+        self.txns.record(&header, None);
         self.records_since_flush += header.record_count as u64;
         Ok(AppendInfo {
             base_offset,
@@ -469,6 +493,63 @@ impl Log {
             record_count: header.record_count,
             duplicate: false,
         })
+    }
+
+    /// Appends a transaction marker (WriteTxnMarkers): a control batch ending
+    /// `marker.producer_id`'s transaction here. A marker of an epoch older than the
+    /// producer's is refused as fenced; an ABORT is in the segment's transaction index
+    /// (synced) before this returns.
+    pub fn append_marker(&mut self, marker: &Marker, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        self.producers.check_marker(marker.producer_id, marker.producer_epoch)?;
+        let bytes = txn::build_marker(marker, now_ms);
+        let header = BatchHeader::parse(&bytes)?;
+        let base_offset = self.log_end().offset();
+        let mut bytes = bytes;
+        batch::assign(&mut bytes, base_offset, self.leader_epoch, None);
+        if self.epochs.assign(self.leader_epoch, base_offset) {
+            self.epochs.store(self.io.as_ref(), &self.dir)?;
+        }
+        let header = BatchHeader {
+            base_offset,
+            partition_leader_epoch: self.leader_epoch,
+            ..header
+        };
+        self.maybe_roll(&header, now_ms)?;
+        let index_interval = self.config.index_interval_bytes;
+        let Some(active) = self.segments.values_mut().next_back() else {
+            return Err(io::Error::other("log has no active segment").into());
+        };
+        let base = active.base_offset();
+        active.append(Bytes::from(bytes), Bytes::new(), &header, index_interval);
+        self.producers.record(&header, now_ms);
+        if let Some(aborted) = self.txns.record(&header, Some(marker.control)) {
+            txn::append_index(self.io.as_ref(), &self.dir, base, &aborted)?;
+        }
+        self.records_since_flush += 1;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: base_offset,
+            log_append_time_ms: None,
+            log_start_offset: self.log_start,
+            record_count: 1,
+            duplicate: false,
+        })
+    }
+
+    /// The first offset of the oldest transaction open here: the last stable offset
+    /// is at most this.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.txns.first_unstable()
+    }
+
+    /// How many transactions are open here.
+    pub fn open_transactions(&self) -> usize {
+        self.txns.ongoing_count()
+    }
+
+    /// The aborted transactions overlapping `from..=upto`, for a `read_committed` fetch.
+    pub fn aborted_overlapping(&self, from: Offset, upto: Offset) -> Vec<AbortedTxn> {
+        self.txns.aborted_overlapping(from, upto)
     }
 
     /// Appends batches copied from the leader (a follower's fetch), keeping the
@@ -498,8 +579,17 @@ impl Log {
             let Some(active) = self.segments.values_mut().next_back() else {
                 return Err(io::Error::other("log has no active segment").into());
             };
+            let control = if header.is_control() {
+                txn::control_type(&whole)
+            } else {
+                None
+            };
+            let base = active.base_offset();
             active.append(whole, Bytes::new(), &header, index_interval);
             self.producers.record(&header, now_ms);
+            if let Some(aborted) = self.txns.record(&header, control) {
+                txn::append_index(self.io.as_ref(), &self.dir, base, &aborted)?;
+            }
             self.records_since_flush += header.record_count.max(0) as u64;
             pos += header.size;
         }

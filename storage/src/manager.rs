@@ -351,11 +351,31 @@ impl PartitionLog {
     /// there even for [`Durability::Appended`] when the log's unwritten tail is over its
     /// bound). A retried duplicate of an idempotent producer waits like a new batch.
     pub fn append(&self, records: Bytes, now_ms: i64, durability: Durability) -> Result<Appended, AppendError> {
+        self.append_with(now_ms, durability, |log| log.append(records, now_ms))
+    }
+
+    /// Appends a transaction marker ([`Log::append_marker`]), with a receipt as
+    /// [`PartitionLog::append`] gives.
+    pub fn append_marker(
+        &self,
+        marker: &crate::txn::Marker,
+        now_ms: i64,
+        durability: Durability,
+    ) -> Result<Appended, AppendError> {
+        self.append_with(now_ms, durability, |log| log.append_marker(marker, now_ms))
+    }
+
+    fn append_with(
+        &self,
+        now_ms: i64,
+        durability: Durability,
+        append: impl FnOnce(&mut Log) -> Result<crate::log::AppendInfo, AppendError>,
+    ) -> Result<Appended, AppendError> {
         if self.log.progress.borrow().failed || self.log.deleted.get() {
             return Err(AppendError::Failed);
         }
         let mut log = self.log.log.borrow_mut();
-        let info = match log.append(records, now_ms) {
+        let info = match append(&mut log) {
             Ok(info) => info,
             Err(e) => {
                 if let AppendError::Io(io) = &e {
@@ -380,6 +400,21 @@ impl PartitionLog {
             synced,
         });
         Ok(Appended { info, receipt })
+    }
+
+    /// See [`Log::first_unstable_offset`].
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.log.log.borrow().first_unstable_offset()
+    }
+
+    /// See [`Log::open_transactions`].
+    pub fn open_transactions(&self) -> usize {
+        self.log.log.borrow().open_transactions()
+    }
+
+    /// See [`Log::aborted_overlapping`].
+    pub fn aborted_overlapping(&self, from: Offset, upto: Offset) -> Vec<crate::txn::AbortedTxn> {
+        self.log.log.borrow().aborted_overlapping(from, upto)
     }
 
     /// Reads whole batches from `offset`: up to `max_bytes`, or the first batch alone if

@@ -113,8 +113,32 @@ impl ProducerState {
         Ok(SequenceCheck::New)
     }
 
+    /// Checks a transaction marker: one from an epoch older than the producer's
+    /// current one comes from a fenced coordinator's view and is refused.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if epoch < entry.epoch => Err(SequenceError::Fenced {
+                producer_id,
+                epoch,
+                current: entry.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Records a batch that is now in the log (on append, and on replay at recovery).
+    /// A transaction marker moves its producer to the marker's epoch (a coordinator
+    /// that bumped the epoch to fence a zombie writes its markers with the new one).
     pub fn record(&mut self, batch: &BatchHeader, now_ms: i64) {
+        if batch.producer_id >= 0 && batch.is_control() {
+            let entry = self.producers.entry(batch.producer_id).or_default();
+            if batch.producer_epoch > entry.epoch {
+                entry.batches.clear();
+                entry.epoch = batch.producer_epoch;
+            }
+            entry.last_append_ms = now_ms;
+            return;
+        }
         if batch.producer_id < 0 || batch.base_sequence < 0 {
             return;
         }

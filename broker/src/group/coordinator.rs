@@ -36,8 +36,14 @@ enum Parked {
     Sync(oneshot::Sender<SyncResult>),
 }
 
+/// Offsets a transaction committed (TxnOffsetCommit) and its marker has not decided
+/// yet, by (`__consumer_offsets` partition, producer id): (group, (topic, partition),
+/// offset) in commit order.
+type PendingTxnOffsets = HashMap<(i32, i64), Vec<(String, (String, i32), Committed)>>;
+
 pub(crate) struct GroupCoordinator {
     groups: RefCell<Groups>,
+    pending_txn: RefCell<PendingTxnOffsets>,
     parked: RefCell<HashMap<Ticket, Parked>>,
     next_ticket: std::cell::Cell<Ticket>,
     /// Partitions of `__consumer_offsets`, which place every group.
@@ -74,7 +80,31 @@ impl Coordinator for GroupCoordinator {
                     let (batch, tail) = rest.split_at(h.size);
                     rest = tail;
                     offset = h.next_offset();
-                    if h.compression() != 0 || h.is_control() {
+                    if h.is_control() {
+                        // A transaction's marker decides its offset commits.
+                        if let Some(control) = sluice_storage::txn::control_type(batch) {
+                            self.complete_txn(tp, h.producer_id, control == sluice_storage::ControlType::Commit);
+                        }
+                        continue;
+                    }
+                    if h.compression() != 0 {
+                        continue;
+                    }
+                    if h.is_transactional() {
+                        let mut pending = self.pending_txn.borrow_mut();
+                        let entry = pending.entry((tp.partition, h.producer_id)).or_default();
+                        let _ = batch::for_each_record(&batch[BATCH_HEADER_LEN..], |r| {
+                            if let Some(records::OffsetsRecord::Offset {
+                                group,
+                                topic,
+                                partition,
+                                value: Some(c),
+                            }) = r.key.and_then(|k| records::decode(k, r.value))
+                            {
+                                entry.push((group, (topic, partition), c));
+                            }
+                            Ok(())
+                        });
                         continue;
                     }
                     let mut groups = self.groups.borrow_mut();
@@ -114,6 +144,7 @@ impl GroupCoordinator {
     pub fn new(config: GroupConfig, offsets_partitions: i32) -> GroupCoordinator {
         GroupCoordinator {
             groups: RefCell::new(Groups::new(config)),
+            pending_txn: RefCell::new(HashMap::new()),
             parked: RefCell::new(HashMap::new()),
             next_ticket: std::cell::Cell::new(0),
             offsets_partitions,
@@ -128,6 +159,7 @@ impl GroupCoordinator {
     /// Forgets the groups of `tp`, whose leadership moved away: their parked requests
     /// are answered NOT_COORDINATOR so members find the new coordinator.
     pub fn unload(&self, tp: &TopicPartition) {
+        self.pending_txn.borrow_mut().retain(|(p, _), _| *p != tp.partition);
         let tickets = self.groups.borrow_mut().unload(|id| self.partition_of(id) == *tp);
         let mut parked = self.parked.borrow_mut();
         for ticket in tickets {
@@ -141,10 +173,6 @@ impl GroupCoordinator {
                 None => {}
             }
         }
-    }
-
-    pub fn group_count(&self) -> usize {
-        self.groups.borrow().len()
     }
 
     /// Parks a request: its answer comes through the returned receiver.
@@ -296,6 +324,122 @@ impl GroupCoordinator {
         errors
     }
 
+    /// TxnOffsetCommit (KIP-98, KIP-447): the offsets are written to the group's
+    /// partition as part of the producer's transaction and take effect when its COMMIT
+    /// marker lands there ([`GroupCoordinator::complete_txn`]); an ABORT drops them.
+    /// Per topic and partition, the error (None when written).
+    pub async fn txn_commit(
+        &self,
+        host: &impl Host,
+        group_id: &str,
+        producer: (i64, i16),
+        commit: OffsetCommit,
+    ) -> Vec<Vec<Option<ResponseError>>> {
+        let metadata = host.metadata();
+        let now_wall = now_ms();
+        // A producer that is no group member (generation -1, no member id) commits
+        // without membership checks, as Kafka allows.
+        let group_check = if commit.generation < 0 && commit.member_id.is_empty() {
+            if group_id.is_empty() || group_id.len() > super::ID_LEN_MAX {
+                Err(ResponseError::InvalidGroupId)
+            } else {
+                Ok(())
+            }
+        } else {
+            self.groups.borrow_mut().check_commit(group_id, &commit, Instant::now())
+        };
+        let mut errors: Vec<Vec<Option<ResponseError>>> =
+            commit.topics.iter().map(|(_, parts)| vec![None; parts.len()]).collect();
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (t, (topic, parts)) in commit.topics.iter().enumerate() {
+            let known = metadata.topic(topic).map(|m| m.partitions);
+            for (i, p) in parts.iter().enumerate() {
+                let check = group_check.and_then(|()| {
+                    if !known.is_some_and(|n| (0..n).contains(&p.partition)) {
+                        return Err(ResponseError::UnknownTopicOrPartition);
+                    }
+                    self.groups.borrow().check_offset(p)
+                });
+                if let Err(e) = check {
+                    errors[t][i] = Some(e);
+                    continue;
+                }
+                let committed = Committed {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata: p.metadata.clone().unwrap_or_default(),
+                    commit_timestamp_ms: now_wall,
+                };
+                records.push((
+                    records::offset_key(group_id, topic, p.partition),
+                    Some(records::offset_value(&committed)),
+                ));
+                accepted.push(((t, i), (group_id.to_string(), (topic.clone(), p.partition), committed)));
+            }
+        }
+        if accepted.is_empty() {
+            return errors;
+        }
+        let tp = self.partition_of(group_id);
+        let pairs: Vec<batch::KeyValue> = records
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let mut built = batch::build(&pairs, now_wall);
+        batch::set_producer(&mut built, producer.0, producer.1, -1, true, false);
+        let (positions, offsets): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
+        let pending_key = (tp.partition, producer.0);
+        let outcome = match host.append(&tp, Bytes::from(built), Durability::Synced) {
+            Ok(appended) => {
+                self.pending_txn
+                    .borrow_mut()
+                    .entry(pending_key)
+                    .or_default()
+                    .extend(offsets);
+                self.wait_durable(host, group_id, &tp, appended).await
+            }
+            Err(error) => {
+                tracing::error!(group = group_id, "cannot write to {OFFSETS_TOPIC}: {error:?}");
+                Err(ResponseError::CoordinatorNotAvailable)
+            }
+        };
+        if let Err(e) = outcome {
+            for (t, i) in positions {
+                errors[t][i] = Some(e);
+            }
+        }
+        errors
+    }
+
+    /// A transaction marker landed in `tp` for `producer_id`: its pending offset
+    /// commits take effect (COMMIT) or are dropped (ABORT).
+    pub fn complete_txn(&self, tp: &TopicPartition, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending_txn.borrow_mut().remove(&(tp.partition, producer_id)) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        let now_wall = now_ms();
+        let mut groups = self.groups.borrow_mut();
+        for (group, key, committed) in pending {
+            groups.record_offsets(&group, vec![(key, committed)], now_wall);
+        }
+    }
+
+    /// Whether a transaction has an undecided offset commit for this group's
+    /// partition (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let offsets_partition = self.partition_of(group_id).partition;
+        self.pending_txn.borrow().iter().any(|((p, _), offsets)| {
+            *p == offsets_partition
+                && offsets
+                    .iter()
+                    .any(|(g, (t, q), _)| g == group_id && t == topic && *q == partition)
+        })
+    }
+
     pub fn committed(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<FetchedOffsets> {
         self.groups.borrow().committed(group_id, topics)
     }
@@ -394,13 +538,25 @@ impl GroupCoordinator {
         };
         apply();
         let tp = self.partition_of(group_id);
+        self.wait_durable(host, group_id, &tp, appended).await
+    }
+
+    /// Waits until an append to the group's partition is durable and on every in-sync
+    /// replica (as acks=all), with Kafka's answers for a commit that did not take.
+    async fn wait_durable(
+        &self,
+        host: &impl Host,
+        group_id: &str,
+        tp: &TopicPartition,
+        appended: sluice_storage::Appended,
+    ) -> Result<(), ResponseError> {
         let target = appended.info.last_offset.plus(1);
         let durable = async {
             if let Some(receipt) = appended.receipt {
                 receipt.wait().await.map_err(|_| ResponseError::KafkaStorageError)?;
             }
             // Replicated to every in-sync replica, so the group's next coordinator has it.
-            host.committed(&tp, target).await
+            host.committed(tp, target).await
         };
         match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, durable).await {
             Ok(Ok(())) => Ok(()),

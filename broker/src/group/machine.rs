@@ -49,10 +49,6 @@ impl Groups {
         std::mem::take(&mut self.outbox)
     }
 
-    pub fn len(&self) -> usize {
-        self.groups.len()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()
     }

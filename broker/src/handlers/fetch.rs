@@ -3,16 +3,20 @@
 //! a waker with every partition read, so an append wakes the fetch at once; applies
 //! `partition_max_bytes` and `max_bytes` with KIP-74's rule that the first batch of the
 //! response is returned whole even when larger. Fetch sessions (KIP-227) are answered
-//! sessionless (session id 0), which every client accepts.
+//! sessionless (session id 0), which every client accepts. `read_committed` consumers
+//! (isolation level 1, KIP-98) read up to the last stable offset and are told which
+//! transactions in the range were aborted, so they drop those batches.
 
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, LeaderIdAndEpoch, PartitionData};
-use kafka_protocol::messages::BrokerId;
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, ProducerId};
 use kafka_protocol::ResponseError;
 use sluice_storage::{BatchHeader, Offset, ReadError};
 use tokio::sync::Notify;
@@ -40,8 +44,12 @@ pub struct FetchItem {
 pub struct FetchOutcome {
     pub error: Option<ResponseError>,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+    /// `read_committed` only: (producer id, first offset) of each aborted transaction
+    /// overlapping the records.
+    pub aborted: Option<Vec<(i64, i64)>>,
 }
 
 /// One pass of a fetch over its partitions' owning shards; each partition read wakes
@@ -52,6 +60,8 @@ pub(crate) struct FetchOp {
     /// The follower broker fetching (a replica fetch reads to the log end and reports
     /// the follower's log end to the leader), or None for a consumer.
     replica: Option<i32>,
+    /// A consumer with `isolation.level=read_committed`.
+    read_committed: bool,
 }
 
 impl PartitionOp for FetchOp {
@@ -67,8 +77,10 @@ impl PartitionOp for FetchOp {
         FetchOutcome {
             error: Some(error),
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             records: Bytes::new(),
+            aborted: None,
         }
     }
 
@@ -87,26 +99,42 @@ impl PartitionOp for FetchOp {
                             }
                             ReadBound::LogEnd
                         }
+                        None if self.read_committed => ReadBound::LastStable,
                         None => ReadBound::HighWatermark,
                     };
                     p.watch(&self.waker);
                     let offsets = p.offsets();
                     let read = p.read(Offset(item.offset), item.max_bytes, bound);
-                    Some((offsets, read))
+                    Some((offsets, read, p.log().clone()))
                 })
             };
+            let read_committed = self.read_committed && self.replica.is_none();
             async move {
-                let Some((offsets, read)) = started else {
+                let Some((offsets, read, log)) = started else {
                     return Self::refused(ResponseError::UnknownTopicOrPartition);
                 };
                 let mut out = FetchOutcome {
                     error: None,
                     high_watermark: offsets.high_watermark.value(),
+                    last_stable_offset: offsets.last_stable.value(),
                     log_start_offset: offsets.log_start.value(),
                     records: Bytes::new(),
+                    aborted: read_committed.then(Vec::new),
                 };
                 match read.await {
-                    Ok(records) => out.records = records,
+                    Ok(records) => {
+                        if read_committed {
+                            if let Some(last) = last_offset(&records) {
+                                out.aborted = Some(
+                                    log.aborted_overlapping(Offset(item.offset), last)
+                                        .into_iter()
+                                        .map(|a| (a.producer_id, a.first_offset.value()))
+                                        .collect(),
+                                );
+                            }
+                        }
+                        out.records = records;
+                    }
                     Err(ReadError::OffsetOutOfRange { .. }) => out.error = Some(ResponseError::OffsetOutOfRange),
                     Err(ReadError::Io(e)) => {
                         tracing::error!(topic = %tp.topic, partition = tp.partition, "read failed: {e}");
@@ -134,6 +162,7 @@ impl Handler for FetchHandler {
         let op = FetchOp {
             waker: Arc::new(Notify::new()),
             replica,
+            read_committed: request.isolation_level == 1,
         };
         let mut shutdown = shard.cluster.shutdown.clone();
         loop {
@@ -226,6 +255,20 @@ fn count_fetched(shard: &Shard, request: &FetchRequest, outcomes: &[FetchOutcome
     }
 }
 
+/// The last offset of the last whole batch in `records`.
+fn last_offset(records: &[u8]) -> Option<Offset> {
+    let mut rest = records;
+    let mut last = None;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        if h.size > rest.len() {
+            break;
+        }
+        last = Some(h.last_offset());
+        rest = &rest[h.size..];
+    }
+    last
+}
+
 fn first_batch_len(records: &[u8]) -> usize {
     BatchHeader::parse(records)
         .map(|h| h.size.min(records.len()))
@@ -269,9 +312,17 @@ fn response(shard: &Shard, request: &FetchRequest, outcomes: Vec<FetchOutcome>) 
                         .with_partition_index(p.partition)
                         .with_error_code(error_code(o.error))
                         .with_high_watermark(o.high_watermark)
-                        // No transactions yet: everything below the high watermark is stable.
-                        .with_last_stable_offset(o.high_watermark)
+                        .with_last_stable_offset(o.last_stable_offset)
                         .with_log_start_offset(o.log_start_offset)
+                        .with_aborted_transactions(o.aborted.map(|list| {
+                            list.into_iter()
+                                .map(|(producer_id, first_offset)| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(producer_id))
+                                        .with_first_offset(first_offset)
+                                })
+                                .collect()
+                        }))
                         .with_records(Some(o.records))
                 })
                 .collect();

@@ -1,8 +1,8 @@
 //! FindCoordinator: a group's coordinator is the broker leading the group's partition of
 //! `__consumer_offsets` (created here on first use in a cluster, as Kafka does, so its
-//! partitions spread over the brokers that have joined by then). Transactional ids are
-//! placed the same way until the transaction coordinator has its own topic. v4+ asks
-//! for several keys at once (KIP-699).
+//! partitions spread over the brokers that have joined by then); a transactional id's is
+//! the leader of its `__transaction_state` partition, created on first use the same
+//! way. v4+ asks for several keys at once (KIP-699).
 
 use std::rc::Rc;
 
@@ -16,6 +16,7 @@ use crate::admin::{self, AdminError};
 use crate::coordinator::Coordinator as _;
 use crate::group::coordinator::GroupCoordinator;
 use crate::shard::Shard;
+use crate::txn::coordinator::TxnCoordinator;
 
 /// Creates `__consumer_offsets` if no broker has yet.
 async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), AdminError> {
@@ -43,6 +44,30 @@ async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), AdminError> {
     }
 }
 
+/// Creates `__transaction_state` if no broker has yet, with its replicas capped to the
+/// live brokers (as for `__consumer_offsets`).
+pub(crate) async fn ensure_transaction_state_topic(shard: &Rc<Shard>) -> Result<(), AdminError> {
+    if shard.metadata().topic(TxnCoordinator::TOPIC).is_some() {
+        return Ok(());
+    }
+    let live = shard.metadata().brokers.len().max(1) as i16;
+    let topic = crate::txn::transaction_state_topic(shard.config(), live);
+    if shard.config().controller != "local"
+        && topic.replication_factor < shard.config().transaction_state_log_replication_factor
+    {
+        tracing::warn!(
+            wanted = shard.config().transaction_state_log_replication_factor,
+            live,
+            "creating {} with fewer replicas than transaction.state.log.replication.factor",
+            TxnCoordinator::TOPIC
+        );
+    }
+    match admin::create(shard, topic).await {
+        Err(e) if e.code != ResponseError::TopicAlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) struct FindCoordinatorHandler;
 
 /// Key types of KIP-98: consumer groups and transactional ids.
@@ -60,9 +85,14 @@ impl Handler for FindCoordinatorHandler {
         request: FindCoordinatorRequest,
     ) -> Option<FindCoordinatorResponse> {
         let valid = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
-        if valid {
+        if request.key_type == KEY_TYPE_GROUP {
             if let Err(e) = ensure_offsets_topic(&shard).await {
                 tracing::warn!("cannot create {}: {}", GroupCoordinator::TOPIC, e.message);
+            }
+        }
+        if request.key_type == KEY_TYPE_TRANSACTION {
+            if let Err(e) = ensure_transaction_state_topic(&shard).await {
+                tracing::warn!("cannot create {}: {}", TxnCoordinator::TOPIC, e.message);
             }
         }
         let find = |key: &str| {
@@ -70,9 +100,13 @@ impl Handler for FindCoordinatorHandler {
                 return Err(ResponseError::InvalidRequest);
             }
             let metadata = shard.metadata();
-            let partition = GroupCoordinator::partition_for(key, shard.cluster.offsets_partitions);
+            let tp = if request.key_type == KEY_TYPE_TRANSACTION {
+                shard.cluster.coordinator_partition::<TxnCoordinator>(key)
+            } else {
+                shard.cluster.coordinator_partition::<GroupCoordinator>(key)
+            };
             metadata
-                .partition(GroupCoordinator::TOPIC, partition)
+                .partition(&tp.topic, tp.partition)
                 .and_then(|s| metadata.brokers.get(&s.leader))
                 .map(|b| (BrokerId(b.id), StrBytes::from_string(b.host.clone()), b.port as i32))
                 .ok_or(ResponseError::CoordinatorNotAvailable)

@@ -1,7 +1,8 @@
-//! InitProducerId (KIP-98, KIP-360) for idempotent producers: a fresh producer id at
-//! epoch 0 for every call, as Kafka does when there is no transactional id. Java
-//! clients since 3.0 and kafka-python 3 enable idempotence by default and need this.
-//! Transactional ids arrive with the transactions issue.
+//! InitProducerId (KIP-98, KIP-360). Without a transactional id: a fresh producer id at
+//! epoch 0 for every call (idempotent producers; Java clients since 3.0 and
+//! kafka-python 3 enable idempotence by default). With one: the transaction
+//! coordinator of that id answers with its producer id under the next epoch, aborting
+//! a transaction left open and fencing any older producer of the id.
 
 use std::rc::Rc;
 
@@ -9,41 +10,56 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError;
 
 use super::{Handler, RequestContext};
+use crate::router;
 use crate::shard::Shard;
+use crate::txn::coordinator::TxnCoordinator;
 
 pub(crate) struct InitProducerIdHandler;
 
 impl Handler for InitProducerIdHandler {
     type Request = InitProducerIdRequest;
     type Response = InitProducerIdResponse;
-    // v6 adds two-phase-commit fields (KIP-939), which need transactions.
+    // v6 adds two-phase-commit fields (KIP-939).
     const VERSIONS: (i16, i16) = (0, 5);
 
     async fn handle(
         shard: Rc<Shard>,
-        _: RequestContext,
+        ctx: RequestContext,
         request: InitProducerIdRequest,
     ) -> Option<InitProducerIdResponse> {
-        let failed = |error: ResponseError| {
-            InitProducerIdResponse::default()
+        let answer = match request.transactional_id.as_ref().filter(|id| !id.is_empty()) {
+            Some(id) => {
+                let id = id.to_string();
+                let timeout_ms = request.transaction_timeout_ms;
+                let client = (request.producer_id.0, request.producer_epoch);
+                let key = id.clone();
+                router::ask::<TxnCoordinator, _, _, _>(&shard, &key, move |s| async move {
+                    s.txns.clone().init(&s, &id, timeout_ms, client).await
+                })
+                .await
+                .and_then(|r| r)
+                .map_err(|e| match e {
+                    // Clients before v4 know no PRODUCER_FENCED (KIP-588).
+                    ResponseError::ProducerFenced if ctx.version() < 4 => ResponseError::InvalidProducerEpoch,
+                    e => e,
+                })
+            }
+            None => match shard.next_producer_id().await {
+                Ok(id) => Ok((id, 0)),
+                Err(e) => {
+                    tracing::error!("cannot reserve producer ids: {e}");
+                    Err(ResponseError::KafkaStorageError)
+                }
+            },
+        };
+        Some(match answer {
+            Ok((id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            Err(error) => InitProducerIdResponse::default()
                 .with_error_code(error.code())
                 .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-        };
-        if request.transactional_id.as_ref().is_some_and(|id| !id.is_empty()) {
-            tracing::debug!("InitProducerId with a transactional id: transactions are not supported yet");
-            return Some(failed(ResponseError::InvalidRequest));
-        }
-        match shard.next_producer_id().await {
-            Ok(id) => Some(
-                InitProducerIdResponse::default()
-                    .with_producer_id(ProducerId(id))
-                    .with_producer_epoch(0),
-            ),
-            Err(e) => {
-                tracing::error!("cannot reserve producer ids: {e}");
-                Some(failed(ResponseError::KafkaStorageError))
-            }
-        }
+                .with_producer_epoch(-1),
+        })
     }
 }

@@ -29,9 +29,12 @@ pub struct OffsetOutcome {
     pub leader_epoch: i32,
 }
 
-/// One request's lookups, as the partitions' owning shards run them.
+/// One request's lookups, as the partitions' owning shards run them: latest is the
+/// last stable offset for `read_committed` (isolation level 1), else the high watermark.
 #[derive(Clone, Copy)]
-pub(crate) struct ListOffsetsOp;
+pub(crate) struct ListOffsetsOp {
+    read_committed: bool,
+}
 
 impl PartitionOp for ListOffsetsOp {
     /// The timestamp asked for (or one of the special ones), and the leader epoch the
@@ -63,6 +66,7 @@ impl PartitionOp for ListOffsetsOp {
                 };
                 let offsets = p.offsets();
                 let found = match timestamp {
+                    LATEST_TIMESTAMP if self.read_committed => Ok(Some((offsets.last_stable, -1))),
                     LATEST_TIMESTAMP => Ok(Some((offsets.high_watermark.offset(), -1))),
                     EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((offsets.log_start.offset(), -1))),
                     MAX_TIMESTAMP => Ok(p.log().max_timestamp()),
@@ -109,7 +113,10 @@ impl Handler for ListOffsetsHandler {
                 })
             })
             .collect();
-        let outcomes = router::route(&shard, ListOffsetsOp, items).await;
+        let op = ListOffsetsOp {
+            read_committed: request.isolation_level == 1,
+        };
+        let outcomes = router::route(&shard, op, items).await;
         let mut outcomes = outcomes.into_iter();
         let topics = request
             .topics

@@ -2,6 +2,8 @@
 //! table is the only source of the ApiVersions answer, so Sluice never advertises an
 //! API it does not route (STYLE.md, "One handler per API").
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -9,15 +11,18 @@ mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod describe_transactions;
 mod elect_leaders;
+mod end_txn;
 mod fetch;
-mod find_coordinator;
+pub(crate) mod find_coordinator;
 mod heartbeat;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -26,6 +31,8 @@ mod offset_for_leader_epoch;
 mod partition_reassignments;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
+mod write_txn_markers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -130,6 +137,13 @@ handler_table! {
     ElectLeaders => elect_leaders::ElectLeadersHandler,
     AlterPartitionReassignments => partition_reassignments::AlterPartitionReassignmentsHandler,
     ListPartitionReassignments => partition_reassignments::ListPartitionReassignmentsHandler,
+    AddPartitionsToTxn => add_partitions_to_txn::AddPartitionsToTxnHandler,
+    AddOffsetsToTxn => add_offsets_to_txn::AddOffsetsToTxnHandler,
+    EndTxn => end_txn::EndTxnHandler,
+    WriteTxnMarkers => write_txn_markers::WriteTxnMarkersHandler,
+    TxnOffsetCommit => txn_offset_commit::TxnOffsetCommitHandler,
+    DescribeTransactions => describe_transactions::DescribeTransactionsHandler,
+    ListTransactions => list_transactions::ListTransactionsHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that
@@ -260,4 +274,14 @@ pub(crate) fn controller_for_clients(shard: &Shard, metadata: &sluice_controller
 /// Helpers shared by handlers.
 pub(crate) fn error_code(error: Option<kafka_protocol::ResponseError>) -> i16 {
     error.map(|e| e.code()).unwrap_or(0)
+}
+
+/// KIP-588: clients of a transactional API older than `fenced_since` know no
+/// PRODUCER_FENCED; Kafka answers them INVALID_PRODUCER_EPOCH.
+pub(crate) fn fenced_for(version: i16, fenced_since: i16, error: Option<kafka_protocol::ResponseError>) -> i16 {
+    use kafka_protocol::ResponseError::{InvalidProducerEpoch, ProducerFenced};
+    match error {
+        Some(ProducerFenced) if version < fenced_since => InvalidProducerEpoch.code(),
+        other => error_code(other),
+    }
 }

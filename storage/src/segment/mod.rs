@@ -352,6 +352,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Visits every batch header in file order, with the marker type of control batches
+    /// (read from their first record, which is a few bytes long).
+    pub fn visit_batches(
+        &self,
+        mut visit: impl FnMut(&BatchHeader, Option<crate::txn::ControlType>),
+    ) -> io::Result<()> {
+        /// A control batch is one short record; anything longer is not one we wrote.
+        const CONTROL_BATCH_MAX: usize = 256;
+        let mut pos = 0;
+        while let Some(h) = self.header_at(pos)? {
+            let control = if h.is_control() && h.size <= CONTROL_BATCH_MAX {
+                let mut buf = vec![0u8; h.size];
+                self.read_at(&mut buf, pos)?;
+                crate::txn::control_type(&buf)
+            } else {
+                None
+            };
+            visit(&h, control);
+            pos += h.size as u64;
+        }
+        Ok(())
+    }
+
     /// Position of the first batch that holds an offset at or after `offset`.
     pub fn position_of(&self, offset: Offset) -> io::Result<Option<u64>> {
         let relative = (offset.0 - self.base_offset.0).clamp(0, u32::MAX as i64) as u32;
@@ -415,7 +438,7 @@ impl Segment {
 
     /// Removes the segment's files.
     pub fn delete(self, io: &dyn Io) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", crate::txn::TXN_INDEX_EXTENSION] {
             io.remove_file(&self.log_path.with_extension(ext))?;
         }
         Ok(())

@@ -426,3 +426,67 @@ fn replicated_batches_keep_offsets_and_epochs_and_truncate_to_an_epochs_end() {
     assert_eq!(end(&reopened), Offset(500));
     assert_eq!(reopened.latest_epoch(), None);
 }
+
+fn transactional_batch(producer_id: i64, sequence: i32, values: &[&[u8]]) -> Vec<u8> {
+    let mut b = build_batch(0, values);
+    crate::batch::set_producer(&mut b, producer_id, 0, sequence, true, false);
+    b
+}
+
+fn marker(producer_id: i64, control: crate::ControlType) -> crate::Marker {
+    crate::Marker {
+        producer_id,
+        producer_epoch: 0,
+        control,
+        coordinator_epoch: 0,
+    }
+}
+
+#[test]
+fn transactions_hold_the_stable_offset_and_aborts_survive_reopening_and_rolls() {
+    use crate::ControlType::{Abort, Commit};
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+    log.append(build_batch(0, &[b"plain"]), 0).unwrap();
+    log.append(transactional_batch(7, 0, &[b"a1", b"a2"]), 0).unwrap(); // 1..=2
+    log.append(transactional_batch(9, 0, &[b"b1"]), 0).unwrap(); // 3
+    assert_eq!(log.first_unstable_offset(), Some(Offset(1)));
+    let abort = log.append_marker(&marker(7, Abort), 0).unwrap(); // 4
+    assert_eq!(abort.base_offset, Offset(4));
+    assert_eq!(log.first_unstable_offset(), Some(Offset(3)));
+    log.append_marker(&marker(9, Commit), 0).unwrap(); // 5
+    assert_eq!(log.first_unstable_offset(), None);
+    // Enough later batches to roll past the segments replayed at open, so the abort
+    // must come back from its segment's transaction index.
+    for i in 0..40 {
+        log.append(
+            build_batch(0, &[format!("filler {i:04} ........................").as_bytes()]),
+            0,
+        )
+        .unwrap();
+    }
+    log.append(transactional_batch(11, 0, &[b"open"]), 0).unwrap();
+    let open_at = end(&log).plus(-1);
+    log.flush_now(0).unwrap();
+    assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+    drop(log);
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let aborted = log.aborted_overlapping(Offset(0), Offset(100));
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (aborted[0].producer_id, aborted[0].first_offset, aborted[0].last_offset),
+        (7, Offset(1), Offset(4))
+    );
+    assert!(log.aborted_overlapping(Offset(5), Offset(100)).is_empty());
+    assert_eq!(log.first_unstable_offset(), Some(open_at));
+    // A fenced (older-epoch) marker is refused; the producer's own next batch is not.
+    let mut log = log;
+    let newer = crate::Marker {
+        producer_epoch: 3,
+        ..marker(11, Abort)
+    };
+    log.append_marker(&newer, 0).unwrap();
+    assert!(log.append_marker(&marker(11, Commit), 0).is_err());
+    assert_eq!(log.first_unstable_offset(), None);
+    assert_eq!(log.aborted_overlapping(open_at, open_at).len(), 1);
+}
