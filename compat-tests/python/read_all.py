@@ -1,9 +1,10 @@
 """Reads every record of a topic's partitions from the beginning with kafka-python,
 for the replication tests' history checker.
 
-Usage: read_all.py BOOTSTRAP TOPIC PARTITIONS SECONDS
+Usage: read_all.py BOOTSTRAP TOPIC PARTITIONS SECONDS [ISOLATION]
 Prints "rec P O VALUE" per record up to each partition's end offset at the start
-(the high watermark), and "end P O" per partition; gives up after SECONDS.
+(the high watermark, or with ISOLATION read_committed the last stable offset), and
+"end P O" per partition; gives up after SECONDS.
 """
 import sys
 import time
@@ -14,7 +15,10 @@ from kafka import KafkaConsumer, TopicPartition
 def main():
     bootstrap, topic = sys.argv[1], sys.argv[2]
     partitions, seconds = int(sys.argv[3]), float(sys.argv[4])
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    isolation = sys.argv[5] if len(sys.argv) > 5 else "read_uncommitted"
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, isolation_level=isolation
+    )
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
