@@ -85,6 +85,13 @@ struct Common {
     /// Produce at this many MB/s in total (e2e needs it; produce may use it).
     #[arg(long)]
     rate_mb: Option<f64>,
+    /// Produce with an idempotent producer (enable.idempotence=true).
+    #[arg(long)]
+    idempotent: bool,
+    /// Produce in transactions of this many records each (a transactional producer per
+    /// thread, committing every N records); 0 for no transactions.
+    #[arg(long, default_value_t = 0)]
+    transaction_records: u64,
     /// PID of the broker, to report its peak RSS and CPU per MB.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -267,6 +274,9 @@ fn producer_config(c: &Common) -> ClientConfig {
         // every latency benchmark turn it off.
         .set("socket.nagle.disable", "true")
         .set("queue.buffering.max.messages", "1000000");
+    if c.idempotent {
+        cfg.set("enable.idempotence", "true");
+    }
     cfg
 }
 
@@ -284,7 +294,7 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
         .rate_mb
         .map(|mb| mb * 1e6 / c.message_size as f64 / c.producers as f64);
     let mut threads = Vec::new();
-    for _ in 0..c.producers {
+    for thread in 0..c.producers {
         let c = c.clone();
         let ctx = Acks {
             latency: latency.clone(),
@@ -297,9 +307,20 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
             // A threaded producer serves delivery reports on its own thread as they
             // arrive; polling them from the send loop (one event per poll) let them
             // queue up and added up to a second of fake latency at 50 MB/s.
-            let producer: ThreadedProducer<Acks> = producer_config(&c)
-                .create_with_context(ctx)
-                .map_err(|e| e.to_string())?;
+            let mut config = producer_config(&c);
+            let transactional = c.transaction_records > 0;
+            if transactional {
+                config.set(
+                    "transactional.id",
+                    format!("sluice-bench-{}-{thread}", std::process::id()),
+                );
+            }
+            let producer: ThreadedProducer<Acks> = config.create_with_context(ctx).map_err(|e| e.to_string())?;
+            let txn_timeout = Duration::from_secs(60);
+            if transactional {
+                producer.init_transactions(txn_timeout).map_err(|e| e.to_string())?;
+                producer.begin_transaction().map_err(|e| e.to_string())?;
+            }
             let mut payload = vec![b'x'; c.message_size.max(8)];
             let begin = Instant::now();
             let mut sent = 0u64;
@@ -322,12 +343,21 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
                 payload[..8].copy_from_slice(&now_nanos().to_be_bytes());
                 let key = sent.to_be_bytes();
                 match producer.send(BaseRecord::to(&c.topic).key(&key).payload(&payload)) {
-                    Ok(()) => sent += 1,
+                    Ok(()) => {
+                        sent += 1;
+                        if transactional && sent % c.transaction_records == 0 {
+                            producer.commit_transaction(txn_timeout).map_err(|e| e.to_string())?;
+                            producer.begin_transaction().map_err(|e| e.to_string())?;
+                        }
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err((e, _)) => return Err(e.to_string()),
                 }
+            }
+            if transactional {
+                producer.commit_transaction(txn_timeout).map_err(|e| e.to_string())?;
             }
             producer.flush(Duration::from_secs(120)).map_err(|e| e.to_string())?;
             Ok(sent)

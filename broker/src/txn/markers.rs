@@ -43,19 +43,33 @@ impl PartitionOp for MarkerOp {
         Some(error)
     }
 
+    /// Every marker is appended first and then waited for together, so one group
+    /// commit (one fdatasync) covers all of this shard's partitions.
     async fn serve(self, shard: Rc<Shard>, items: Vec<(TopicPartition, ())>) -> Vec<Option<ResponseError>> {
-        let mut outcomes = Vec::with_capacity(items.len());
-        for (tp, ()) in items {
-            outcomes.push(append(&shard, &tp, self.marker).await.err());
-        }
-        outcomes
+        let waits = items.into_iter().map(|(tp, ())| {
+            let appended = shard.append_marker(&tp, &self.marker, Durability::Synced);
+            let shard = shard.clone();
+            async move {
+                let appended = appended.map_err(|(e, _)| e)?;
+                durable(&shard, &tp, appended).await?;
+                if tp.topic == OFFSETS_TOPIC {
+                    shard
+                        .groups
+                        .complete_txn(&tp, self.marker.producer_id, self.marker.control == ControlType::Commit);
+                }
+                Ok::<(), ResponseError>(())
+            }
+        });
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .map(|r| r.err())
+            .collect()
     }
 }
 
-async fn append(shard: &Rc<Shard>, tp: &TopicPartition, marker: Marker) -> Result<(), ResponseError> {
-    let appended = shard
-        .append_marker(tp, &marker, Durability::Synced)
-        .map_err(|(e, _)| e)?;
+/// Waits until an appended marker is on every in-sync replica (as acks=all).
+async fn durable(shard: &Shard, tp: &TopicPartition, appended: sluice_storage::Appended) -> Result<(), ResponseError> {
     let target = appended.info.last_offset.plus(1);
     let durable = async {
         if let Some(receipt) = appended.receipt {
@@ -64,16 +78,9 @@ async fn append(shard: &Rc<Shard>, tp: &TopicPartition, marker: Marker) -> Resul
         shard.committed(tp, target).await
     };
     match tokio::time::timeout(MARKER_TIMEOUT, durable).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(ResponseError::RequestTimedOut),
+        Ok(result) => result,
+        Err(_) => Err(ResponseError::RequestTimedOut),
     }
-    if tp.topic == OFFSETS_TOPIC {
-        shard
-            .groups
-            .complete_txn(tp, marker.producer_id, marker.control == ControlType::Commit);
-    }
-    Ok(())
 }
 
 /// Writes `marker` to every partition in `partitions` that still exists; an error
