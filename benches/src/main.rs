@@ -345,7 +345,7 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
                 match producer.send(BaseRecord::to(&c.topic).key(&key).payload(&payload)) {
                     Ok(()) => {
                         sent += 1;
-                        if transactional && sent % c.transaction_records == 0 {
+                        if transactional && sent.is_multiple_of(c.transaction_records) {
                             producer.commit_transaction(txn_timeout).map_err(|e| e.to_string())?;
                             producer.begin_transaction().map_err(|e| e.to_string())?;
                         }
