@@ -45,6 +45,35 @@ pub(crate) trait Coordinator {
     fn tick(&self, host: &impl Host);
 }
 
+/// Reads `tp` from its start to its log end through `host` and hands every whole
+/// batch (header and bytes) to `visit`, in order: how coordinators replay their state.
+pub(crate) async fn replay(
+    host: &impl Host,
+    tp: &TopicPartition,
+    mut visit: impl FnMut(&sluice_storage::BatchHeader, &[u8]),
+) -> Result<(), String> {
+    let mut offset = Offset::ZERO;
+    loop {
+        let chunk = host
+            .read(tp, offset)
+            .await
+            .map_err(|e| format!("{}-{}: {e}", tp.topic, tp.partition))?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let mut rest = &chunk[..];
+        while let Ok(h) = sluice_storage::BatchHeader::parse(rest) {
+            if h.size > rest.len() {
+                break;
+            }
+            let (batch, tail) = rest.split_at(h.size);
+            rest = tail;
+            offset = h.next_offset();
+            visit(&h, batch);
+        }
+    }
+}
+
 /// How often coordinators' timers run. Kafka's purgatory ticks at 200 ms; 100 ms keeps
 /// rebalance latency small at a negligible cost.
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);

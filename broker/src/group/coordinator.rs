@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use sluice_storage::batch::{self, BATCH_HEADER_LEN};
-use sluice_storage::{BatchHeader, Durability, Offset};
+use sluice_storage::Durability;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -22,7 +22,7 @@ use super::api::{
 use super::machine::Groups;
 use super::records::{self, Committed};
 use super::{GroupConfig, Ticket, OFFSETS_TOPIC};
-use crate::coordinator::{kafka_partition_for, Coordinator, Host};
+use crate::coordinator::{kafka_partition_for, replay, Coordinator, Host};
 use crate::metrics::GroupStats;
 use crate::now_ms;
 use crate::partition::TopicPartition;
@@ -40,6 +40,15 @@ enum Parked {
 /// yet, by (`__consumer_offsets` partition, producer id): (group, (topic, partition),
 /// offset) in commit order.
 type PendingTxnOffsets = HashMap<(i32, i64), Vec<(String, (String, i32), Committed)>>;
+
+/// An offset commit after its checks: per topic and partition the error (None when
+/// accepted), the records to write, and each accepted offset with its position.
+struct CheckedCommit {
+    errors: Vec<Vec<Option<ResponseError>>>,
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    #[allow(clippy::type_complexity)]
+    accepted: Vec<((usize, usize), ((String, i32), Committed))>,
+}
 
 pub(crate) struct GroupCoordinator {
     groups: RefCell<Groups>,
@@ -63,59 +72,43 @@ impl Coordinator for GroupCoordinator {
         let now = Instant::now();
         let now_wall = now_ms();
         for tp in partitions {
-            let mut offset = Offset::ZERO;
-            loop {
-                let chunk = host
-                    .read(tp, offset)
-                    .await
-                    .map_err(|e| format!("{}-{}: {e}", tp.topic, tp.partition))?;
-                if chunk.is_empty() {
-                    break;
+            replay(host, tp, |h, batch| {
+                if h.is_control() {
+                    // A transaction's marker decides its offset commits.
+                    if let Some(control) = sluice_storage::txn::control_type(batch) {
+                        self.complete_txn(tp, h.producer_id, control == sluice_storage::ControlType::Commit);
+                    }
+                    return;
                 }
-                let mut rest = &chunk[..];
-                while let Ok(h) = BatchHeader::parse(rest) {
-                    if h.size > rest.len() {
-                        break;
-                    }
-                    let (batch, tail) = rest.split_at(h.size);
-                    rest = tail;
-                    offset = h.next_offset();
-                    if h.is_control() {
-                        // A transaction's marker decides its offset commits.
-                        if let Some(control) = sluice_storage::txn::control_type(batch) {
-                            self.complete_txn(tp, h.producer_id, control == sluice_storage::ControlType::Commit);
-                        }
-                        continue;
-                    }
-                    if h.compression() != 0 {
-                        continue;
-                    }
-                    if h.is_transactional() {
-                        let mut pending = self.pending_txn.borrow_mut();
-                        let entry = pending.entry((tp.partition, h.producer_id)).or_default();
-                        let _ = batch::for_each_record(&batch[BATCH_HEADER_LEN..], |r| {
-                            if let Some(records::OffsetsRecord::Offset {
-                                group,
-                                topic,
-                                partition,
-                                value: Some(c),
-                            }) = r.key.and_then(|k| records::decode(k, r.value))
-                            {
-                                entry.push((group, (topic, partition), c));
-                            }
-                            Ok(())
-                        });
-                        continue;
-                    }
-                    let mut groups = self.groups.borrow_mut();
+                if h.compression() != 0 {
+                    return;
+                }
+                if h.is_transactional() {
+                    let mut pending = self.pending_txn.borrow_mut();
+                    let entry = pending.entry((tp.partition, h.producer_id)).or_default();
                     let _ = batch::for_each_record(&batch[BATCH_HEADER_LEN..], |r| {
-                        if let Some(record) = r.key.and_then(|k| records::decode(k, r.value)) {
-                            groups.apply_loaded(record, now, now_wall);
+                        if let Some(records::OffsetsRecord::Offset {
+                            group,
+                            topic,
+                            partition,
+                            value: Some(c),
+                        }) = r.key.and_then(|k| records::decode(k, r.value))
+                        {
+                            entry.push((group, (topic, partition), c));
                         }
                         Ok(())
                     });
+                    return;
                 }
-            }
+                let mut groups = self.groups.borrow_mut();
+                let _ = batch::for_each_record(&batch[BATCH_HEADER_LEN..], |r| {
+                    if let Some(record) = r.key.and_then(|k| records::decode(k, r.value)) {
+                        groups.apply_loaded(record, now, now_wall);
+                    }
+                    Ok(())
+                });
+            })
+            .await?;
         }
         Ok(())
     }
@@ -278,39 +271,13 @@ impl GroupCoordinator {
         group_id: &str,
         commit: OffsetCommit,
     ) -> Vec<Vec<Option<ResponseError>>> {
-        let metadata = host.metadata();
         let now_wall = now_ms();
         let group_check = self.groups.borrow_mut().check_commit(group_id, &commit, Instant::now());
-        let mut errors: Vec<Vec<Option<ResponseError>>> =
-            commit.topics.iter().map(|(_, parts)| vec![None; parts.len()]).collect();
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for (t, (topic, parts)) in commit.topics.iter().enumerate() {
-            let known = metadata.topic(topic).map(|m| m.partitions);
-            for (i, p) in parts.iter().enumerate() {
-                let check = group_check.and_then(|()| {
-                    if !known.is_some_and(|n| (0..n).contains(&p.partition)) {
-                        return Err(ResponseError::UnknownTopicOrPartition);
-                    }
-                    self.groups.borrow().check_offset(p)
-                });
-                if let Err(e) = check {
-                    errors[t][i] = Some(e);
-                    continue;
-                }
-                let committed = Committed {
-                    offset: p.offset,
-                    leader_epoch: p.leader_epoch,
-                    metadata: p.metadata.clone().unwrap_or_default(),
-                    commit_timestamp_ms: now_wall,
-                };
-                records.push((
-                    records::offset_key(group_id, topic, p.partition),
-                    Some(records::offset_value(&committed)),
-                ));
-                accepted.push(((t, i), ((topic.clone(), p.partition), committed)));
-            }
-        }
+        let CheckedCommit {
+            mut errors,
+            records,
+            accepted,
+        } = self.check_offsets(host, group_id, &commit, group_check, now_wall);
         if accepted.is_empty() {
             return errors;
         }
@@ -324,6 +291,53 @@ impl GroupCoordinator {
         errors
     }
 
+    /// The partition-level checks of an offset commit (after the group-level
+    /// `group_check`), and the records of the offsets that passed.
+    fn check_offsets(
+        &self,
+        host: &impl Host,
+        group_id: &str,
+        commit: &OffsetCommit,
+        group_check: Result<(), ResponseError>,
+        now_wall: i64,
+    ) -> CheckedCommit {
+        let metadata = host.metadata();
+        let mut checked = CheckedCommit {
+            errors: commit.topics.iter().map(|(_, parts)| vec![None; parts.len()]).collect(),
+            records: Vec::new(),
+            accepted: Vec::new(),
+        };
+        for (t, (topic, parts)) in commit.topics.iter().enumerate() {
+            let known = metadata.topic(topic).map(|m| m.partitions);
+            for (i, p) in parts.iter().enumerate() {
+                let check = group_check.and_then(|()| {
+                    if !known.is_some_and(|n| (0..n).contains(&p.partition)) {
+                        return Err(ResponseError::UnknownTopicOrPartition);
+                    }
+                    self.groups.borrow().check_offset(p)
+                });
+                if let Err(e) = check {
+                    checked.errors[t][i] = Some(e);
+                    continue;
+                }
+                let committed = Committed {
+                    offset: p.offset,
+                    leader_epoch: p.leader_epoch,
+                    metadata: p.metadata.clone().unwrap_or_default(),
+                    commit_timestamp_ms: now_wall,
+                };
+                checked.records.push((
+                    records::offset_key(group_id, topic, p.partition),
+                    Some(records::offset_value(&committed)),
+                ));
+                checked
+                    .accepted
+                    .push(((t, i), ((topic.clone(), p.partition), committed)));
+            }
+        }
+        checked
+    }
+
     /// TxnOffsetCommit (KIP-98, KIP-447): the offsets are written to the group's
     /// partition as part of the producer's transaction and take effect when its COMMIT
     /// marker lands there ([`GroupCoordinator::complete_txn`]); an ABORT drops them.
@@ -335,7 +349,6 @@ impl GroupCoordinator {
         producer: (i64, i16),
         commit: OffsetCommit,
     ) -> Vec<Vec<Option<ResponseError>>> {
-        let metadata = host.metadata();
         let now_wall = now_ms();
         // A producer that is no group member (generation -1, no member id) commits
         // without membership checks, as Kafka allows.
@@ -348,36 +361,11 @@ impl GroupCoordinator {
         } else {
             self.groups.borrow_mut().check_commit(group_id, &commit, Instant::now())
         };
-        let mut errors: Vec<Vec<Option<ResponseError>>> =
-            commit.topics.iter().map(|(_, parts)| vec![None; parts.len()]).collect();
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for (t, (topic, parts)) in commit.topics.iter().enumerate() {
-            let known = metadata.topic(topic).map(|m| m.partitions);
-            for (i, p) in parts.iter().enumerate() {
-                let check = group_check.and_then(|()| {
-                    if !known.is_some_and(|n| (0..n).contains(&p.partition)) {
-                        return Err(ResponseError::UnknownTopicOrPartition);
-                    }
-                    self.groups.borrow().check_offset(p)
-                });
-                if let Err(e) = check {
-                    errors[t][i] = Some(e);
-                    continue;
-                }
-                let committed = Committed {
-                    offset: p.offset,
-                    leader_epoch: p.leader_epoch,
-                    metadata: p.metadata.clone().unwrap_or_default(),
-                    commit_timestamp_ms: now_wall,
-                };
-                records.push((
-                    records::offset_key(group_id, topic, p.partition),
-                    Some(records::offset_value(&committed)),
-                ));
-                accepted.push(((t, i), (group_id.to_string(), (topic.clone(), p.partition), committed)));
-            }
-        }
+        let CheckedCommit {
+            mut errors,
+            records,
+            accepted,
+        } = self.check_offsets(host, group_id, &commit, group_check, now_wall);
         if accepted.is_empty() {
             return errors;
         }
@@ -389,6 +377,10 @@ impl GroupCoordinator {
         let mut built = batch::build(&pairs, now_wall);
         batch::set_producer(&mut built, producer.0, producer.1, -1, true, false);
         let (positions, offsets): (Vec<_>, Vec<_>) = accepted.into_iter().unzip();
+        let offsets: Vec<_> = offsets
+            .into_iter()
+            .map(|(key, committed)| (group_id.to_string(), key, committed))
+            .collect();
         let pending_key = (tp.partition, producer.0);
         let outcome = match host.append(&tp, Bytes::from(built), Durability::Synced) {
             Ok(appended) => {

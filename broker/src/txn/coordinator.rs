@@ -15,11 +15,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use sluice_storage::batch;
-use sluice_storage::{BatchHeader, ControlType, Durability, Marker, Offset};
+use sluice_storage::{ControlType, Durability, Marker};
 
 use super::machine::{self, InitPlan, Step, TxnMetadata, TxnState};
 use super::{records, TxnConfig, TRANSACTION_STATE_TOPIC};
-use crate::coordinator::{kafka_partition_for, Coordinator, Host};
+use crate::coordinator::{kafka_partition_for, replay, Coordinator, Host};
 use crate::now_ms;
 use crate::partition::TopicPartition;
 use crate::shard::Shard;
@@ -72,47 +72,31 @@ impl Coordinator for TxnCoordinator {
             let coordinator_epoch = metadata
                 .partition(&tp.topic, tp.partition)
                 .map_or(0, |s| s.leader_epoch);
-            let mut offset = Offset::ZERO;
-            loop {
-                let chunk = host
-                    .read(tp, offset)
-                    .await
-                    .map_err(|e| format!("{}-{}: {e}", tp.topic, tp.partition))?;
-                if chunk.is_empty() {
-                    break;
+            replay(host, tp, |h, batch| {
+                if h.compression() != 0 || h.is_control() {
+                    return;
                 }
-                let mut rest = &chunk[..];
-                while let Ok(h) = BatchHeader::parse(rest) {
-                    if h.size > rest.len() {
-                        break;
-                    }
-                    let (batch, tail) = rest.split_at(h.size);
-                    rest = tail;
-                    offset = h.next_offset();
-                    if h.compression() != 0 || h.is_control() {
-                        continue;
-                    }
-                    let mut txns = self.txns.borrow_mut();
-                    let _ = batch::for_each_record(&batch[batch::BATCH_HEADER_LEN..], |r| {
-                        match r.key.and_then(|k| records::decode(k, r.value)) {
-                            Some((id, Some(meta))) => {
-                                txns.insert(
-                                    id,
-                                    Entry {
-                                        meta,
-                                        coordinator_epoch,
-                                    },
-                                );
-                            }
-                            Some((id, None)) => {
-                                txns.remove(&id);
-                            }
-                            None => {}
+                let mut txns = self.txns.borrow_mut();
+                let _ = batch::for_each_record(&batch[batch::BATCH_HEADER_LEN..], |r| {
+                    match r.key.and_then(|k| records::decode(k, r.value)) {
+                        Some((id, Some(meta))) => {
+                            txns.insert(
+                                id,
+                                Entry {
+                                    meta,
+                                    coordinator_epoch,
+                                },
+                            );
                         }
-                        Ok(())
-                    });
-                }
-            }
+                        Some((id, None)) => {
+                            txns.remove(&id);
+                        }
+                        None => {}
+                    }
+                    Ok(())
+                });
+            })
+            .await?;
         }
         Ok(())
     }
