@@ -18,6 +18,7 @@ pub mod manager;
 pub mod offset;
 pub mod producer;
 pub mod segment;
+pub mod snapshot;
 pub mod txn;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};

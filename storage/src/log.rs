@@ -27,6 +27,7 @@ use crate::io::{FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
 use crate::segment::{DiskRead, FileWrite, ReadStep, Segment, Target};
+use crate::snapshot;
 use crate::txn::{self, AbortedTxn, Marker, Transactions};
 
 /// Per-topic settings, named after Kafka's topic configs.
@@ -259,9 +260,72 @@ pub struct Log {
     txns: Transactions,
 }
 
-/// Segments replayed at open to rebuild idempotent-producer state: the active one and
-/// the one before it, which hold every batch a producer could still be retrying.
+/// Segments replayed at open to rebuild producer state when the log has no usable
+/// snapshot (one written before snapshots existed, or lost): the active one and the one
+/// before it, which hold every batch a producer could still be retrying.
 const SEGMENTS_REPLAYED_FOR_PRODUCERS: usize = 2;
+
+/// Producer and transaction state at open: the newest snapshot within the log
+/// (`snapshot`), then every batch from its offset on. Segments wholly before that offset
+/// give their aborted transactions from their `.txnindex`; the segments replayed
+/// rebuild theirs from their batches and rewrite the index where it differs (a torn
+/// entry, or one past a truncated tail). Without a snapshot the newest
+/// [`SEGMENTS_REPLAYED_FOR_PRODUCERS`] segments are replayed; a transaction open from
+/// before them is then taken to start at the first batch seen.
+fn recover_producers(
+    io: &dyn Io,
+    dir: &Path,
+    segments: &BTreeMap<Offset, Segment>,
+    log_start: Offset,
+    log_end: Offset,
+    now_ms: i64,
+) -> io::Result<(ProducerState, Transactions)> {
+    let mut chosen = None;
+    for offset in snapshot::list(io, dir)?.into_iter().rev() {
+        if offset > log_end || offset < log_start {
+            // Past a tail recovery cut, or before a log restarted further on.
+            snapshot::remove(io, dir, offset)?;
+            continue;
+        }
+        if chosen.is_none() {
+            chosen = snapshot::read(io, dir, offset).map(|(p, t)| (p, t, offset));
+        }
+    }
+    let (mut producers, mut txns, from) = match chosen {
+        Some(found) => found,
+        None => {
+            let from = segments
+                .keys()
+                .rev()
+                .nth(SEGMENTS_REPLAYED_FOR_PRODUCERS - 1)
+                .copied()
+                .unwrap_or(log_start);
+            (ProducerState::default(), Transactions::default(), from)
+        }
+    };
+    let mut from_indexes = Vec::new();
+    for (base, segment) in segments {
+        let on_disk = txn::read_index(io, dir, *base)?;
+        if segment.next_offset() <= from {
+            from_indexes.extend(on_disk);
+            continue;
+        }
+        let before: Vec<AbortedTxn> = on_disk.iter().filter(|a| a.last_offset < from).copied().collect();
+        let mut rebuilt = before.clone();
+        segment.visit_batches(|h, control| {
+            if h.base_offset >= from {
+                producers.record(h, now_ms);
+                rebuilt.extend(txns.record(h, control));
+            }
+        })?;
+        if on_disk != rebuilt {
+            txn::write_index(io, dir, *base, &rebuilt)?;
+        }
+        from_indexes.extend(before);
+    }
+    txns.load_aborted(from_indexes);
+    Ok((producers, txns))
+}
 
 impl Log {
     /// Opens the log in `dir` (created if absent) on plain positional I/O.
@@ -292,35 +356,13 @@ impl Log {
         if segments.is_empty() {
             segments.insert(Offset::ZERO, Segment::create(io.as_ref(), dir, Offset::ZERO, now_ms)?);
         }
-        // Producer and transaction state from the newest segments' batches; older
-        // segments' aborted transactions from their indexes. A transaction still open
-        // from before the replayed segments is taken to start at the first batch seen
-        // (transactions last minutes, segments far longer).
-        let mut producers = ProducerState::default();
-        let mut txns = Transactions::default();
-        let replayed = segments.len().saturating_sub(SEGMENTS_REPLAYED_FOR_PRODUCERS);
-        let mut aborted_loaded = Vec::new();
-        for base in segments.keys().take(replayed) {
-            aborted_loaded.extend(txn::read_index(io.as_ref(), dir, *base)?);
-        }
-        txns.load_aborted(aborted_loaded);
-        for segment in segments.values().skip(replayed) {
-            let mut aborted_here = Vec::new();
-            segment.visit_batches(|h, control| {
-                producers.record(h, now_ms);
-                aborted_here.extend(txns.record(h, control));
-            })?;
-            let base = segment.base_offset();
-            if txn::read_index(io.as_ref(), dir, base)? != aborted_here {
-                txn::write_index(io.as_ref(), dir, base, &aborted_here)?;
-            }
-        }
         let log_start = *segments.keys().next().unwrap_or(&Offset::ZERO);
         let log_end = segments
             .values()
             .next_back()
             .map(|s| s.next_offset())
             .unwrap_or(log_start);
+        let (producers, txns) = recover_producers(io.as_ref(), dir, &segments, log_start, log_end, now_ms)?;
         let epochs = match EpochCache::load(io.as_ref(), dir) {
             Some(mut epochs) => {
                 // Recovery may have cut a tail whose epoch the checkpoint recorded.
@@ -655,6 +697,8 @@ impl Log {
             return Ok(());
         }
         let base = header.base_offset;
+        // Everything below the new segment, so the next open replays from here.
+        snapshot::write(self.io.as_ref(), &self.dir, base, &self.producers, &self.txns)?;
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal();
             self.sealed_since_flush.push(active.base_offset());
@@ -858,7 +902,10 @@ impl Log {
     /// Writes and syncs everything on the calling thread (shutdown and tests use this).
     pub fn flush_now(&mut self, now_ms: i64) -> io::Result<()> {
         self.rewind_writes();
-        self.run_now(true, now_ms)
+        self.run_now(true, now_ms)?;
+        // A clean shutdown leaves nothing to replay.
+        let end = self.log_end().offset();
+        snapshot::write(self.io.as_ref(), &self.dir, end, &self.producers, &self.txns)
     }
 
     /// Writes everything pending on the calling thread, without a sync.

@@ -167,6 +167,54 @@ impl ProducerState {
         self.producers.len()
     }
 
+    /// Appends the state to a snapshot (see `snapshot`): per producer its id, epoch,
+    /// last append time and its retained batches.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for (id, e) in &self.producers {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_append_ms.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.0.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.0.to_be_bytes());
+            }
+        }
+    }
+
+    /// Reads what [`ProducerState::encode`] wrote; None if it does not parse.
+    pub(crate) fn decode(r: &mut crate::snapshot::Reader) -> Option<ProducerState> {
+        let count = r.u32()?;
+        let mut producers = HashMap::new();
+        for _ in 0..count {
+            let id = r.i64()?;
+            let epoch = r.i16()?;
+            let last_append_ms = r.i64()?;
+            let batches = r.u8()? as usize;
+            if batches > BATCHES_RETAINED {
+                return None;
+            }
+            let mut entry = ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(batches),
+                last_append_ms,
+            };
+            for _ in 0..batches {
+                entry.batches.push_back(BatchMeta {
+                    first_sequence: r.i32()?,
+                    last_sequence: r.i32()?,
+                    base_offset: Offset(r.i64()?),
+                    last_offset: Offset(r.i64()?),
+                });
+            }
+            producers.insert(id, entry);
+        }
+        Some(ProducerState { producers })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }

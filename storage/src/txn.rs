@@ -170,6 +170,28 @@ impl Transactions {
         Some(entry)
     }
 
+    /// Appends the open transactions to a snapshot: (producer id, first offset) each.
+    pub(crate) fn encode_ongoing(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (id, first) in &self.ongoing {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&first.0.to_be_bytes());
+        }
+    }
+
+    /// Transactions with the open ones a snapshot recorded (and no aborted ones yet).
+    pub(crate) fn decode_ongoing(r: &mut crate::snapshot::Reader) -> Option<Transactions> {
+        let count = r.u32()?;
+        let mut ongoing = BTreeMap::new();
+        for _ in 0..count {
+            ongoing.insert(r.i64()?, Offset(r.i64()?));
+        }
+        Some(Transactions {
+            ongoing,
+            aborted: Vec::new(),
+        })
+    }
+
     /// Adds aborted transactions read from a segment's index at open.
     pub fn load_aborted(&mut self, entries: impl IntoIterator<Item = AbortedTxn>) {
         self.aborted.extend(entries);

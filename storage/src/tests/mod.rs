@@ -490,3 +490,41 @@ fn transactions_hold_the_stable_offset_and_aborts_survive_reopening_and_rolls() 
     assert_eq!(log.first_unstable_offset(), None);
     assert_eq!(log.aborted_overlapping(open_at, open_at).len(), 1);
 }
+
+#[test]
+fn producer_snapshots_carry_producers_and_open_transactions_across_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+    let first = log.append(idempotent_batch(5, 0, 0, &[b"once"]), 0).unwrap();
+    log.append(transactional_batch(8, 0, &[b"open"]), 0).unwrap(); // offset 1
+    for i in 0..60 {
+        log.append(
+            build_batch(0, &[format!("filler {i:04} ........................").as_bytes()]),
+            0,
+        )
+        .unwrap();
+    }
+    assert!(log.segment_count() > 4, "{} segments", log.segment_count());
+    // A crash: the tail is written but no shutdown snapshot is taken.
+    log.write_now(0).unwrap();
+    drop(log);
+    let mut log = Log::open(dir.path(), small_config(), 0).unwrap();
+    // The producer's first batch is many segments back, yet its retry is recognised.
+    let retry = log.append(idempotent_batch(5, 0, 0, &[b"once"]), 0).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, first.base_offset);
+    // And the transaction opened at offset 1 still holds the stable offset there.
+    assert_eq!(log.first_unstable_offset(), Some(Offset(1)));
+    log.flush_now(0).unwrap();
+    let end_before = end(&log);
+    drop(log);
+    let snapshots = crate::snapshot::list(&crate::io::Positional, dir.path()).unwrap();
+    assert_eq!(
+        snapshots.last(),
+        Some(&end_before),
+        "a clean shutdown snapshots the log end"
+    );
+    assert!(snapshots.len() <= 2, "{snapshots:?}");
+    let log = Log::open(dir.path(), small_config(), 0).unwrap();
+    assert_eq!(log.first_unstable_offset(), Some(Offset(1)));
+}
