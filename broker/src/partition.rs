@@ -482,6 +482,7 @@ pub fn append_error(e: &AppendError) -> ResponseError {
         AppendError::Batch(BatchError::InvalidRecord(_)) => ResponseError::InvalidRecord,
         AppendError::Sequence(SequenceError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
+        AppendError::NotTransactional(_) => ResponseError::InvalidTxnState,
         AppendError::Io(_) | AppendError::Failed => ResponseError::KafkaStorageError,
     }
 }

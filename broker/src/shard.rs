@@ -144,6 +144,10 @@ pub struct Shard {
     session: RefCell<bool>,
     /// The leaders this shard runs a replica fetcher for (see `replication`).
     pub(crate) fetchers: RefCell<std::collections::HashSet<i32>>,
+    /// Per transactional producer id, the turn its produce requests take while their
+    /// partitions are verified with the coordinator (KIP-890): FIFO, so a request
+    /// waiting on a verification never lets a later one overtake it.
+    txn_append_turns: RefCell<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// Producer ids reserved from the controller and not yet handed out.
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// This shard's own counters; a scrape sums every shard's.
@@ -182,6 +186,7 @@ impl Shard {
             fetchers: RefCell::new(std::collections::HashSet::new()),
             session: RefCell::new(true),
             producer_ids: RefCell::new(0..0),
+            txn_append_turns: RefCell::new(HashMap::new()),
             metrics,
         }
     }
@@ -536,6 +541,23 @@ impl Shard {
             Some(_) => Ok(()),
             None => Err(ResponseError::NotLeaderOrFollower),
         }
+    }
+
+    /// The append turn of a transactional producer (see `txn_append_turns`); turns no
+    /// request holds are dropped as others are taken.
+    pub fn txn_append_turn(&self, producer_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.txn_append_turns.borrow_mut();
+        turns.retain(|_, t| Arc::strong_count(t) > 1);
+        turns.entry(producer_id).or_default().clone()
+    }
+
+    /// Whether `producer_id` has a transaction open in `tp` (so its batches there
+    /// need no verification).
+    pub fn has_open_transaction(&self, tp: &TopicPartition, producer_id: i64) -> bool {
+        self.partitions
+            .borrow()
+            .get(tp)
+            .is_some_and(|p| p.log().has_open_transaction(producer_id))
     }
 
     /// The next producer id: from this shard's block, reserving a new block from the

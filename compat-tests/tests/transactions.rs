@@ -9,10 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compat_tests::{Broker, RawClient};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use kafka_protocol::messages::{
     AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
-    TopicName, TransactionalId,
+    FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse,
+    ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -360,6 +361,19 @@ async fn consume_transform_produce_killed_at_random_points_writes_each_input_onc
     assert_eq!(seen.len(), INPUTS);
 }
 
+/// One record in a batch of producer `pid`/`epoch` at `sequence`, transactional or not.
+fn producer_batch(pid: i64, epoch: i16, sequence: i32, transactional: bool) -> bytes::Bytes {
+    let mut b = compat_tests::record_batch(&[b"wire"], 0).to_vec();
+    let attributes: i16 = if transactional { 0x10 } else { 0 };
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&epoch.to_be_bytes());
+    b[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = compat_tests::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.into()
+}
+
 fn txn_id(s: &str) -> TransactionalId {
     TransactionalId(StrBytes::from_string(s.to_string()))
 }
@@ -448,10 +462,37 @@ fn the_coordinator_answers_kafkas_error_codes() {
             ]))
             .with_allow_auto_topic_creation(true),
     );
+    // KIP-890: a transactional batch for a partition the transaction never added is
+    // refused (the coordinator says it is not in the transaction).
+    let produce = |client: &mut RawClient, transactional: bool, sequence: i32| -> i16 {
+        let batch = producer_batch(pid.0, epoch, sequence, transactional);
+        let request = ProduceRequest::default()
+            .with_transactional_id(Some(txn_id("wire-txn")))
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("wire-txn-topic")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])]);
+        let response: ProduceResponse = client.call(ApiKey::Produce, 9, &request);
+        response.responses[0].partition_responses[0].error_code
+    };
+    assert_eq!(
+        produce(&mut client, true, 0),
+        48,
+        "INVALID_TXN_STATE before AddPartitionsToTxn"
+    );
     let added = add(&mut client, "wire-txn-topic");
     assert_eq!(
         added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
         0
+    );
+    assert_eq!(produce(&mut client, true, 0), 0, "the added partition takes the batch");
+    assert_eq!(
+        produce(&mut client, false, 1),
+        48,
+        "a non-transactional batch while the producer's transaction is open"
     );
     assert_eq!(end(&mut client, pid.0, epoch).error_code, 0);
     // A retried EndTxn of the same outcome succeeds again; the other outcome is refused.

@@ -78,6 +78,10 @@ pub enum AppendError {
     Sequence(#[from] SequenceError),
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
+    /// A non-transactional batch from a producer whose transaction is open here
+    /// (Kafka's InvalidTxnStateException: INVALID_TXN_STATE).
+    #[error("producer {0} has a transaction open in this partition; its batch must be transactional")]
+    NotTransactional(i64),
     /// An earlier write or sync of this log failed: what is in its files is unknown, so
     /// it takes no more writes rather than acknowledge data it cannot vouch for.
     #[error("an earlier write or sync of this log failed; it takes no more writes")]
@@ -483,6 +487,9 @@ impl Log {
     pub fn append(&mut self, records: impl Into<Bytes>, now_ms: i64) -> Result<AppendInfo, AppendError> {
         let records: Bytes = records.into();
         let header = batch::validate_produced(&records, self.config.max_message_bytes)?;
+        if !header.is_transactional() && header.producer_id >= 0 && self.txns.is_open(header.producer_id) {
+            return Err(AppendError::NotTransactional(header.producer_id));
+        }
         if let SequenceCheck::Duplicate {
             base_offset,
             last_offset,
@@ -582,6 +589,11 @@ impl Log {
     /// is at most this.
     pub fn first_unstable_offset(&self) -> Option<Offset> {
         self.txns.first_unstable()
+    }
+
+    /// Whether `producer_id` has a transaction open here.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.txns.is_open(producer_id)
     }
 
     /// How many transactions are open here.

@@ -407,6 +407,11 @@ impl PartitionLog {
         self.log.log.borrow().first_unstable_offset()
     }
 
+    /// See [`Log::has_open_transaction`].
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.log.log.borrow().has_open_transaction(producer_id)
+    }
+
     /// See [`Log::open_transactions`].
     pub fn open_transactions(&self) -> usize {
         self.log.log.borrow().open_transactions()

@@ -204,6 +204,11 @@ impl Transactions {
         self.ongoing.values().min().copied()
     }
 
+    /// Whether `producer_id` has a transaction open here.
+    pub fn is_open(&self, producer_id: i64) -> bool {
+        self.ongoing.contains_key(&producer_id)
+    }
+
     /// How many transactions are open here.
     pub fn ongoing_count(&self) -> usize {
         self.ongoing.len()

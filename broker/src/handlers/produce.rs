@@ -19,7 +19,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use sluice_controller::TopicMetadata;
-use sluice_storage::Durability;
+use sluice_storage::{BatchHeader, Durability};
 
 use super::{error_code, moved_leader, Handler, RequestContext};
 use crate::now_ms;
@@ -51,10 +51,13 @@ impl ProduceOutcome {
 }
 
 /// One request's appends, as its partitions' owning shards run them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ProduceOp {
     acks: i16,
     timeout_ms: i32,
+    /// The transactional producer's id, whose coordinator verifies the partitions
+    /// of a transaction's first batches (KIP-890).
+    transactional_id: Option<String>,
 }
 
 impl PartitionOp for ProduceOp {
@@ -88,7 +91,12 @@ impl PartitionOp for ProduceOp {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut receipts = Vec::new();
         let mut commits = Vec::new();
-        for (tp, records) in items {
+        let (turn, refused) = self.verify_transaction(&shard, &items).await;
+        for (i, (tp, records)) in items.into_iter().enumerate() {
+            if let Some(error) = refused.get(i).copied().flatten() {
+                outcomes.push(ProduceOutcome::failed(error, None));
+                continue;
+            }
             let outcome = match shard.append(&tp, records.unwrap_or_default(), now, durability) {
                 Ok(appended) => {
                     if let Some(receipt) = appended.receipt {
@@ -110,6 +118,7 @@ impl PartitionOp for ProduceOp {
             };
             outcomes.push(outcome);
         }
+        drop(turn);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.timeout_ms.max(0) as u64);
         for (i, receipt) in receipts {
             let error = match tokio::time::timeout_at(deadline, receipt.wait()).await {
@@ -135,6 +144,42 @@ impl PartitionOp for ProduceOp {
     }
 }
 
+impl ProduceOp {
+    /// KIP-890: a transactional producer's batch for a partition where it has no
+    /// transaction open is verified with its coordinator first. Returns the producer's
+    /// append turn (held from before the verification until the appends are done, so
+    /// requests append in the order they came) and, per item, the error of a batch
+    /// that failed verification.
+    async fn verify_transaction(
+        &self,
+        shard: &Rc<Shard>,
+        items: &[(TopicPartition, Option<Bytes>)],
+    ) -> (Option<tokio::sync::OwnedMutexGuard<()>>, Vec<Option<ResponseError>>) {
+        let header = |records: &Option<Bytes>| {
+            records
+                .as_ref()
+                .and_then(|b| BatchHeader::parse(b).ok())
+                .filter(|h| h.is_transactional() && !h.is_control() && h.producer_id >= 0)
+        };
+        let (Some(id), Some(first)) = (&self.transactional_id, items.iter().find_map(|(_, r)| header(r))) else {
+            return (None, Vec::new());
+        };
+        let producer = (first.producer_id, first.producer_epoch);
+        // Wait for earlier requests of this producer, then verify holding the turn.
+        let turn = shard.txn_append_turn(producer.0).lock_owned().await;
+        let mut refused = vec![None; items.len()];
+        let checks = items
+            .iter()
+            .enumerate()
+            .filter(|(_, (tp, r))| header(r).is_some() && !shard.has_open_transaction(tp, producer.0))
+            .map(|(i, (tp, _))| async move { (i, crate::txn::verify::verify(shard, id, producer, tp).await) });
+        for (i, outcome) in futures_util::future::join_all(checks).await {
+            refused[i] = outcome.err();
+        }
+        (Some(turn), refused)
+    }
+}
+
 impl Handler for ProduceHandler {
     type Request = ProduceRequest;
     type Response = ProduceResponse;
@@ -156,6 +201,7 @@ impl Handler for ProduceHandler {
             let op = ProduceOp {
                 acks,
                 timeout_ms: request.timeout_ms,
+                transactional_id: request.transactional_id.as_ref().map(|t| t.to_string()),
             };
             router::route(&shard, op, items).await
         } else {

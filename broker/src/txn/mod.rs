@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod machine;
 pub mod markers;
 pub mod records;
+pub mod verify;
 
 /// Kafka's internal topic of transaction state.
 pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
