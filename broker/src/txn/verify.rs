@@ -4,7 +4,8 @@
 //! (AddPartitionsToTxn v4 with `verify_only`), in place when this broker coordinates the
 //! id, over the wire otherwise. A batch a late or zombie producer sends after its
 //! transaction ended is refused with INVALID_TXN_STATE instead of opening a transaction
-//! no marker will ever close. When the coordinator cannot be asked, the batch gets
+//! no marker will ever close; a fenced producer's is INVALID_PRODUCER_EPOCH, as the
+//! partition itself answers older epochs. When the coordinator cannot be asked, the batch gets
 //! NOT_ENOUGH_REPLICAS, retriable, as Kafka answers.
 
 use std::rc::Rc;
@@ -51,9 +52,10 @@ pub async fn verify(
         verify_remote(shard, leader, transactional_id, producer, tp).await
     };
     outcome.map_err(|e| match e {
-        ResponseError::InvalidTxnState | ResponseError::ProducerFenced | ResponseError::InvalidProducerIdMapping => {
-            ResponseError::InvalidTxnState
-        }
+        ResponseError::InvalidTxnState | ResponseError::InvalidProducerIdMapping => ResponseError::InvalidTxnState,
+        // An older epoch than the coordinator's: the partition's own answer to a
+        // fenced producer (fatal for the client, as Kafka's).
+        ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch,
         _ => ResponseError::NotEnoughReplicas,
     })
 }
