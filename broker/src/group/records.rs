@@ -187,7 +187,7 @@ fn decode_group_value(v: &[u8]) -> Option<StoredGroup> {
     })
 }
 
-fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => {
             // The coordinator refuses ids this long; the cap only keeps the encoding sound.
@@ -204,10 +204,14 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Bounds-checked reads: a damaged record decodes to None, never a panic.
-struct Reader<'a>(&'a [u8]);
+/// Bounds-checked reads: a damaged record decodes to None, never a panic. Shared
+/// by every internal topic's records (`__transaction_state`'s too).
+pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl Reader<'_> {
+    pub fn i8(&mut self) -> Option<i8> {
+        self.take(1).map(|b| b[0] as i8)
+    }
     fn take(&mut self, n: usize) -> Option<&[u8]> {
         if self.0.len() < n {
             return None;
@@ -216,19 +220,19 @@ impl Reader<'_> {
         self.0 = tail;
         Some(head)
     }
-    fn i16(&mut self) -> Option<i16> {
+    pub fn i16(&mut self) -> Option<i16> {
         self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
     }
-    fn i32(&mut self) -> Option<i32> {
+    pub fn i32(&mut self) -> Option<i32> {
         self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub fn i64(&mut self) -> Option<i64> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Some(i64::from_be_bytes(a))
     }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
+    pub fn nullable_string(&mut self) -> Option<Option<String>> {
         let len = self.i16()?;
         if len < 0 {
             return Some(None);
@@ -236,10 +240,10 @@ impl Reader<'_> {
         let b = self.take(len as usize)?;
         Some(Some(String::from_utf8_lossy(b).into_owned()))
     }
-    fn string(&mut self) -> Option<String> {
+    pub fn string(&mut self) -> Option<String> {
         self.nullable_string().map(Option::unwrap_or_default)
     }
-    fn bytes(&mut self) -> Option<Bytes> {
+    pub fn bytes(&mut self) -> Option<Bytes> {
         let len = self.i32()?;
         if len < 0 {
             return Some(Bytes::new());

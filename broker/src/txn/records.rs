@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 
 use super::machine::{TxnMetadata, TxnState};
+use crate::group::records::{put_string, Reader};
 
 const KEY_VERSION: i16 = 0;
 const VALUE_VERSION: i16 = 0;
@@ -14,7 +15,7 @@ const VALUE_VERSION: i16 = 0;
 pub fn key(transactional_id: &str) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&KEY_VERSION.to_be_bytes());
-    put_string(&mut out, transactional_id);
+    put_string(&mut out, Some(transactional_id));
     out
 }
 
@@ -34,7 +35,7 @@ pub fn value(m: &TxnMetadata) -> Vec<u8> {
     }
     out.extend_from_slice(&(topics.len() as i32).to_be_bytes());
     for (topic, partitions) in topics {
-        put_string(&mut out, topic);
+        put_string(&mut out, Some(topic));
         out.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
         for p in partitions {
             out.extend_from_slice(&p.to_be_bytes());
@@ -89,43 +90,6 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<(String, Option<TxnMet
             start_ms,
         }),
     ))
-}
-
-fn put_string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        Some(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let len = self.i16()?;
-        if len < 0 {
-            return None;
-        }
-        String::from_utf8(self.take(len as usize)?.to_vec()).ok()
-    }
 }
 
 #[cfg(test)]
