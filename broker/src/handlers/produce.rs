@@ -161,7 +161,11 @@ impl ProduceOp {
                 .and_then(|b| BatchHeader::parse(b).ok())
                 .filter(|h| h.is_transactional() && !h.is_control() && h.producer_id >= 0)
         };
-        let (Some(id), Some(first)) = (&self.transactional_id, items.iter().find_map(|(_, r)| header(r))) else {
+        // Only a transactional producer's requests are looked into.
+        let Some(id) = &self.transactional_id else {
+            return (None, Vec::new());
+        };
+        let Some(first) = items.iter().find_map(|(_, r)| header(r)) else {
             return (None, Vec::new());
         };
         let producer = (first.producer_id, first.producer_epoch);
