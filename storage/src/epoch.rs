@@ -114,6 +114,20 @@ impl EpochCache {
         before != self.entries.len()
     }
 
+    /// The log now starts at `start` (retention, DeleteRecords): epochs that ended
+    /// before it are forgotten and the one holding it starts there (Kafka's
+    /// `truncateFromStart`). Returns whether the cache changed.
+    pub fn truncate_from_start(&mut self, start: Offset) -> bool {
+        let holding = self.entries.partition_point(|e| e.start <= start);
+        if holding == 0 {
+            return false;
+        }
+        let changed = holding > 1 || self.entries[0].start != start;
+        self.entries.drain(..holding - 1);
+        self.entries[0].start = start;
+        changed
+    }
+
     /// Forgets every epoch: the log was emptied and starts again at a new offset.
     pub fn clear(&mut self) {
         self.entries.clear();
@@ -162,6 +176,17 @@ mod tests {
         assert_eq!(c.end_offset_for(6, end), None);
         assert_eq!(cache(&[(3, 7)]).end_offset_for(1, end), Some((1, Offset(7))));
         assert_eq!(EpochCache::default().end_offset_for(0, end), None);
+    }
+
+    #[test]
+    fn a_log_start_moving_up_forgets_the_epochs_before_it() {
+        let mut c = cache(&[(1, 0), (3, 10), (4, 20)]);
+        assert!(c.truncate_from_start(Offset(15)));
+        assert_eq!(c, cache(&[(3, 15), (4, 20)]));
+        assert!(!c.truncate_from_start(Offset(15)));
+        assert!(!c.truncate_from_start(Offset(3)));
+        assert!(c.truncate_from_start(Offset(20)));
+        assert_eq!(c, cache(&[(4, 20)]));
     }
 
     #[test]

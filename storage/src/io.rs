@@ -22,6 +22,7 @@ use futures_util::future::LocalBoxFuture;
 
 pub mod inline;
 pub mod sim;
+mod trash;
 pub mod uring;
 
 /// A file as storage uses it. These calls wait for the disk on the calling thread, so
@@ -51,6 +52,14 @@ pub trait Io {
     /// Names of the entries of a directory.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a file that nothing reads any more off the calling thread: unlinking a
+    /// large file frees its blocks, which can take the filesystem a while, and a shard
+    /// must not wait for it (Kafka's `.deleted` step). The file is already renamed out
+    /// of the log's view; a crash before it goes leaves it for the next open to remove.
+    fn remove_file_later(&self, path: &Path) -> io::Result<()> {
+        trash::remove_later(path.to_path_buf());
+        Ok(())
+    }
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Renames a file over another (atomically, as rename(2) does).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -17,13 +17,14 @@ pub mod log;
 pub mod manager;
 pub mod offset;
 pub mod producer;
+pub mod retention;
 pub mod segment;
 pub mod snapshot;
 pub mod txn;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};
 pub use io::Engine;
-pub use log::{AppendError, AppendInfo, Log, LogConfig, ReadError};
+pub use log::{AppendError, AppendInfo, DeleteRecordsError, Deleted, Log, LogConfig, ReadError};
 pub use manager::{AppendReceipt, Appended, Durability, LogManager, PartitionLog, RoundStats, WriteFailed};
 pub use offset::{Flushed, HighWatermark, LogEnd, LogOffsets, LogStart, Offset, Written};
 pub use producer::SequenceError;

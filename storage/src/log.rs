@@ -26,6 +26,7 @@ use crate::epoch::EpochCache;
 use crate::io::{FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
+use crate::retention::{self, SegmentSummary};
 use crate::segment::{DiskRead, FileWrite, ReadStep, Segment, Target};
 use crate::snapshot;
 use crate::txn::{self, AbortedTxn, Marker, Transactions};
@@ -48,7 +49,20 @@ pub struct LogConfig {
     pub flush_messages: u64,
     /// `flush.ms`: flush data older than this (Kafka default: never).
     pub flush_ms: i64,
+    /// `retention.ms`: closed segments whose newest record is older go; negative keeps
+    /// them (Sluice's default: two weeks; Kafka's: 7 days).
+    pub retention_ms: i64,
+    /// `retention.bytes`: the oldest closed segments go while the log is larger;
+    /// negative puts no bound on size (Kafka's default).
+    pub retention_bytes: i64,
+    /// `cleanup.policy` includes `delete` (retention applies).
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` includes `compact` (the cleaner keeps the latest value per key).
+    pub cleanup_compact: bool,
 }
+
+/// Sluice's default `retention.ms`: two weeks, as its users asked (Kafka's is 7 days).
+pub const RETENTION_MS_DEFAULT: i64 = 14 * 24 * 3600 * 1000;
 
 /// Kafka's default `segment.bytes`.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 1 << 30;
@@ -66,6 +80,10 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             flush_messages: u64::MAX,
             flush_ms: i64::MAX,
+            retention_ms: RETENTION_MS_DEFAULT,
+            retention_bytes: -1,
+            cleanup_delete: true,
+            cleanup_compact: false,
         }
     }
 }
@@ -96,6 +114,22 @@ pub enum ReadError {
         log_start: LogStart,
         log_end: LogEnd,
     },
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What a retention pass or DeleteRecords removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Deleted {
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+/// DeleteRecords asked for an offset past what may be deleted (Kafka's OFFSET_OUT_OF_RANGE).
+#[derive(Debug, Error)]
+pub enum DeleteRecordsError {
+    #[error("offset {requested} is past the high watermark {limit}")]
+    OutOfRange { requested: Offset, limit: Offset },
     #[error("storage error: {0}")]
     Io(#[from] io::Error),
 }
@@ -342,6 +376,11 @@ impl Log {
         io.create_dir_all(dir)?;
         let mut bases = Vec::new();
         for name in io.list(dir)? {
+            if name.ends_with(crate::segment::DELETED_SUFFIX) {
+                // A deleted segment's file a crash left before it was unlinked.
+                io.remove_file(&dir.join(&name))?;
+                continue;
+            }
             if let Some(stem) = name.strip_suffix(".log") {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(Offset(base));
@@ -360,13 +399,18 @@ impl Log {
         if segments.is_empty() {
             segments.insert(Offset::ZERO, Segment::create(io.as_ref(), dir, Offset::ZERO, now_ms)?);
         }
-        let log_start = *segments.keys().next().unwrap_or(&Offset::ZERO);
+        let first_base = *segments.keys().next().unwrap_or(&Offset::ZERO);
         let log_end = segments
             .values()
             .next_back()
             .map(|s| s.next_offset())
-            .unwrap_or(log_start);
-        let (producers, txns) = recover_producers(io.as_ref(), dir, &segments, log_start, log_end, now_ms)?;
+            .unwrap_or(first_base);
+        // DeleteRecords may have moved the start into the first segment.
+        let log_start = retention::load_log_start(io.as_ref(), dir)
+            .map_or(first_base, |o| o.max(first_base))
+            .min(log_end);
+        let (producers, mut txns) = recover_producers(io.as_ref(), dir, &segments, first_base, log_end, now_ms)?;
+        txns.forget_before(log_start);
         let epochs = match EpochCache::load(io.as_ref(), dir) {
             Some(mut epochs) => {
                 // Recovery may have cut a tail whose epoch the checkpoint recorded.
@@ -679,6 +723,7 @@ impl Log {
         for (_, segment) in std::mem::take(&mut self.segments) {
             segment.delete(self.io.as_ref())?;
         }
+        retention::remove_log_start(self.io.as_ref(), &self.dir)?;
         Segment::create(self.io.as_ref(), &self.dir, offset, now_ms)?;
         self.epochs.clear();
         self.reopen(now_ms)
@@ -690,6 +735,102 @@ impl Log {
         let leader_epoch = self.leader_epoch;
         *self = Log::open_with(self.io.clone(), &self.dir, self.config.clone(), now_ms)?;
         self.leader_epoch = leader_epoch;
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (no further than
+    /// `limit`, the high watermark) and deletes the segments wholly below it. The new
+    /// start is durable before this returns. Returns the log start.
+    pub fn delete_records(&mut self, offset: Offset, limit: Offset) -> Result<LogStart, DeleteRecordsError> {
+        let limit = limit.min(self.log_end().offset());
+        if offset > limit {
+            return Err(DeleteRecordsError::OutOfRange {
+                requested: offset,
+                limit,
+            });
+        }
+        if offset > self.log_start.offset() {
+            retention::store_log_start(self.io.as_ref(), &self.dir, offset)?;
+            self.log_start = LogStart(offset);
+            self.delete_oldest(|s| s.next_offset() <= offset)?;
+            self.forget_before_start()?;
+        }
+        Ok(self.log_start)
+    }
+
+    /// One retention pass (`cleanup.policy` `delete`, see [`retention::deletable`]):
+    /// deletes the closed segments that are past `retention.ms` or over
+    /// `retention.bytes`, or below the log start, if they lie wholly below `upto`
+    /// (the high watermark). Their files are renamed at once and unlinked in the
+    /// background, so the shard never waits for the filesystem to free them.
+    pub fn apply_retention(&mut self, now_ms: i64, upto: Offset) -> io::Result<Deleted> {
+        let summaries: Vec<SegmentSummary> = self
+            .segments
+            .values()
+            .map(|s| SegmentSummary {
+                base: s.base_offset(),
+                next: s.next_offset(),
+                size: s.size(),
+                newest_ms: s.max_timestamp().map_or(s.created_ms(), |(ts, _)| ts),
+            })
+            .collect();
+        let verdict = retention::deletable(
+            &summaries,
+            &retention::Limits {
+                now_ms,
+                retention_ms: self.config.retention_ms,
+                retention_bytes: self.config.retention_bytes,
+                delete_policy: self.config.cleanup_delete,
+                log_start: self.log_start.offset(),
+                upto: upto.min(self.written.offset()),
+            },
+        );
+        let Some(keep_from) = summaries.get(verdict.segments).map(|s| s.base) else {
+            return Ok(Deleted::default());
+        };
+        if verdict.segments == 0 {
+            return Ok(Deleted::default());
+        }
+        let deleted = self.delete_oldest(|s| s.base_offset() < keep_from)?;
+        if keep_from > self.log_start.offset() {
+            self.log_start = LogStart(keep_from);
+        }
+        self.forget_before_start()?;
+        Ok(deleted)
+    }
+
+    /// Deletes the oldest segments while `doomed` says so, never the active one.
+    fn delete_oldest(&mut self, doomed: impl Fn(&Segment) -> bool) -> io::Result<Deleted> {
+        let mut deleted = Deleted::default();
+        while self.segments.len() > 1 {
+            let Some(entry) = self.segments.first_entry() else {
+                break;
+            };
+            if !doomed(entry.get()) {
+                break;
+            }
+            let segment = entry.remove();
+            self.sealed_since_flush.retain(|b| *b != segment.base_offset());
+            deleted.bytes += segment.delete_later(self.io.as_ref())?;
+            deleted.segments += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// After the log start moved: epochs, aborted transactions and producer-state
+    /// snapshots from before it are forgotten.
+    fn forget_before_start(&mut self) -> io::Result<()> {
+        let start = self.log_start.offset();
+        if self.epochs.truncate_from_start(start) {
+            self.epochs.store(self.io.as_ref(), &self.dir)?;
+        }
+        self.txns.forget_before(start);
+        let first_base = self.segments.keys().next().copied().unwrap_or(start);
+        for offset in snapshot::list(self.io.as_ref(), &self.dir)? {
+            if offset < first_base {
+                snapshot::remove(self.io.as_ref(), &self.dir, offset)?;
+            }
+        }
         Ok(())
     }
 

@@ -31,8 +31,11 @@ use thiserror::Error;
 use tokio::sync::{watch, Notify};
 
 use crate::io::{Io, WriteRound};
-use crate::log::{finish_read, AppendError, AppendInfo, Log, LogConfig, ReadError, RoundParts, WriteReceipt};
-use crate::offset::{Flushed, LogOffsets, Offset, Written};
+use crate::log::{
+    finish_read, AppendError, AppendInfo, DeleteRecordsError, Deleted, Log, LogConfig, ReadError, RoundParts,
+    WriteReceipt,
+};
+use crate::offset::{Flushed, LogOffsets, LogStart, Offset, Written};
 
 /// Appended bytes a log may hold in memory before even acks=0 appends wait for a write
 /// round: at 600 MB/s this is ~25 ms of writes, and with a shard's few hot partitions
@@ -558,6 +561,32 @@ impl PartitionLog {
 
     pub fn size_bytes(&self) -> u64 {
         self.log.log.borrow().size_bytes()
+    }
+
+    /// The topic's settings changed (AlterConfigs): the next append, roll and
+    /// retention pass use the new ones.
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.log.borrow_mut().set_config(config);
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.log.log.borrow().config().clone()
+    }
+
+    /// See [`Log::delete_records`].
+    pub fn delete_records(&self, offset: Offset, limit: Offset) -> Result<LogStart, DeleteRecordsError> {
+        if self.log.deleted.get() {
+            return Err(io::Error::other("the log was deleted").into());
+        }
+        self.log.log.borrow_mut().delete_records(offset, limit)
+    }
+
+    /// See [`Log::apply_retention`].
+    pub fn apply_retention(&self, now_ms: i64, upto: Offset) -> io::Result<Deleted> {
+        if self.log.deleted.get() {
+            return Ok(Deleted::default());
+        }
+        self.log.log.borrow_mut().apply_retention(now_ms, upto)
     }
 
     pub fn segment_count(&self) -> usize {

@@ -198,6 +198,12 @@ impl Transactions {
         self.aborted.sort_by_key(|a| a.last_offset);
     }
 
+    /// Forgets aborted transactions that ended before `log_start` (their batches are gone).
+    pub fn forget_before(&mut self, log_start: Offset) {
+        let gone = self.aborted.partition_point(|a| a.last_offset < log_start);
+        self.aborted.drain(..gone);
+    }
+
     /// The first offset of the oldest open transaction: the last stable offset can be
     /// no higher.
     pub fn first_unstable(&self) -> Option<Offset> {

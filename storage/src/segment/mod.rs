@@ -31,6 +31,10 @@ pub fn file_name(base: Offset, extension: &str) -> String {
     format!("{:020}.{extension}", base.0)
 }
 
+/// What a file of a deleted segment is renamed to end with before it is unlinked
+/// (Kafka's `.deleted`); a log removes any it finds when it opens.
+pub const DELETED_SUFFIX: &str = ".deleted";
+
 pub struct Segment {
     base_offset: Offset,
     log: FileRef,
@@ -434,6 +438,25 @@ impl Segment {
         }
         self.log.set_len(len)?;
         self.log.sync_data()
+    }
+
+    /// Removes the segment's files off the hot path (retention, DeleteRecords): each is
+    /// renamed to `<name>.deleted` at once, so a reopened log never sees it, and
+    /// unlinked in the background. Returns the bytes the segment held.
+    pub fn delete_later(self, io: &dyn Io) -> io::Result<u64> {
+        for ext in ["log", "index", "timeindex", crate::txn::TXN_INDEX_EXTENSION] {
+            let path = self.log_path.with_extension(ext);
+            let mut doomed = path.clone().into_os_string();
+            doomed.push(DELETED_SUFFIX);
+            let doomed = PathBuf::from(doomed);
+            match io.rename(&path, &doomed) {
+                Ok(()) => io.remove_file_later(&doomed)?,
+                // An index that was never written (the transaction index usually).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.size)
     }
 
     /// Removes the segment's files.

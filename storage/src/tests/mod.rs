@@ -4,6 +4,7 @@
 //! runs the shard's log manager on io_uring and on positional I/O.
 
 mod engines;
+mod retention;
 mod simulated;
 
 use std::fs::OpenOptions;
