@@ -115,7 +115,7 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMetadata
 /// Waits until every shard has applied metadata `revision` (opened or removed its
 /// partitions), so a client that was told a topic exists can use it at once through
 /// any shard; the error of a shard that could not apply it.
-async fn applied_everywhere(shard: &Shard, revision: u64) -> Result<(), AdminError> {
+pub(crate) async fn applied_everywhere(shard: &Shard, revision: u64) -> Result<(), AdminError> {
     for applied in &shard.cluster.applied {
         let mut watch = applied.subscribe();
         let mut shutdown = shard.cluster.shutdown.clone();

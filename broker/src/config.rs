@@ -68,8 +68,9 @@ pub struct Cli {
     /// Partitions of an auto-created topic (Kafka's num.partitions) [default: 1].
     #[arg(long, value_name = "N")]
     pub num_partitions: Option<i32>,
-    /// Create unknown topics when a client's Metadata request asks to [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    /// Create unknown topics when a client's Metadata request asks to
+    /// (auto.create.topics.enable) [default: true].
+    #[arg(long, visible_alias = "auto-create-topics-enable", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub auto_create_topics: Option<bool>,
     /// Largest record batch accepted (Kafka's message.max.bytes) [default: 1048588].
     #[arg(long, value_name = "BYTES")]
@@ -78,17 +79,39 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES")]
     pub socket_request_max_bytes: Option<usize>,
     /// Roll a segment at this size (log.segment.bytes) [default: 1073741824].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, visible_alias = "log-segment-bytes", value_name = "BYTES")]
     pub segment_bytes: Option<u64>,
     /// Roll a segment at this age (log.roll.ms) [default: 604800000].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, visible_alias = "log-roll-ms", value_name = "MS")]
     pub segment_ms: Option<i64>,
     /// Flush a partition after this many records (log.flush.interval.messages) [default: never].
-    #[arg(long, value_name = "N")]
+    #[arg(long, visible_alias = "log-flush-interval-messages", value_name = "N")]
     pub flush_messages: Option<u64>,
     /// Flush a partition's data older than this (log.flush.interval.ms) [default: never].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, visible_alias = "log-flush-interval-ms", value_name = "MS")]
     pub flush_ms: Option<i64>,
+    /// Delete closed segments whose newest record is older than this; -1 keeps them
+    /// (log.retention.ms; wins over the minutes and hours forms) [default: 1209600000, two weeks].
+    #[arg(long, value_name = "MS", allow_hyphen_values = true)]
+    pub log_retention_ms: Option<i64>,
+    /// log.retention.ms in minutes (log.retention.minutes).
+    #[arg(long, value_name = "MINUTES", allow_hyphen_values = true)]
+    pub log_retention_minutes: Option<i64>,
+    /// log.retention.ms in hours (log.retention.hours) [default: 336; Kafka's is 168].
+    #[arg(long, value_name = "HOURS", allow_hyphen_values = true)]
+    pub log_retention_hours: Option<i64>,
+    /// Delete the oldest closed segments while a partition is larger; -1 for no limit
+    /// (log.retention.bytes) [default: -1].
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub log_retention_bytes: Option<i64>,
+    /// How often partitions are checked for segments to delete
+    /// (log.retention.check.interval.ms) [default: 300000].
+    #[arg(long, value_name = "MS")]
+    pub log_retention_check_interval_ms: Option<u64>,
+    /// Topics' default cleanup.policy: delete, compact, or compact,delete
+    /// (log.cleanup.policy) [default: delete].
+    #[arg(long, value_name = "POLICY")]
+    pub log_cleanup_policy: Option<String>,
     /// Answer acks=all only after fdatasync; false relies on replication alone, as Kafka
     /// does by default [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -163,13 +186,24 @@ struct FileConfig {
     replica_lag_time_max_ms: Option<u64>,
     min_insync_replicas: Option<i32>,
     num_partitions: Option<i32>,
+    #[serde(alias = "auto-create-topics-enable")]
     auto_create_topics: Option<bool>,
     message_max_bytes: Option<usize>,
     socket_request_max_bytes: Option<usize>,
+    #[serde(alias = "log-segment-bytes")]
     segment_bytes: Option<u64>,
+    #[serde(alias = "log-roll-ms")]
     segment_ms: Option<i64>,
+    #[serde(alias = "log-flush-interval-messages")]
     flush_messages: Option<u64>,
+    #[serde(alias = "log-flush-interval-ms")]
     flush_ms: Option<i64>,
+    log_retention_ms: Option<i64>,
+    log_retention_minutes: Option<i64>,
+    log_retention_hours: Option<i64>,
+    log_retention_bytes: Option<i64>,
+    log_retention_check_interval_ms: Option<u64>,
+    log_cleanup_policy: Option<String>,
     acks_all_fsync: Option<bool>,
     offsets_topic_num_partitions: Option<i32>,
     offsets_topic_replication_factor: Option<i16>,
@@ -212,6 +246,11 @@ pub struct BrokerConfig {
     pub segment_ms: i64,
     pub flush_messages: u64,
     pub flush_ms: i64,
+    /// log.retention.ms, from whichever of its three forms was given.
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_cleanup_policy: String,
     pub acks_all_fsync: bool,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
@@ -292,6 +331,28 @@ impl BrokerConfig {
             segment_ms: cli.segment_ms.or(file.segment_ms).unwrap_or(7 * 24 * 3600 * 1000),
             flush_messages: cli.flush_messages.or(file.flush_messages).unwrap_or(u64::MAX),
             flush_ms: cli.flush_ms.or(file.flush_ms).unwrap_or(i64::MAX),
+            // Kafka's precedence: ms over minutes over hours, whatever their source.
+            log_retention_ms: cli
+                .log_retention_ms
+                .or(file.log_retention_ms)
+                .or(cli
+                    .log_retention_minutes
+                    .or(file.log_retention_minutes)
+                    .map(|m| m.saturating_mul(60_000)))
+                .or(cli
+                    .log_retention_hours
+                    .or(file.log_retention_hours)
+                    .map(|h| h.saturating_mul(3_600_000)))
+                .unwrap_or(sluice_storage::log::RETENTION_MS_DEFAULT),
+            log_retention_bytes: cli.log_retention_bytes.or(file.log_retention_bytes).unwrap_or(-1),
+            log_retention_check_interval_ms: cli
+                .log_retention_check_interval_ms
+                .or(file.log_retention_check_interval_ms)
+                .unwrap_or(300_000),
+            log_cleanup_policy: cli
+                .log_cleanup_policy
+                .or(file.log_cleanup_policy)
+                .unwrap_or_else(|| "delete".to_string()),
             acks_all_fsync: cli.acks_all_fsync.or(file.acks_all_fsync).unwrap_or(true),
             offsets_topic_num_partitions: cli
                 .offsets_topic_num_partitions
@@ -421,6 +482,14 @@ impl BrokerConfig {
         if self.group_max_size < 1 || self.offsets_retention_minutes < 1 {
             return Err("--group-max-size and --offsets-retention-minutes must be positive".into());
         }
+        if self.log_retention_ms < -1 || self.log_retention_bytes < -1 {
+            return Err("--log-retention-ms (or -minutes, -hours) and --log-retention-bytes must be -1 or more".into());
+        }
+        if self.log_retention_check_interval_ms < 1 {
+            return Err("--log-retention-check-interval-ms must be positive".into());
+        }
+        crate::topic_config::validate("cleanup.policy", &self.log_cleanup_policy)
+            .map_err(|e| format!("--log-cleanup-policy: {e}"))?;
         if self.segment_ms < 1 || self.flush_ms < 1 || self.flush_messages < 1 {
             return Err("--segment-ms, --flush-ms and --flush-messages must be positive".into());
         }
@@ -430,7 +499,30 @@ impl BrokerConfig {
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut flat = toml::Table::new();
+    flatten_keys("", table, &mut flat);
+    FileConfig::deserialize(toml::Value::Table(flat)).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The file may name a setting as its flag does (`log-retention-ms`) or as Kafka does
+/// (`log.retention.ms`, which TOML reads as nested tables, or `"log.retention.ms"`):
+/// every key becomes the flag's spelling.
+fn flatten_keys(prefix: &str, table: toml::Table, out: &mut toml::Table) {
+    for (key, value) in table {
+        let key = key.replace(['.', '_'], "-");
+        let name = if prefix.is_empty() {
+            key
+        } else {
+            format!("{prefix}-{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => flatten_keys(&name, inner, out),
+            value => {
+                out.insert(name, value);
+            }
+        }
+    }
 }
 
 fn parse_host_port(s: &str) -> Result<(String, u16), String> {
@@ -493,6 +585,43 @@ mod tests {
             (3, 3)
         );
         assert_eq!((c.replica_lag_time_max_ms, c.min_insync_replicas), (5000, 2));
+    }
+
+    #[test]
+    fn kafka_names_work_as_flags_and_as_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "log.retention.hours = 1\n\"log.retention.bytes\" = 5000\nlog.segment.bytes = 2048\n\
+             log-retention-check-interval-ms = 1000\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::resolve(Cli::parse_from(["sluice", "--config", path.to_str().unwrap()])).unwrap();
+        assert_eq!(
+            (
+                c.log_retention_ms,
+                c.log_retention_bytes,
+                c.segment_bytes,
+                c.log_retention_check_interval_ms
+            ),
+            (3_600_000, 5000, 2048, 1000)
+        );
+        let c = BrokerConfig::resolve(Cli::parse_from([
+            "sluice",
+            "--config",
+            path.to_str().unwrap(),
+            "--log-retention-minutes",
+            "2",
+            "--log-roll-ms",
+            "500",
+        ]))
+        .unwrap();
+        assert_eq!((c.log_retention_ms, c.segment_ms), (120_000, 500));
+        let c = BrokerConfig::resolve(Cli::parse_from(["sluice", "--log-retention-ms", "-1"])).unwrap();
+        assert_eq!((c.log_retention_ms, c.log_cleanup_policy.as_str()), (-1, "delete"));
+        let c = BrokerConfig::resolve(Cli::parse_from(["sluice"])).unwrap();
+        assert_eq!(c.log_retention_ms, 1_209_600_000);
     }
 
     #[test]

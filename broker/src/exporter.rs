@@ -295,6 +295,18 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.leader_elections as f64,
     );
+    f.counter(
+        "sluice_retention_deleted_segments_total",
+        "Closed segments deleted by retention (retention.ms, retention.bytes) or below a log start that DeleteRecords moved.",
+        &[],
+        total.retention_deleted_segments as f64,
+    );
+    f.counter(
+        "sluice_retention_deleted_bytes_total",
+        "Bytes of the segments retention deleted.",
+        &[],
+        total.retention_deleted_bytes as f64,
+    );
     f.histogram(
         "sluice_storage_fsync_duration_seconds",
         "Duration of each write round that synced (group commit), writes and fdatasyncs together.",

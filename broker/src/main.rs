@@ -6,6 +6,7 @@
 
 mod admin;
 mod config;
+mod configs;
 mod connection;
 mod coordinator;
 mod data_dir;

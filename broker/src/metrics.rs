@@ -84,6 +84,9 @@ pub struct ShardMetrics {
     pub isr_expands: u64,
     /// Partitions this broker came to lead under a new leader epoch.
     pub leader_elections: u64,
+    /// Segments and bytes deleted by retention (time, size, or the log start moving).
+    pub retention_deleted_segments: u64,
+    pub retention_deleted_bytes: u64,
 }
 
 impl ShardMetrics {
@@ -132,6 +135,8 @@ impl ShardMetrics {
         self.isr_shrinks += other.isr_shrinks;
         self.isr_expands += other.isr_expands;
         self.leader_elections += other.leader_elections;
+        self.retention_deleted_segments += other.retention_deleted_segments;
+        self.retention_deleted_bytes += other.retention_deleted_bytes;
     }
 }
 

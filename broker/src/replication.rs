@@ -313,6 +313,19 @@ async fn fetch(shard: &Rc<Shard>, peer: &mut Peer, work: Vec<Following>) -> io::
                     failed = true;
                 }
             }
+            // The leader's log start moved (DeleteRecords, retention): so does this
+            // replica's, as far as its own high watermark (Kafka's
+            // `maybeIncrementLogStartOffset` on a follower).
+            let offsets = p.offsets();
+            let leader_start = Offset(answer.log_start_offset);
+            if leader_start > offsets.log_start.offset() {
+                let upto = leader_start.min(offsets.high_watermark.offset());
+                if upto > offsets.log_start.offset() {
+                    if let Err(e) = p.log().delete_records(upto, offsets.high_watermark.offset()) {
+                        tracing::warn!(topic = %tp.topic, partition = tp.partition, "cannot follow the leader's log start: {e}");
+                    }
+                }
+            }
         }
     }
     for (log, start) in restarts {

@@ -262,6 +262,16 @@ fn run_shard(
                 ticking.tick_coordinators();
             }
         });
+        let retaining = shard.clone();
+        tokio::task::spawn_local(async move {
+            let period = Duration::from_millis(retaining.config().log_retention_check_interval_ms);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                retaining.apply_retention();
+            }
+        });
         let serving = shard.clone();
         tokio::task::spawn_local(async move {
             while let Some(call) = inbox.recv().await {

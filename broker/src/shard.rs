@@ -248,21 +248,31 @@ impl Shard {
             }
         }
         for topic in metadata.topics.values() {
-            if let Err(e) = self.open_topic(topic) {
+            if let Err(e) = self.open_topic(&metadata, topic) {
                 failures.push(e);
             }
         }
         let now = now_ms();
+        let mut topic_configs: HashMap<&str, (sluice_storage::LogConfig, i32)> = HashMap::new();
         for (tp, p) in self.partitions.borrow_mut().iter_mut() {
+            if let Some(topic) = metadata.topic(&tp.topic) {
+                // Config changes (AlterConfigs, topic or broker) apply to open logs at once.
+                let (config, min_isr) = topic_configs.entry(topic.name.as_str()).or_insert_with(|| {
+                    let values = topic_config::values(self.config(), &metadata, &topic.configs);
+                    (
+                        topic_config::log_config(&values),
+                        topic_config::min_insync_replicas(&values),
+                    )
+                });
+                p.log().set_config(config.clone());
+                p.min_insync_replicas = *min_isr;
+            }
             if let Some(state) = metadata.partition(&tp.topic, tp.partition) {
                 match p.set_state(state, self.leads(&metadata, state.leader), now) {
                     Ok(true) => self.metrics.borrow_mut().leader_elections += 1,
                     Ok(false) => {}
                     Err(e) => failures.push(format!("{}: {e}", p.log().dir().display())),
                 }
-            }
-            if let Some(topic) = metadata.topic(&tp.topic) {
-                p.min_insync_replicas = topic_config::min_insync_replicas(self.config(), &topic.configs);
             }
         }
         crate::replication::follow_leaders(self, &metadata);
@@ -358,8 +368,8 @@ impl Shard {
 
     /// Opens the logs of every partition of `topic` that this shard owns and that has
     /// a replica on this broker.
-    fn open_topic(&self, topic: &TopicMetadata) -> Result<(), String> {
-        let log_config = topic_config::log_config(self.config(), &topic.configs);
+    fn open_topic(&self, metadata: &ClusterMetadata, topic: &TopicMetadata) -> Result<(), String> {
+        let log_config = topic_config::log_config(&topic_config::values(self.config(), metadata, &topic.configs));
         for partition in 0..topic.partitions {
             if self.cluster.owner_of(&topic.name, partition) != self.id {
                 continue;
@@ -416,6 +426,35 @@ impl Shard {
                 },
             }
         }
+    }
+
+    /// One retention pass over this shard's partitions (`log.retention.check.interval.ms`):
+    /// each log deletes the closed segments its topic's `retention.ms`,
+    /// `retention.bytes` and log start let go, below its high watermark.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        let mut deleted = sluice_storage::Deleted::default();
+        for (tp, p) in self.partitions.borrow().iter() {
+            match p.log().apply_retention(now, p.offsets().high_watermark.offset()) {
+                Ok(d) if d.segments > 0 => {
+                    tracing::info!(
+                        topic = %tp.topic,
+                        partition = tp.partition,
+                        segments = d.segments,
+                        bytes = d.bytes,
+                        log_start = p.offsets().log_start.value(),
+                        "retention deleted old segments"
+                    );
+                    deleted.segments += d.segments;
+                    deleted.bytes += d.bytes;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(topic = %tp.topic, partition = tp.partition, "retention failed: {e}"),
+            }
+        }
+        let mut metrics = self.metrics.borrow_mut();
+        metrics.retention_deleted_segments += deleted.segments as u64;
+        metrics.retention_deleted_bytes += deleted.bytes;
     }
 
     /// Sends `call` to another shard's inbox. A closed inbox means shutdown; the

@@ -114,6 +114,9 @@ impl Keys {
     fn topic(&self, name: &str) -> String {
         format!("{}/topics/{name}", self.prefix)
     }
+    fn broker_configs(&self, entity: &str) -> String {
+        format!("{}/broker_configs/{entity}", self.prefix)
+    }
     fn partitions_of(&self, name: &str) -> String {
         format!("{}/partitions/{name}/", self.prefix)
     }
@@ -314,6 +317,7 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
             revision: 0,
             brokers: Default::default(),
             controller_id: NO_LEADER,
+            broker_configs: Default::default(),
         }))
         .0,
         session_deadline: std::sync::Mutex::new(granted_at + Duration::from_secs(ttl as u64)),
@@ -450,6 +454,14 @@ fn decode(keys: &Keys, store: &Store, revision: i64) -> ClusterMetadata {
             .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok())
             .unwrap_or(0),
         revision: revision.max(0) as u64,
+        broker_configs: store
+            .range(format!("{p}/broker_configs/")..format!("{p}/broker_configs0"))
+            .filter_map(|(key, e)| {
+                let entity = key.strip_prefix(&format!("{p}/broker_configs/"))?;
+                let configs = serde_json::from_slice::<BTreeMap<String, String>>(&e.value).ok()?;
+                Some((entity.to_string(), configs))
+            })
+            .collect(),
         controller_id: if brokers.contains_key(&controller_id) {
             controller_id
         } else {
@@ -1031,6 +1043,67 @@ impl Controller for EtcdController {
                 }
             }
             Err(ControllerError::Conflict)
+        })
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        self.run(async move {
+            for _ in 0..CAS_ATTEMPTS {
+                let (store, revision) = read_all(&inner).await?;
+                let metadata = decode(&inner.keys, &store, revision);
+                let (Some(topic), Some(entry)) = (metadata.topic(&name), store.get(&inner.keys.topic(&name))) else {
+                    return Err(ControllerError::UnknownTopic(name));
+                };
+                let record = TopicRecord {
+                    id: topic.id,
+                    partitions: topic.partitions,
+                    replication_factor: topic.replication_factor,
+                    configs: configs.clone(),
+                    internal: topic.internal,
+                };
+                if let Some(revision) =
+                    write_topic(&inner, &name, &record, Some(entry.mod_revision), Vec::new()).await?
+                {
+                    catch_up(&inner, revision).await;
+                    let mut altered = topic.clone();
+                    altered.configs = configs;
+                    return Ok(Change {
+                        value: altered,
+                        revision: revision.max(0) as u64,
+                    });
+                }
+            }
+            Err(ControllerError::Conflict)
+        })
+    }
+
+    fn alter_broker_configs(
+        &self,
+        entity: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ControllerFuture<'_, Change<()>> {
+        let inner = self.inner.clone();
+        let key = inner.keys.broker_configs(entity);
+        self.run(async move {
+            let mut client = inner.client.clone();
+            // The whole set is replaced at once; the last writer wins, as in Kafka.
+            let response = if configs.is_empty() {
+                bounded(client.delete(key, None)).await?.take_header()
+            } else {
+                bounded(client.put(key, json(&configs), None)).await?.take_header()
+            };
+            let revision = response.map(|h| h.revision()).unwrap_or(0);
+            catch_up(&inner, revision).await;
+            Ok(Change {
+                value: (),
+                revision: revision.max(0) as u64,
+            })
         })
     }
 

@@ -199,7 +199,16 @@ pub struct ClusterMetadata {
     /// The broker running the controller duty, or [`NO_LEADER`] while none does.
     #[serde(default)]
     pub controller_id: i32,
+    /// Dynamic broker configs (AlterConfigs on a BROKER resource), by Kafka's names:
+    /// under [`CLUSTER_DEFAULT`] the cluster-wide defaults, under a node id as a
+    /// string that broker's own. They win over the brokers' static configs.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
+
+/// The entity of cluster-wide dynamic broker configs (Kafka's `<default>`, an empty
+/// BROKER resource name).
+pub const CLUSTER_DEFAULT: &str = "";
 
 impl ClusterMetadata {
     pub fn topic(&self, name: &str) -> Option<&TopicMetadata> {
@@ -209,6 +218,15 @@ impl ClusterMetadata {
     /// A partition's placement and leadership.
     pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
         self.topic(topic).and_then(|t| t.partition(index))
+    }
+
+    /// A dynamic broker config for broker `id`: its own, else the cluster default.
+    pub fn broker_config(&self, id: i32, key: &str) -> Option<&str> {
+        self.broker_configs
+            .get(&id.to_string())
+            .and_then(|c| c.get(key))
+            .or_else(|| self.broker_configs.get(CLUSTER_DEFAULT).and_then(|c| c.get(key)))
+            .map(String::as_str)
     }
 
     /// Whether broker `id` is live (registered) in this snapshot.
@@ -432,6 +450,16 @@ pub trait Controller: Send + Sync {
         partitions: i32,
         assignments: Option<Vec<Vec<i32>>>,
     ) -> ControllerFuture<'_, Change<TopicMetadata>>;
+    /// Replaces a topic's config overrides (AlterConfigs, IncrementalAlterConfigs);
+    /// the caller has validated them.
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ControllerFuture<'_, Change<TopicMetadata>>;
+    /// Replaces the dynamic configs of a broker entity ([`CLUSTER_DEFAULT`] or a node id).
+    fn alter_broker_configs(&self, entity: &str, configs: BTreeMap<String, String>)
+        -> ControllerFuture<'_, Change<()>>;
     /// Reserves `count` producer ids for this broker, persisted before resolving, so
     /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
     fn allocate_producer_ids(&self, count: i64) -> ControllerFuture<'_, std::ops::Range<i64>>;

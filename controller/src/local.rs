@@ -1,6 +1,7 @@
 //! The embedded single-node controller: metadata in `<data-dir>/metadata.json`. Its one
 //! broker is the whole cluster: it is the controller and leads every partition.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ impl LocalController {
                     revision: 0,
                     brokers: Default::default(),
                     controller_id: me.id,
+                    broker_configs: Default::default(),
                 };
                 write_atomically(&path, &fresh)?;
                 fresh
@@ -147,6 +149,44 @@ impl Controller for LocalController {
                 topic.partitions = partitions;
                 topic.assignments.extend(added.into_iter().map(PartitionState::new));
                 Ok(topic.clone())
+            })
+            .await
+        })
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                let topic = meta
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+                topic.configs = configs;
+                Ok(topic.clone())
+            })
+            .await
+        })
+    }
+
+    fn alter_broker_configs(
+        &self,
+        entity: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ControllerFuture<'_, Change<()>> {
+        let entity = entity.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                if configs.is_empty() {
+                    meta.broker_configs.remove(&entity);
+                } else {
+                    meta.broker_configs.insert(entity, configs);
+                }
+                Ok(())
             })
             .await
         })

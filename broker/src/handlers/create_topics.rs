@@ -17,10 +17,6 @@ use crate::topic_config;
 
 pub(crate) struct CreateTopicsHandler;
 
-/// Kafka's DescribeConfigs source codes, reported with each config (KIP-226).
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_DEFAULT: i8 = 5;
-
 impl Handler for CreateTopicsHandler {
     type Request = CreateTopicsRequest;
     type Response = CreateTopicsResponse;
@@ -142,17 +138,13 @@ async fn create(
             .await?
             .id
     };
-    let described = topic_config::defaults(shard.config())
+    let described = topic_config::resolve(shard.config(), &shard.metadata(), &configs)
         .into_iter()
-        .map(|(key, default)| {
-            let (value, source) = match configs.get(&key) {
-                Some(v) => (v.clone(), SOURCE_TOPIC),
-                None => (default, SOURCE_DEFAULT),
-            };
+        .map(|r| {
             CreatableTopicConfigs::default()
-                .with_name(StrBytes::from_string(key))
-                .with_value(Some(StrBytes::from_string(value)))
-                .with_config_source(source)
+                .with_name(StrBytes::from_static_str(r.key))
+                .with_value(Some(StrBytes::from_string(r.value)))
+                .with_config_source(r.source)
         })
         .collect();
     Ok(CreatableTopicResult::default()

@@ -4,12 +4,15 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_configs;
 mod describe_groups;
 mod describe_transactions;
 mod elect_leaders;
@@ -119,6 +122,7 @@ handler_table! {
     ApiVersions => api_versions::ApiVersionsHandler,
     CreateTopics => create_topics::CreateTopicsHandler,
     DeleteTopics => delete_topics::DeleteTopicsHandler,
+    DeleteRecords => delete_records::DeleteRecordsHandler,
     CreatePartitions => create_partitions::CreatePartitionsHandler,
     InitProducerId => init_producer_id::InitProducerIdHandler,
     FindCoordinator => find_coordinator::FindCoordinatorHandler,
@@ -133,6 +137,9 @@ handler_table! {
     DeleteGroups => delete_groups::DeleteGroupsHandler,
     OffsetDelete => offset_delete::OffsetDeleteHandler,
     DescribeCluster => describe_cluster::DescribeClusterHandler,
+    DescribeConfigs => describe_configs::DescribeConfigsHandler,
+    AlterConfigs => alter_configs::AlterConfigsHandler,
+    IncrementalAlterConfigs => alter_configs::IncrementalAlterConfigsHandler,
     OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochHandler,
     ElectLeaders => elect_leaders::ElectLeadersHandler,
     AlterPartitionReassignments => partition_reassignments::AlterPartitionReassignmentsHandler,
