@@ -483,6 +483,7 @@ pub fn append_error(e: &AppendError) -> ResponseError {
         AppendError::Sequence(SequenceError::Fenced { .. }) => ResponseError::InvalidProducerEpoch,
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
         AppendError::NotTransactional(_) => ResponseError::InvalidTxnState,
+        AppendError::KeylessRecords(_) => ResponseError::InvalidRecord,
         AppendError::Io(_) | AppendError::Failed => ResponseError::KafkaStorageError,
     }
 }

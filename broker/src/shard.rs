@@ -154,6 +154,25 @@ pub struct Shard {
     pub metrics: Rc<RefCell<ShardMetrics>>,
 }
 
+/// Why an append was refused: Kafka's error, a message for the client, and the
+/// batch's records that caused it (KIP-467's `record_errors`).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub code: ResponseError,
+    pub message: Option<String>,
+    pub record_errors: Vec<i32>,
+}
+
+impl Refusal {
+    pub fn new(code: ResponseError, message: Option<String>) -> Refusal {
+        Refusal {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
 impl Shard {
     /// Must run inside the shard's runtime: an io_uring backend creates its ring there.
     pub fn new(id: usize, cluster: Arc<Cluster>) -> Shard {
@@ -495,20 +514,20 @@ impl Shard {
         records: Bytes,
         now_ms: i64,
         durability: Durability,
-    ) -> Result<Appended, (ResponseError, Option<String>)> {
+    ) -> Result<Appended, Refusal> {
         let acks_all = durability == Durability::Synced;
         let durability = self.durability(durability);
         let mut partitions = self.partitions.borrow_mut();
         let Some(p) = partitions.get_mut(tp) else {
-            return Err((ResponseError::UnknownTopicOrPartition, None));
+            return Err(Refusal::new(ResponseError::UnknownTopicOrPartition, None));
         };
         if !p.is_leader() {
-            return Err((ResponseError::NotLeaderOrFollower, None));
+            return Err(Refusal::new(ResponseError::NotLeaderOrFollower, None));
         }
         // acks=all needs enough replicas in sync to be worth writing (Kafka checks
         // before the append, and again when the batch is committed).
         if acks_all && (p.isr().len() as i32) < p.min_insync_replicas {
-            return Err((
+            return Err(Refusal::new(
                 ResponseError::NotEnoughReplicas,
                 Some(format!(
                     "{} in-sync replica(s), min.insync.replicas is {}",
@@ -528,7 +547,14 @@ impl Shard {
                 }
                 Ok(appended)
             }
-            Err(e) => Err((append_error(&e), Some(e.to_string()))),
+            Err(e) => Err(Refusal {
+                code: append_error(&e),
+                message: Some(e.to_string()),
+                record_errors: match e {
+                    sluice_storage::AppendError::KeylessRecords(indexes) => indexes,
+                    _ => Vec::new(),
+                },
+            }),
         }
     }
 
@@ -688,7 +714,7 @@ impl Host for Shard {
     }
 
     fn append(&self, tp: &TopicPartition, batch: Bytes, durability: Durability) -> Result<Appended, ResponseError> {
-        Shard::append(self, tp, batch, now_ms(), durability).map_err(|(e, _)| e)
+        Shard::append(self, tp, batch, now_ms(), durability).map_err(|r| r.code)
     }
 
     async fn committed(&self, tp: &TopicPartition, target: Offset) -> Result<(), ResponseError> {

@@ -324,8 +324,10 @@ pub fn validate(key: &str, value: &str) -> Result<(), String> {
             )),
         },
         "compression.type" => match value {
-            "producer" => Ok(()),
-            _ => Err("compression.type: only 'producer' (batches kept as sent) is supported".into()),
+            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
+            _ => Err(format!(
+                "compression.type must be producer, uncompressed, gzip, snappy, lz4 or zstd, not '{value}'"
+            )),
         },
         "cleanup.policy" => {
             if value.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
@@ -388,6 +390,7 @@ pub fn log_config(values: &BTreeMap<String, String>) -> LogConfig {
         retention_bytes: num("retention.bytes", defaults.retention_bytes),
         cleanup_delete: policy.contains(&"delete"),
         cleanup_compact: policy.contains(&"compact"),
+        compression: get("compression.type").and_then(sluice_storage::compression::codec_of),
     }
 }
 

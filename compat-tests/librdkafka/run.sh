@@ -119,9 +119,13 @@ ensure_broker() { # scenario
     start_broker "$1"
 }
 stop_brokers() {
-    local pid
+    local pid i
+    for pid in ${broker_pids[*]}; do kill "$pid" 2>/dev/null; done
+    # The brokers are not this shell's children (started in command substitutions), so
+    # `wait` cannot see them: poll until each has flushed and gone, so that removing
+    # the work directory does not race their last writes.
     for pid in ${broker_pids[*]}; do
-        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     done
 }
 trap 'stop_brokers; rm -rf "$work"' EXIT

@@ -21,19 +21,19 @@ pub const BATCH_HEADER_LEN: usize = 61;
 /// Bytes before `batchLength` counts: baseOffset and batchLength themselves.
 pub const BATCH_LENGTH_PREFIX: usize = 12;
 const MAGIC_POS: usize = 16;
-const CRC_POS: usize = 17;
-const ATTRIBUTES_POS: usize = 21;
-const CRC_START: usize = ATTRIBUTES_POS;
+pub(crate) const CRC_POS: usize = 17;
+pub(crate) const ATTRIBUTES_POS: usize = 21;
+pub(crate) const CRC_START: usize = ATTRIBUTES_POS;
 const LAST_OFFSET_DELTA_POS: usize = 23;
-const BASE_TIMESTAMP_POS: usize = 27;
-const MAX_TIMESTAMP_POS: usize = 35;
+pub(crate) const BASE_TIMESTAMP_POS: usize = 27;
+pub(crate) const MAX_TIMESTAMP_POS: usize = 35;
 const PRODUCER_ID_POS: usize = 43;
 const PRODUCER_EPOCH_POS: usize = 51;
 const BASE_SEQUENCE_POS: usize = 53;
-const RECORD_COUNT_POS: usize = 57;
+pub(crate) const RECORD_COUNT_POS: usize = 57;
 const LEADER_EPOCH_POS: usize = 12;
 
-const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
@@ -239,6 +239,8 @@ pub struct RecordView<'a> {
     pub key: Option<&'a [u8]>,
     /// None for a null value (a tombstone in a compacted topic).
     pub value: Option<&'a [u8]>,
+    /// The whole record as it is in the batch, its length prefix included.
+    pub raw: &'a [u8],
 }
 
 /// Walks the records of an uncompressed batch body (the bytes after the header).
@@ -248,11 +250,13 @@ pub fn for_each_record<'a>(
 ) -> Result<(), BatchError> {
     const TRUNCATED: BatchError = BatchError::InvalidRecord("truncated record");
     while !body.is_empty() {
+        let start = body;
         let length = read_varint(&mut body).ok_or(TRUNCATED)?;
         if length < 0 || length as usize > body.len() {
             return Err(TRUNCATED);
         }
         let (mut record, rest) = body.split_at(length as usize);
+        let raw = &start[..start.len() - rest.len()];
         body = rest;
         let _attributes = take(&mut record, 1).ok_or(TRUNCATED)?;
         let timestamp_delta = read_varint(&mut record).ok_or(TRUNCATED)?;
@@ -292,6 +296,7 @@ pub fn for_each_record<'a>(
             offset_delta,
             key,
             value,
+            raw,
         })?;
     }
     Ok(())
@@ -372,7 +377,7 @@ pub fn set_producer(
     batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-fn put_varint(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);

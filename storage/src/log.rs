@@ -22,6 +22,7 @@ use futures_util::FutureExt;
 use thiserror::Error;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
+use crate::compression;
 use crate::epoch::EpochCache;
 use crate::io::{FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
@@ -57,9 +58,19 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// `cleanup.policy` includes `delete` (retention applies).
     pub cleanup_delete: bool,
-    /// `cleanup.policy` includes `compact` (the cleaner keeps the latest value per key).
+    /// `cleanup.policy` includes `compact` (the cleaner keeps the latest value per key,
+    /// and records without a key are refused).
     pub cleanup_compact: bool,
+    /// `compression.type`: the codec batches are rewritten to on append, or None for
+    /// `producer` (kept as sent, Kafka's default).
+    pub compression: Option<i16>,
 }
+
+/// The most a batch's records may decompress to when storage must look inside (a
+/// compacted topic's keys, recompression, cleaning): bounds the memory one request can
+/// take. Kafka's batches are at most `max.message.bytes` (1 MiB by default) compressed;
+/// real data compresses well under 100×.
+pub const DECOMPRESSED_BATCH_MAX: usize = 128 << 20;
 
 /// Sluice's default `retention.ms`: two weeks, as its users asked (Kafka's is 7 days).
 pub const RETENTION_MS_DEFAULT: i64 = 14 * 24 * 3600 * 1000;
@@ -84,6 +95,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             cleanup_delete: true,
             cleanup_compact: false,
+            compression: None,
         }
     }
 }
@@ -100,6 +112,10 @@ pub enum AppendError {
     /// (Kafka's InvalidTxnStateException: INVALID_TXN_STATE).
     #[error("producer {0} has a transaction open in this partition; its batch must be transactional")]
     NotTransactional(i64),
+    /// Records without a key sent to a compacted topic (INVALID_RECORD, with these
+    /// records' indexes in the batch as per-record errors).
+    #[error("a compacted topic needs a key on every record; {} records have none", .0.len())]
+    KeylessRecords(Vec<i32>),
     /// An earlier write or sync of this log failed: what is in its files is unknown, so
     /// it takes no more writes rather than acknowledge data it cannot vouch for.
     #[error("an earlier write or sync of this log failed; it takes no more writes")]
@@ -529,8 +545,21 @@ impl Log {
     /// batch is readable; the next write round puts it in the file, and a round that
     /// syncs makes it durable.
     pub fn append(&mut self, records: impl Into<Bytes>, now_ms: i64) -> Result<AppendInfo, AppendError> {
-        let records: Bytes = records.into();
-        let header = batch::validate_produced(&records, self.config.max_message_bytes)?;
+        let mut records: Bytes = records.into();
+        let mut header = batch::validate_produced(&records, self.config.max_message_bytes)?;
+        if self.config.cleanup_compact {
+            let keyless = compression::keyless_records(&records, &header, DECOMPRESSED_BATCH_MAX)?;
+            if !keyless.is_empty() {
+                return Err(AppendError::KeylessRecords(keyless));
+            }
+        }
+        if let Some(codec) = self.config.compression.filter(|c| *c != header.compression()) {
+            // The topic's codec, not the producer's (Kafka's compression.type).
+            let body = compression::records_of(&records, &header, DECOMPRESSED_BATCH_MAX)?;
+            let rebuilt = compression::rebuild(&records, &body, header.record_count, codec)?;
+            records = Bytes::from(rebuilt);
+            header = BatchHeader::parse(&records)?;
+        }
         if !header.is_transactional() && header.producer_id >= 0 && self.txns.is_open(header.producer_id) {
             return Err(AppendError::NotTransactional(header.producer_id));
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage,
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
@@ -33,6 +34,8 @@ pub(crate) struct ProduceHandler;
 pub struct ProduceOutcome {
     pub error: Option<ResponseError>,
     pub message: Option<String>,
+    /// Indexes (within the batch) of the records that caused `error`.
+    pub record_errors: Vec<i32>,
     pub base_offset: i64,
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
@@ -43,6 +46,7 @@ impl ProduceOutcome {
         ProduceOutcome {
             error: Some(error),
             message,
+            record_errors: Vec::new(),
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
@@ -109,12 +113,16 @@ impl PartitionOp for ProduceOp {
                     ProduceOutcome {
                         error: None,
                         message: None,
+                        record_errors: Vec::new(),
                         base_offset: info.base_offset.value(),
                         log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
                         log_start_offset: info.log_start_offset.value(),
                     }
                 }
-                Err((error, message)) => ProduceOutcome::failed(error, message),
+                Err(refusal) => ProduceOutcome {
+                    record_errors: refusal.record_errors,
+                    ..ProduceOutcome::failed(refusal.code, refusal.message)
+                },
             };
             outcomes.push(outcome);
         }
@@ -251,6 +259,18 @@ impl Handler for ProduceHandler {
                             .with_base_offset(o.base_offset)
                             .with_log_append_time_ms(o.log_append_time_ms)
                             .with_log_start_offset(o.log_start_offset)
+                            .with_record_errors(
+                                o.record_errors
+                                    .iter()
+                                    .map(|i| {
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(*i)
+                                            .with_batch_index_error_message(Some(StrBytes::from_static_str(
+                                                "compacted topic cannot accept message without key",
+                                            )))
+                                    })
+                                    .collect(),
+                            )
                             .with_error_message(o.message.map(StrBytes::from_string))
                     })
                     .collect();
