@@ -48,12 +48,11 @@ fn corrupt(_: impl std::fmt::Display) -> BatchError {
 /// Reads all of `reader` into memory, refusing more than `limit` bytes.
 fn read_bounded(reader: impl Read, limit: usize) -> Result<Vec<u8>, BatchError> {
     let mut out = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(corrupt)?;
+    reader.take(limit as u64 + 1).read_to_end(&mut out).map_err(corrupt)?;
     if out.len() > limit {
-        return Err(BatchError::InvalidRecord("the batch decompresses to more than the broker allows"));
+        return Err(BatchError::InvalidRecord(
+            "the batch decompresses to more than the broker allows",
+        ));
     }
     Ok(out)
 }
@@ -73,7 +72,9 @@ pub fn decompress(codec: i16, data: &[u8], limit: usize) -> Result<Vec<u8>, Batc
 fn snappy_raw(data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
     let len = snap::raw::decompress_len(data).map_err(corrupt)?;
     if len > limit {
-        return Err(BatchError::InvalidRecord("the batch decompresses to more than the broker allows"));
+        return Err(BatchError::InvalidRecord(
+            "the batch decompresses to more than the broker allows",
+        ));
     }
     snap::raw::Decoder::new().decompress_vec(data).map_err(corrupt)
 }
@@ -188,7 +189,10 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_and_rebuilt_batches_pass_validation() {
-        let batch = batch::build(&[(Some(b"k1"), Some(b"v1")), (None, Some(b"v2")), (Some(b"k3"), None)], 7);
+        let batch = batch::build(
+            &[(Some(b"k1"), Some(b"v1")), (None, Some(b"v2")), (Some(b"k3"), None)],
+            7,
+        );
         let header = BatchHeader::parse(&batch).unwrap();
         let records = records_of(&batch, &header, 1 << 20).unwrap().into_owned();
         for codec in [NONE, GZIP, SNAPPY, LZ4, ZSTD] {

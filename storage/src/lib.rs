@@ -10,6 +10,7 @@
 //! shard's I/O backend ([`io::Io`]).
 
 pub mod batch;
+pub mod cleaner;
 pub mod compression;
 pub mod epoch;
 pub mod index;

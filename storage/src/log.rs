@@ -22,6 +22,7 @@ use futures_util::FutureExt;
 use thiserror::Error;
 
 use crate::batch::{self, BatchError, BatchHeader, TimestampType};
+use crate::cleaner::{self, CleanJob, Cleaned, CompactionConfig, SourceSegment};
 use crate::compression;
 use crate::epoch::EpochCache;
 use crate::io::{FileRef, Io, Positional, WriteRound};
@@ -64,6 +65,8 @@ pub struct LogConfig {
     /// `compression.type`: the codec batches are rewritten to on append, or None for
     /// `producer` (kept as sent, Kafka's default).
     pub compression: Option<i16>,
+    /// What the cleaner honours when `cleanup_compact` is set.
+    pub compaction: CompactionConfig,
 }
 
 /// The most a batch's records may decompress to when storage must look inside (a
@@ -96,6 +99,7 @@ impl Default for LogConfig {
             cleanup_delete: true,
             cleanup_compact: false,
             compression: None,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -312,6 +316,8 @@ pub struct Log {
     leader_epoch: i32,
     /// Open and aborted transactions (KIP-98).
     txns: Transactions,
+    /// Where the part of the log the cleaner has not compacted yet starts.
+    first_dirty: Offset,
 }
 
 /// Segments replayed at open to rebuild producer state when the log has no usable
@@ -390,6 +396,8 @@ impl Log {
     /// Opens the log in `dir` (created if absent) on `io`, recovering its active segment.
     pub fn open_with(io: Rc<dyn Io>, dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
         io.create_dir_all(dir)?;
+        // A cleaner's swap that a crash interrupted is finished or undone first.
+        cleaner::recover(io.as_ref(), dir)?;
         let mut bases = Vec::new();
         for name in io.list(dir)? {
             if name.ends_with(crate::segment::DELETED_SUFFIX) {
@@ -451,6 +459,9 @@ impl Log {
             }
         };
         let leader_epoch = epochs.latest().map(|e| e.epoch).unwrap_or(0);
+        let first_dirty = cleaner::load_checkpoint(io.as_ref(), dir)
+            .unwrap_or(log_start)
+            .clamp(log_start, log_end);
         Ok(Log {
             io,
             dir: dir.to_path_buf(),
@@ -467,6 +478,7 @@ impl Log {
             epochs,
             leader_epoch,
             txns,
+            first_dirty,
         })
     }
 
@@ -828,6 +840,125 @@ impl Log {
         Ok(deleted)
     }
 
+    /// A cleaning pass this log is due for (`cleanup.policy` compact), or None: the
+    /// closed segments wholly below `upto` (the high watermark), the last stable offset
+    /// and `min.compaction.lag.ms`, when their dirty share reaches
+    /// `min.cleanable.dirty.ratio` or dirty data is older than `max.compaction.lag.ms`.
+    pub fn cleaning_job(
+        &self,
+        now_ms: i64,
+        upto: Offset,
+        map_entries_max: usize,
+        bytes_per_second: Option<f64>,
+    ) -> Option<CleanJob> {
+        if !self.config.cleanup_compact {
+            return None;
+        }
+        let compaction = self.config.compaction;
+        let mut limit = upto.min(self.written.offset());
+        if let Some(unstable) = self.first_unstable_offset() {
+            limit = limit.min(unstable);
+        }
+        let lag_horizon = now_ms.saturating_sub(compaction.min_compaction_lag_ms);
+        let closed = self.segments.len().saturating_sub(1);
+        let candidates: Vec<&Segment> = self
+            .segments
+            .values()
+            .take(closed)
+            .take_while(|s| s.next_offset() <= limit)
+            .take_while(|s| s.max_timestamp().is_none_or(|(ts, _)| ts <= lag_horizon))
+            .collect();
+        let first_dirty = self.first_dirty.max(self.log_start.offset());
+        let total: u64 = candidates.iter().map(|s| s.size()).sum();
+        let dirty: Vec<&&Segment> = candidates.iter().filter(|s| s.next_offset() > first_dirty).collect();
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size()).sum();
+        if dirty_bytes == 0 {
+            return None;
+        }
+        let ratio = dirty_bytes as f64 / total.max(1) as f64;
+        let overdue_horizon = now_ms.saturating_sub(compaction.max_compaction_lag_ms);
+        let overdue = dirty
+            .iter()
+            .any(|s| s.max_timestamp().is_some_and(|(ts, _)| ts < overdue_horizon));
+        if ratio < compaction.min_cleanable_dirty_ratio && !overdue {
+            return None;
+        }
+        Some(CleanJob {
+            dir: self.dir.clone(),
+            segments: candidates
+                .iter()
+                .map(|s| SourceSegment {
+                    base: s.base_offset(),
+                    file: s.log_file(),
+                    size: s.size(),
+                    next: s.next_offset(),
+                })
+                .collect(),
+            first_dirty,
+            now_ms,
+            delete_retention_ms: compaction.delete_retention_ms,
+            index_interval_bytes: self.config.index_interval_bytes,
+            aborted: self.txns.aborted_overlapping(self.log_start.offset(), limit),
+            map_entries_max,
+            bytes_per_second,
+        })
+    }
+
+    /// Swaps a finished pass's segments in (see [`cleaner`]), if every segment it
+    /// cleaned is still the log's as it was (retention or a truncation may have moved
+    /// on meanwhile; the pass is then dropped). Returns the bytes reclaimed.
+    pub fn install_cleaned(&mut self, cleaned: Cleaned, now_ms: i64) -> io::Result<Option<u64>> {
+        let unchanged = cleaned.sources.iter().all(|s| {
+            self.segments
+                .get(&s.base)
+                .is_some_and(|seg| seg.holds(&s.file) && seg.size() == s.size && seg.next_offset() == s.next)
+        }) && self
+            .segments
+            .keys()
+            .next_back()
+            .is_some_and(|active| cleaned.sources.iter().all(|s| s.base < *active));
+        let out_dir = self.dir.join(cleaner::CLEANED_DIR);
+        if !unchanged {
+            self.io.remove_dir_all(&out_dir)?;
+            return Ok(None);
+        }
+        cleaner::mark_complete(self.io.as_ref(), &self.dir)?;
+        let names = self.io.list(&out_dir)?;
+        cleaner::swap_in(self.io.as_ref(), &self.dir, &names)?;
+        self.io.remove_dir_all(&out_dir)?;
+        for source in &cleaned.sources {
+            let segment = Segment::open(
+                self.io.as_ref(),
+                &self.dir,
+                source.base,
+                false,
+                self.config.index_interval_bytes,
+                now_ms,
+            )?;
+            self.segments.insert(source.base, segment);
+        }
+        self.first_dirty = cleaned.cleaned_upto;
+        cleaner::store_checkpoint(self.io.as_ref(), &self.dir, self.first_dirty)?;
+        Ok(Some(cleaned.bytes_before.saturating_sub(cleaned.bytes_after)))
+    }
+
+    /// The share of the closed segments' bytes the cleaner has not compacted yet.
+    pub fn dirty_ratio(&self) -> f64 {
+        let closed = self.segments.len().saturating_sub(1);
+        let (mut total, mut dirty) = (0u64, 0u64);
+        for s in self.segments.values().take(closed) {
+            total += s.size();
+            if s.next_offset() > self.first_dirty {
+                dirty += s.size();
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        }
+    }
+
     /// Deletes the oldest segments while `doomed` says so, never the active one.
     fn delete_oldest(&mut self, doomed: impl Fn(&Segment) -> bool) -> io::Result<Deleted> {
         let mut deleted = Deleted::default();
@@ -913,6 +1044,13 @@ impl Log {
     /// Continues a read with the bytes its last step asked for.
     pub(crate) fn read_continue(&self, read: DiskRead, data: Bytes) -> ReadStep {
         match self.segments.get(&read.cursor.segment) {
+            // The cleaner swapped the segment meanwhile: positions in the old file mean
+            // nothing in the new one, so the read starts again there (same offsets).
+            Some(segment) if !segment.holds(&read.file) => {
+                let c = read.cursor;
+                let cursor = segment.read_cursor(c.offset, c.max_bytes, c.min_one, c.upto);
+                segment.read_step(cursor, None, self.config.index_interval_bytes)
+            }
             Some(segment) => segment.read_step(read.cursor, Some(data), self.config.index_interval_bytes),
             // The segment went away meanwhile (the topic was deleted).
             None => ReadStep::Done(Bytes::new()),

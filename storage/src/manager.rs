@@ -581,6 +581,39 @@ impl PartitionLog {
         self.log.log.borrow_mut().delete_records(offset, limit)
     }
 
+    /// One cleaning pass if the log is due for one (see [`Log::cleaning_job`]): the
+    /// cleaner thread rewrites the segments while the shard goes on, then they are
+    /// swapped in here. Returns the bytes reclaimed, if a pass ran and was installed.
+    pub async fn clean(
+        &self,
+        cleaner: &crate::cleaner::CleanerThread,
+        upto: Offset,
+        map_entries_max: usize,
+        bytes_per_second: Option<f64>,
+    ) -> io::Result<Option<u64>> {
+        if self.log.deleted.get() {
+            return Ok(None);
+        }
+        let job = self
+            .log
+            .log
+            .borrow()
+            .cleaning_job(now_ms(), upto, map_entries_max, bytes_per_second);
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        let cleaned = cleaner.run(job).await?;
+        if self.log.deleted.get() {
+            return Ok(None);
+        }
+        self.log.log.borrow_mut().install_cleaned(cleaned, now_ms())
+    }
+
+    /// See [`Log::dirty_ratio`].
+    pub fn dirty_ratio(&self) -> f64 {
+        self.log.log.borrow().dirty_ratio()
+    }
+
     /// See [`Log::apply_retention`].
     pub fn apply_retention(&self, now_ms: i64, upto: Offset) -> io::Result<Deleted> {
         if self.log.deleted.get() {

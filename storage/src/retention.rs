@@ -93,7 +93,17 @@ pub fn deletable(segments: &[SegmentSummary], limits: &Limits) -> Verdict {
 /// Reads the log start checkpoint; None when there is none or it is unreadable (the
 /// first segment's base is then the log start).
 pub fn load_log_start(io: &dyn Io, dir: &Path) -> Option<Offset> {
-    let file = io.open(&dir.join(LOG_START_FILE), false).ok()?;
+    load_offset(io, &dir.join(LOG_START_FILE))
+}
+
+/// Writes the log start checkpoint.
+pub fn store_log_start(io: &dyn Io, dir: &Path, offset: Offset) -> io::Result<()> {
+    store_offset(io, dir, LOG_START_FILE, offset)
+}
+
+/// Reads a one-offset checkpoint file (version `0`, then the offset).
+pub(crate) fn load_offset(io: &dyn Io, path: &Path) -> Option<Offset> {
+    let file = io.open(path, false).ok()?;
     let len = file.size().ok()? as usize;
     if len > 64 {
         return None;
@@ -108,17 +118,17 @@ pub fn load_log_start(io: &dyn Io, dir: &Path) -> Option<Offset> {
     lines.next()?.trim().parse().ok().map(Offset)
 }
 
-/// Writes the log start checkpoint: to a synced temporary file renamed over the old
+/// Writes a one-offset checkpoint: to a synced temporary file renamed over the old
 /// one, so a crash leaves either checkpoint whole.
-pub fn store_log_start(io: &dyn Io, dir: &Path, offset: Offset) -> io::Result<()> {
+pub(crate) fn store_offset(io: &dyn Io, dir: &Path, name: &str, offset: Offset) -> io::Result<()> {
     let text = format!("0\n{}\n", offset.0);
-    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let file = io.open(&tmp, true)?;
     file.set_len(0)?;
     file.write_all_at(text.as_bytes(), 0)?;
     file.sync_data()?;
     drop(file);
-    io.rename(&tmp, &dir.join(LOG_START_FILE))?;
+    io.rename(&tmp, &dir.join(name))?;
     io.sync_dir(dir)
 }
 

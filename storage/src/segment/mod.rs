@@ -153,6 +153,19 @@ impl Segment {
         self.base_offset
     }
 
+    /// The log file's handle (the cleaner reads closed segments through it).
+    pub fn log_file(&self) -> FileRef {
+        self.log.clone()
+    }
+
+    /// Whether `file` is this segment's log file (and not one it replaced).
+    pub fn holds(&self, file: &FileRef) -> bool {
+        std::ptr::eq(
+            std::sync::Arc::as_ptr(&self.log) as *const u8,
+            std::sync::Arc::as_ptr(file) as *const u8,
+        )
+    }
+
     pub fn next_offset(&self) -> Offset {
         self.next_offset
     }

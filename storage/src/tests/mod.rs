@@ -3,6 +3,7 @@
 //! `simulated` runs the log on a disk with injected faults and crashes; `engines`
 //! runs the shard's log manager on io_uring and on positional I/O.
 
+mod cleaner;
 mod engines;
 mod retention;
 mod simulated;
