@@ -112,6 +112,41 @@ pub struct Cli {
     /// (log.cleanup.policy) [default: delete].
     #[arg(long, value_name = "POLICY")]
     pub log_cleanup_policy: Option<String>,
+    /// Run the log cleaner for compacted topics (log.cleaner.enable) [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub log_cleaner_enable: Option<bool>,
+    /// How long the cleaner waits between checks of a shard's compacted partitions
+    /// (log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, value_name = "MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Memory for one cleaning pass's key map, 24 bytes a key
+    /// (log.cleaner.dedupe.buffer.size) [default: 134217728].
+    #[arg(long, value_name = "BYTES")]
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// Bytes per second the cleaner may read and write; unset for no limit
+    /// (log.cleaner.io.max.bytes.per.second) [default: unlimited].
+    #[arg(long, value_name = "BYTES")]
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
+    /// Topics' default delete.retention.ms: how long tombstones stay
+    /// (log.cleaner.delete.retention.ms) [default: 86400000].
+    #[arg(long, value_name = "MS")]
+    pub log_cleaner_delete_retention_ms: Option<i64>,
+    /// Topics' default min.cleanable.dirty.ratio (log.cleaner.min.cleanable.ratio) [default: 0.5].
+    #[arg(long, value_name = "RATIO")]
+    pub log_cleaner_min_cleanable_ratio: Option<f64>,
+    /// Topics' default min.compaction.lag.ms (log.cleaner.min.compaction.lag.ms) [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub log_cleaner_min_compaction_lag_ms: Option<i64>,
+    /// Topics' default max.compaction.lag.ms (log.cleaner.max.compaction.lag.ms) [default: never].
+    #[arg(long, value_name = "MS")]
+    pub log_cleaner_max_compaction_lag_ms: Option<i64>,
+    /// segment.bytes of __consumer_offsets (offsets.topic.segment.bytes), so the cleaner
+    /// can compact it long before a 1 GiB segment fills [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    pub offsets_topic_segment_bytes: Option<u64>,
+    /// segment.bytes of __transaction_state (transaction.state.log.segment.bytes) [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    pub transaction_state_log_segment_bytes: Option<u64>,
     /// Answer acks=all only after fdatasync; false relies on replication alone, as Kafka
     /// does by default [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -204,6 +239,16 @@ struct FileConfig {
     log_retention_bytes: Option<i64>,
     log_retention_check_interval_ms: Option<u64>,
     log_cleanup_policy: Option<String>,
+    log_cleaner_enable: Option<bool>,
+    log_cleaner_backoff_ms: Option<u64>,
+    log_cleaner_dedupe_buffer_size: Option<u64>,
+    log_cleaner_io_max_bytes_per_second: Option<f64>,
+    log_cleaner_delete_retention_ms: Option<i64>,
+    log_cleaner_min_cleanable_ratio: Option<f64>,
+    log_cleaner_min_compaction_lag_ms: Option<i64>,
+    log_cleaner_max_compaction_lag_ms: Option<i64>,
+    offsets_topic_segment_bytes: Option<u64>,
+    transaction_state_log_segment_bytes: Option<u64>,
     acks_all_fsync: Option<bool>,
     offsets_topic_num_partitions: Option<i32>,
     offsets_topic_replication_factor: Option<i16>,
@@ -251,6 +296,16 @@ pub struct BrokerConfig {
     pub log_retention_bytes: i64,
     pub log_retention_check_interval_ms: u64,
     pub log_cleanup_policy: String,
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
+    pub log_cleaner_dedupe_buffer_size: u64,
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
+    pub log_cleaner_delete_retention_ms: i64,
+    pub log_cleaner_min_cleanable_ratio: f64,
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    pub log_cleaner_max_compaction_lag_ms: i64,
+    pub offsets_topic_segment_bytes: u64,
+    pub transaction_state_log_segment_bytes: u64,
     pub acks_all_fsync: bool,
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
@@ -353,6 +408,42 @@ impl BrokerConfig {
                 .log_cleanup_policy
                 .or(file.log_cleanup_policy)
                 .unwrap_or_else(|| "delete".to_string()),
+            log_cleaner_enable: cli.log_cleaner_enable.or(file.log_cleaner_enable).unwrap_or(true),
+            log_cleaner_backoff_ms: cli
+                .log_cleaner_backoff_ms
+                .or(file.log_cleaner_backoff_ms)
+                .unwrap_or(15_000),
+            log_cleaner_dedupe_buffer_size: cli
+                .log_cleaner_dedupe_buffer_size
+                .or(file.log_cleaner_dedupe_buffer_size)
+                .unwrap_or(128 << 20),
+            log_cleaner_io_max_bytes_per_second: cli
+                .log_cleaner_io_max_bytes_per_second
+                .or(file.log_cleaner_io_max_bytes_per_second),
+            log_cleaner_delete_retention_ms: cli
+                .log_cleaner_delete_retention_ms
+                .or(file.log_cleaner_delete_retention_ms)
+                .unwrap_or(86_400_000),
+            log_cleaner_min_cleanable_ratio: cli
+                .log_cleaner_min_cleanable_ratio
+                .or(file.log_cleaner_min_cleanable_ratio)
+                .unwrap_or(0.5),
+            log_cleaner_min_compaction_lag_ms: cli
+                .log_cleaner_min_compaction_lag_ms
+                .or(file.log_cleaner_min_compaction_lag_ms)
+                .unwrap_or(0),
+            log_cleaner_max_compaction_lag_ms: cli
+                .log_cleaner_max_compaction_lag_ms
+                .or(file.log_cleaner_max_compaction_lag_ms)
+                .unwrap_or(i64::MAX),
+            offsets_topic_segment_bytes: cli
+                .offsets_topic_segment_bytes
+                .or(file.offsets_topic_segment_bytes)
+                .unwrap_or(104_857_600),
+            transaction_state_log_segment_bytes: cli
+                .transaction_state_log_segment_bytes
+                .or(file.transaction_state_log_segment_bytes)
+                .unwrap_or(104_857_600),
             acks_all_fsync: cli.acks_all_fsync.or(file.acks_all_fsync).unwrap_or(true),
             offsets_topic_num_partitions: cli
                 .offsets_topic_num_partitions
@@ -484,6 +575,31 @@ impl BrokerConfig {
         }
         if self.log_retention_ms < -1 || self.log_retention_bytes < -1 {
             return Err("--log-retention-ms (or -minutes, -hours) and --log-retention-bytes must be -1 or more".into());
+        }
+        if self.log_cleaner_backoff_ms < 1 || self.log_cleaner_dedupe_buffer_size < 1024 {
+            return Err(
+                "--log-cleaner-backoff-ms must be positive and --log-cleaner-dedupe-buffer-size at least 1024".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.log_cleaner_min_cleanable_ratio) {
+            return Err("--log-cleaner-min-cleanable-ratio must be between 0 and 1".into());
+        }
+        if self.log_cleaner_delete_retention_ms < 0
+            || self.log_cleaner_min_compaction_lag_ms < 0
+            || self.log_cleaner_max_compaction_lag_ms < 1
+        {
+            return Err("--log-cleaner-*-ms must not be negative".into());
+        }
+        for (flag, bytes) in [
+            ("--offsets-topic-segment-bytes", self.offsets_topic_segment_bytes),
+            (
+                "--transaction-state-log-segment-bytes",
+                self.transaction_state_log_segment_bytes,
+            ),
+        ] {
+            if !(1024..=u32::MAX as u64).contains(&bytes) {
+                return Err(format!("{flag} must be between 1024 and 4294967295"));
+            }
         }
         if self.log_retention_check_interval_ms < 1 {
             return Err("--log-retention-check-interval-ms must be positive".into());

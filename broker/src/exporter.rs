@@ -307,6 +307,18 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.retention_deleted_bytes as f64,
     );
+    f.counter(
+        "sluice_cleaner_runs_total",
+        "Log cleaner passes over compacted partitions that were installed.",
+        &[],
+        total.cleaner_runs as f64,
+    );
+    f.counter(
+        "sluice_cleaner_reclaimed_bytes_total",
+        "Bytes the log cleaner's passes reclaimed (size before minus after).",
+        &[],
+        total.cleaner_reclaimed_bytes as f64,
+    );
     f.histogram(
         "sluice_storage_fsync_duration_seconds",
         "Duration of each write round that synced (group commit), writes and fdatasyncs together.",
@@ -381,6 +393,14 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
             &l,
             p.segments as f64,
         );
+        if let Some(ratio) = p.dirty_ratio {
+            f.gauge(
+                "sluice_partition_dirty_ratio",
+                "For a compacted partition: the share of its closed segments' bytes the cleaner has not compacted yet (it cleans at min.cleanable.dirty.ratio).",
+                &l,
+                ratio,
+            );
+        }
         if let Some(lag) = p.follower_lag {
             f.gauge(
                 "sluice_partition_follower_lag_records",

@@ -87,6 +87,9 @@ pub struct ShardMetrics {
     /// Segments and bytes deleted by retention (time, size, or the log start moving).
     pub retention_deleted_segments: u64,
     pub retention_deleted_bytes: u64,
+    /// Cleaner passes installed, and the bytes they reclaimed.
+    pub cleaner_runs: u64,
+    pub cleaner_reclaimed_bytes: u64,
 }
 
 impl ShardMetrics {
@@ -137,6 +140,8 @@ impl ShardMetrics {
         self.leader_elections += other.leader_elections;
         self.retention_deleted_segments += other.retention_deleted_segments;
         self.retention_deleted_bytes += other.retention_deleted_bytes;
+        self.cleaner_runs += other.cleaner_runs;
+        self.cleaner_reclaimed_bytes += other.cleaner_reclaimed_bytes;
     }
 }
 
@@ -154,6 +159,8 @@ pub struct PartitionStats {
     pub segments: usize,
     /// On a leader: how many records its furthest-behind follower lacks.
     pub follower_lag: Option<i64>,
+    /// For a compacted partition: the share of its closed segments' bytes not yet cleaned.
+    pub dirty_ratio: Option<f64>,
 }
 
 /// A consumer group at scrape time.

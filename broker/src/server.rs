@@ -100,6 +100,14 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         },
         engine: choose_io_engine(&config_for_groups.io_engine)?,
         applied: (0..shards).map(|_| watch::channel(Applied::default()).0).collect(),
+        cleaner: if config_for_groups.log_cleaner_enable {
+            Some(
+                sluice_storage::cleaner::CleanerThread::start()
+                    .map_err(|e| format!("cannot start the log cleaner: {e}"))?,
+            )
+        } else {
+            None
+        },
     });
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -270,6 +278,14 @@ fn run_shard(
             loop {
                 tick.tick().await;
                 retaining.apply_retention();
+            }
+        });
+        let cleaning = shard.clone();
+        tokio::task::spawn_local(async move {
+            let period = Duration::from_millis(cleaning.config().log_cleaner_backoff_ms);
+            loop {
+                tokio::time::sleep(period).await;
+                cleaning.clean_compacted().await;
             }
         });
         let serving = shard.clone();

@@ -67,6 +67,8 @@ pub struct Cluster {
     /// Each shard's applied metadata revision, so an admin change can answer once
     /// every shard has opened (or removed) its partitions.
     pub applied: Vec<watch::Sender<Applied>>,
+    /// The thread compacted partitions are cleaned on (None with log.cleaner.enable=false).
+    pub cleaner: Option<sluice_storage::cleaner::CleanerThread>,
 }
 
 impl Cluster {
@@ -476,6 +478,39 @@ impl Shard {
         metrics.retention_deleted_bytes += deleted.bytes;
     }
 
+    /// One cleaner pass over this shard's compacted partitions
+    /// (`log.cleaner.backoff.ms`): each that is due is cleaned on the cleaner thread,
+    /// one at a time, below its high watermark.
+    pub async fn clean_compacted(&self) {
+        let Some(cleaner) = self.cluster.cleaner.clone() else {
+            return;
+        };
+        let due: Vec<(TopicPartition, sluice_storage::PartitionLog, Offset)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.log().config().cleanup_compact)
+            .map(|(tp, p)| (tp.clone(), p.log().clone(), p.offsets().high_watermark.offset()))
+            .collect();
+        let config = self.config();
+        let map_entries = (config.log_cleaner_dedupe_buffer_size / 24).max(1) as usize;
+        let rate = config.log_cleaner_io_max_bytes_per_second;
+        for (tp, log, upto) in due {
+            let started = std::time::Instant::now();
+            match log.clean(&cleaner, upto, map_entries, rate).await {
+                Ok(Some(reclaimed)) => {
+                    let took = started.elapsed();
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, reclaimed, ?took, "cleaned a compacted partition");
+                    let mut metrics = self.metrics.borrow_mut();
+                    metrics.cleaner_runs += 1;
+                    metrics.cleaner_reclaimed_bytes += reclaimed;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(topic = %tp.topic, partition = tp.partition, "cleaning failed: {e}"),
+            }
+        }
+    }
+
     /// Sends `call` to another shard's inbox. A closed inbox means shutdown; the
     /// dropped call's reply channel tells the caller.
     pub async fn send(&self, shard: usize, call: ShardCall) {
@@ -669,6 +704,7 @@ impl Shard {
                     size_bytes: p.log().size_bytes(),
                     segments: p.log().segment_count(),
                     follower_lag: p.follower_lag(),
+                    dirty_ratio: p.log().config().cleanup_compact.then(|| p.log().dirty_ratio()),
                 }
             })
             .collect();

@@ -9,9 +9,10 @@
 //!
 //! Keys Sluice enforces: segment.bytes, segment.ms, max.message.bytes,
 //! message.timestamp.type, flush.messages, flush.ms, index.interval.bytes,
-//! min.insync.replicas, retention.ms, retention.bytes, cleanup.policy. The keys in
-//! [`STORED_ONLY`] are accepted, stored and described, and act once their feature lands
-//! (compaction's, among them).
+//! min.insync.replicas, retention.ms, retention.bytes, cleanup.policy,
+//! compression.type, delete.retention.ms, min.cleanable.dirty.ratio,
+//! min.compaction.lag.ms, max.compaction.lag.ms. The keys in [`STORED_ONLY`] are
+//! accepted, stored and described.
 
 use std::collections::BTreeMap;
 
@@ -147,17 +148,13 @@ const TOPIC_KEYS: &[(&str, Option<&str>, ConfigType, &str)] = &[
     ),
 ];
 
-/// Keys kept and described but not acted on yet (compaction's, until the cleaner
-/// lands; message.format.version is ignored by Kafka 3 too, and gone in Kafka 4).
+/// Keys kept and described but not acted on (message.format.version is ignored by
+/// Kafka 3 too, and gone in Kafka 4; files are deleted in the background at once).
 const STORED_ONLY: &[&str] = &[
-    "delete.retention.ms",
     "file.delete.delay.ms",
-    "max.compaction.lag.ms",
     "message.format.version",
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
     "preallocate",
     "segment.jitter.ms",
     "unclean.leader.election.enable",
@@ -204,6 +201,10 @@ fn static_broker_value(broker: &BrokerConfig, topic_key: &str) -> Option<String>
         "retention.ms" => broker.log_retention_ms.to_string(),
         "retention.bytes" => broker.log_retention_bytes.to_string(),
         "cleanup.policy" => broker.log_cleanup_policy.clone(),
+        "delete.retention.ms" => broker.log_cleaner_delete_retention_ms.to_string(),
+        "min.cleanable.dirty.ratio" => broker.log_cleaner_min_cleanable_ratio.to_string(),
+        "min.compaction.lag.ms" => broker.log_cleaner_min_compaction_lag_ms.to_string(),
+        "max.compaction.lag.ms" => broker.log_cleaner_max_compaction_lag_ms.to_string(),
         _ => return None,
     })
 }
@@ -391,6 +392,14 @@ pub fn log_config(values: &BTreeMap<String, String>) -> LogConfig {
         cleanup_delete: policy.contains(&"delete"),
         cleanup_compact: policy.contains(&"compact"),
         compression: get("compression.type").and_then(sluice_storage::compression::codec_of),
+        compaction: sluice_storage::cleaner::CompactionConfig {
+            delete_retention_ms: num("delete.retention.ms", 86_400_000),
+            min_compaction_lag_ms: num("min.compaction.lag.ms", 0),
+            max_compaction_lag_ms: num("max.compaction.lag.ms", i64::MAX),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.5),
+        },
     }
 }
 

@@ -1027,18 +1027,29 @@ impl Log {
     /// Tests, benchmarks and tools use this; the broker reads through its shard's
     /// [`crate::LogManager`], which waits for the disk without blocking.
     pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Bytes, ReadError> {
-        let first = self.read_start(offset, max_bytes, min_one, self.log_end().offset())?;
-        let read_file = |read: &DiskRead| {
-            let mut buf = vec![0u8; read.len];
-            let result = read.file.read_exact_at(&mut buf, read.pos).map(|()| Bytes::from(buf));
-            std::future::ready(result)
-        };
-        let done = finish_read(first, read_file, |read, data| self.read_continue(read, data));
-        // Every step above is ready at once, so the future completes on its first poll.
-        match done.now_or_never() {
-            Some(result) => Ok(result?),
-            None => Err(io::Error::other("a blocking read did not complete").into()),
+        let upto = self.log_end().offset();
+        let mut parts = ReadParts::new(offset, max_bytes, upto);
+        while let Some((from, room, first_only)) = parts.next_read(min_one) {
+            let first = self.read_start(from, room, first_only, upto)?;
+            let read_file = |read: &DiskRead| {
+                let mut buf = vec![0u8; read.len];
+                let result = read.file.read_exact_at(&mut buf, read.pos).map(|()| Bytes::from(buf));
+                std::future::ready(result)
+            };
+            let done = finish_read(first, read_file, |read, data| self.read_continue(read, data));
+            // Every step above is ready at once, so the future completes on its first poll.
+            let bytes = match done.now_or_never() {
+                Some(result) => result?,
+                None => return Err(io::Error::other("a blocking read did not complete").into()),
+            };
+            parts.add(bytes, |next| self.segment_starts_at(next));
         }
+        Ok(parts.finish())
+    }
+
+    /// Whether a segment starts at `offset` (a read that ended there ended its segment).
+    pub(crate) fn segment_starts_at(&self, offset: Offset) -> bool {
+        self.segments.contains_key(&offset)
     }
 
     /// Continues a read with the bytes its last step asked for.
@@ -1248,6 +1259,77 @@ impl Log {
             segment.delete(self.io.as_ref())?;
         }
         self.io.remove_dir_all(&self.dir)
+    }
+}
+
+/// Reads within one segment at most; a read that ends at its segment's end goes on in
+/// the next one while room is left. Compacted logs can hold runs of segments that are
+/// one empty batch each (the cleaner keeps every segment's last batch), and a client
+/// that gets a response with no record in it takes the batch for one too large to
+/// fetch (librdkafka doubles its fetch size, then fails), so a response crosses them.
+const SEGMENTS_PER_READ_MAX: usize = 64;
+
+/// The pieces of one read that may cross segments, joined at the end.
+pub(crate) struct ReadParts {
+    parts: Vec<Bytes>,
+    next: Offset,
+    room: usize,
+    upto: Offset,
+    more: bool,
+}
+
+impl ReadParts {
+    pub(crate) fn new(offset: Offset, max_bytes: usize, upto: Offset) -> ReadParts {
+        ReadParts {
+            parts: Vec::new(),
+            next: offset,
+            room: max_bytes,
+            upto,
+            more: true,
+        }
+    }
+
+    /// Where the next piece starts, the room it has, and whether it may return a first
+    /// batch larger than that (only the first piece may, KIP-74).
+    pub(crate) fn next_read(&self, min_one: bool) -> Option<(Offset, usize, bool)> {
+        let go = self.more && self.parts.len() < SEGMENTS_PER_READ_MAX;
+        go.then_some((self.next, self.room, min_one && self.parts.is_empty()))
+    }
+
+    /// Takes a piece; `segment_starts_at` tells whether it ended at its segment's end.
+    pub(crate) fn add(&mut self, bytes: Bytes, segment_starts_at: impl Fn(Offset) -> bool) {
+        let mut next = None;
+        let mut rest: &[u8] = &bytes;
+        while let Ok(h) = BatchHeader::parse(rest) {
+            if h.size > rest.len() {
+                break;
+            }
+            next = Some(h.next_offset());
+            rest = &rest[h.size..];
+        }
+        self.room = self.room.saturating_sub(bytes.len());
+        match next {
+            Some(next) if !bytes.is_empty() => {
+                self.next = next;
+                self.more = self.room >= batch::BATCH_HEADER_LEN && next < self.upto && segment_starts_at(next);
+                self.parts.push(bytes);
+            }
+            _ => self.more = false,
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(self.parts.iter().map(Bytes::len).sum());
+                for p in &self.parts {
+                    all.extend_from_slice(p);
+                }
+                all.freeze()
+            }
+        }
     }
 }
 

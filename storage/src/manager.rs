@@ -32,8 +32,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::io::{Io, WriteRound};
 use crate::log::{
-    finish_read, AppendError, AppendInfo, DeleteRecordsError, Deleted, Log, LogConfig, ReadError, RoundParts,
-    WriteReceipt,
+    finish_read, AppendError, AppendInfo, DeleteRecordsError, Deleted, Log, LogConfig, ReadError, ReadParts,
+    RoundParts, WriteReceipt,
 };
 use crate::offset::{Flushed, LogOffsets, LogStart, Offset, Written};
 
@@ -436,15 +436,20 @@ impl PartitionLog {
         min_one: bool,
         upto: Offset,
     ) -> Result<Bytes, ReadError> {
-        let first = self.log.log.borrow().read_start(offset, max_bytes, min_one, upto)?;
         let io = &self.shared.io;
-        let bytes = finish_read(
-            first,
-            |read| io.read(&read.file, read.pos, read.len),
-            |read, data| self.log.log.borrow().read_continue(read, data),
-        )
-        .await?;
-        Ok(bytes)
+        let mut parts = ReadParts::new(offset, max_bytes, upto);
+        while let Some((from, room, first_only)) = parts.next_read(min_one) {
+            let first = self.log.log.borrow().read_start(from, room, first_only, upto)?;
+            let bytes = finish_read(
+                first,
+                |read| io.read(&read.file, read.pos, read.len),
+                |read, data| self.log.log.borrow().read_continue(read, data),
+            )
+            .await?;
+            let log = self.log.log.borrow();
+            parts.add(bytes, |next| log.segment_starts_at(next));
+        }
+        Ok(parts.finish())
     }
 
     pub fn offsets(&self) -> LogOffsets {

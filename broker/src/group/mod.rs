@@ -44,7 +44,16 @@ pub fn offsets_topic(config: &crate::config::BrokerConfig) -> sluice_controller:
         name: OFFSETS_TOPIC.to_string(),
         partitions: config.offsets_topic_num_partitions,
         replication_factor: config.offsets_topic_replication_factor,
-        configs: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+        configs: [
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            // Kafka's offsets.topic.segment.bytes: segments small enough to roll, so
+            // the cleaner can compact them.
+            (
+                "segment.bytes".to_string(),
+                config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]
+        .into(),
         internal: true,
         replica_assignments: None,
     }

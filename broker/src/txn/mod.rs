@@ -32,6 +32,10 @@ pub fn transaction_state_topic(config: &crate::config::BrokerConfig, live_broker
         configs: [
             ("cleanup.policy".to_string(), "compact".to_string()),
             ("min.insync.replicas".to_string(), min_isr.to_string()),
+            (
+                "segment.bytes".to_string(),
+                config.transaction_state_log_segment_bytes.to_string(),
+            ),
         ]
         .into(),
         internal: true,
