@@ -5,7 +5,8 @@ Usage: configs_admin.py BOOTSTRAP TOPIC
 The topic must exist with data in partition 0. Prints one JSON object with what each
 step answered: the topic's and the broker's described configs (value and source),
 an incremental change by confluent-kafka, a full AlterConfigs by kafka-python, the
-errors of bad changes, and the low watermark DeleteRecords reports.
+errors of bad changes, the partition sizes DescribeLogDirs reports, and the low
+watermark DeleteRecords reports.
 """
 import json
 import sys
@@ -72,6 +73,10 @@ def main():
     described = kp.describe_configs([KpResource(KpType.TOPIC, topic)])
     out["kafka_python_after_alter"] = {k: {"value": e["value"], "source": e["config_source"]}
                                        for k, e in described["topic"][topic].items()}
+    dirs = kp.describe_log_dirs()
+    out["log_dir_sizes"] = {f'{t["name"]}-{p["partition_index"]}': p["partition_size"]
+                            for broker in dirs for d in broker["log_dirs"]
+                            for t in d["topics"] for p in t["partitions"] if t["name"] == topic}
     kp.close()
 
     [(_, f)] = admin.delete_records([TopicPartition(topic, 0, 5)], request_timeout=10).items()

@@ -283,6 +283,14 @@ fn python_admin_clients_describe_and_alter_configs_and_delete_records() {
         v["kafka_python_after_alter"]["retention.bytes"]["source"],
         "DYNAMIC_BROKER_CONFIG"
     );
+    // DescribeLogDirs: the partition's bytes on disk.
+    let on_disk: u64 = std::fs::read_dir(broker.data_dir().join("data").join("configured-0"))
+        .expect("partition dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| e.metadata().expect("metadata").len())
+        .sum();
+    assert_eq!(v["log_dir_sizes"]["configured-0"], on_disk);
     assert_eq!(v["low_watermark"], 5);
     assert_eq!(v["delete_past_end"], "OFFSET_OUT_OF_RANGE");
     assert_eq!(watermarks(&broker, "configured"), (5, 20));

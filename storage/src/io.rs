@@ -329,3 +329,10 @@ impl Engine {
         }
     }
 }
+
+/// The filesystem holding `path`: (total bytes, bytes an unprivileged writer may still
+/// use), for DescribeLogDirs.
+pub fn disk_space(path: &Path) -> io::Result<(u64, u64)> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok((stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize))
+}

@@ -14,6 +14,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_transactions;
 mod elect_leaders;
 mod end_txn;
@@ -138,6 +139,7 @@ handler_table! {
     OffsetDelete => offset_delete::OffsetDeleteHandler,
     DescribeCluster => describe_cluster::DescribeClusterHandler,
     DescribeConfigs => describe_configs::DescribeConfigsHandler,
+    DescribeLogDirs => describe_log_dirs::DescribeLogDirsHandler,
     AlterConfigs => alter_configs::AlterConfigsHandler,
     IncrementalAlterConfigs => alter_configs::IncrementalAlterConfigsHandler,
     OffsetForLeaderEpoch => offset_for_leader_epoch::OffsetForLeaderEpochHandler,
