@@ -2,7 +2,8 @@
 //! tail plus its write round; read: 1 MiB from the files), of a shard's log manager
 //! (an acks=1 append and the wait for its write round, on each engine, as the broker's
 //! produce path does it) and of the wire codec (decode a Produce request, encode a
-//! Fetch response, each carrying 1 MiB of records).
+//! Fetch response, each carrying 1 MiB of records), and of the log cleaner (one
+//! compaction pass over a 64 MiB log).
 //!   cargo bench -p sluice-benches
 
 #![allow(clippy::expect_used)] // a benchmark stops at its first failure
@@ -129,5 +130,42 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, log, manager, codec);
+/// One cleaning pass (compaction) over a 64 MiB log of 1 KiB records on 10,000 keys in
+/// 4 MiB segments: the key map from every segment, then every segment rewritten with
+/// one record per key, synced. Throughput is the log's bytes cleaned per second.
+fn cleaner(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = LogConfig {
+        segment_bytes: 4 << 20,
+        cleanup_compact: true,
+        cleanup_delete: false,
+        compaction: sluice_storage::cleaner::CompactionConfig {
+            min_cleanable_dirty_ratio: 0.0,
+            ..Default::default()
+        },
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config, 0).expect("log");
+    let value = vec![7u8; 1000];
+    let mut i = 0u64;
+    while log.size_bytes() < 64 << 20 {
+        let keys: Vec<Vec<u8>> = (0..16).map(|j| format!("key-{}", (i + j) % 10_000).into_bytes()).collect();
+        let pairs: Vec<_> = keys.iter().map(|k| (Some(k.as_slice()), Some(value.as_slice()))).collect();
+        log.append(build(&pairs, 1), 1).expect("append");
+        i += 16;
+    }
+    log.write_now(1).expect("write round");
+    let end = log.offsets().log_end.offset();
+    let job = log.cleaning_job(1, end, 1 << 20, None).expect("a log that is all dirty is due");
+    let bytes: u64 = job.segments.iter().map(|s| s.size).sum();
+    let mut g = c.benchmark_group("cleaner");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("compact 64 MiB, 10k keys", |b| {
+        b.iter(|| sluice_storage::cleaner::clean(&sluice_storage::io::Positional, &job).expect("clean"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, log, manager, codec, cleaner);
 criterion_main!(benches);
