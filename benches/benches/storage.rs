@@ -149,14 +149,21 @@ fn cleaner(c: &mut Criterion) {
     let value = vec![7u8; 1000];
     let mut i = 0u64;
     while log.size_bytes() < 64 << 20 {
-        let keys: Vec<Vec<u8>> = (0..16).map(|j| format!("key-{}", (i + j) % 10_000).into_bytes()).collect();
-        let pairs: Vec<_> = keys.iter().map(|k| (Some(k.as_slice()), Some(value.as_slice()))).collect();
+        let keys: Vec<Vec<u8>> = (0..16)
+            .map(|j| format!("key-{}", (i + j) % 10_000).into_bytes())
+            .collect();
+        let pairs: Vec<_> = keys
+            .iter()
+            .map(|k| (Some(k.as_slice()), Some(value.as_slice())))
+            .collect();
         log.append(build(&pairs, 1), 1).expect("append");
         i += 16;
     }
     log.write_now(1).expect("write round");
     let end = log.offsets().log_end.offset();
-    let job = log.cleaning_job(1, end, 1 << 20, None).expect("a log that is all dirty is due");
+    let job = log
+        .cleaning_job(1, end, 1 << 20, None)
+        .expect("a log that is all dirty is due");
     let bytes: u64 = job.segments.iter().map(|s| s.size).sum();
     let mut g = c.benchmark_group("cleaner");
     g.sample_size(10);

@@ -1633,3 +1633,84 @@ fn send_acks(producer: &BaseProducer<Acks>, value: &str) {
         }
     }
 }
+
+/// Topic configs and dynamic broker configs are kept in etcd: a change through one
+/// broker is what every broker describes and applies; DeleteRecords through the leader
+/// moves the followers' log start too.
+#[tokio::test(flavor = "multi_thread")]
+async fn configs_altered_on_one_broker_hold_on_every_broker_and_delete_records_reaches_followers() {
+    use rdkafka::admin::{AlterConfig, ConfigSource, ResourceSpecifier};
+    let cluster = Cluster::start(2, &[]);
+    create_topic(&cluster.addr(1), "tuned", 1, 2)
+        .await
+        .expect("create with RF 2");
+    let (p, acked) = producer(&cluster.bootstrap());
+    for i in 0..30 {
+        send(
+            &p,
+            BaseRecord::to("tuned").partition(0).key("k").payload(&format!("v{i}")),
+        );
+    }
+    p.flush(Duration::from_secs(30)).expect("flush");
+    assert_eq!(acked.acked_at.lock().unwrap().len(), 30);
+
+    let alter = AlterConfig::new(ResourceSpecifier::Topic("tuned")).set("retention.ms", "3600000");
+    let altered = admin(&cluster.addr(2))
+        .alter_configs(&[alter], &AdminOptions::new())
+        .await
+        .expect("alter topic");
+    assert!(altered[0].is_ok(), "{altered:?}");
+    let alter = AlterConfig::new(ResourceSpecifier::Broker(2)).set("log.retention.bytes", "123456789");
+    let altered = admin(&cluster.addr(1))
+        .alter_configs(&[alter], &AdminOptions::new())
+        .await
+        .expect("alter broker");
+    assert!(altered[0].is_ok(), "{altered:?}");
+
+    for id in [1, 2] {
+        let described = admin(&cluster.addr(id))
+            .describe_configs(
+                &[ResourceSpecifier::Topic("tuned"), ResourceSpecifier::Broker(id)],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("describe");
+        let topic = described[0].as_ref().expect("topic configs");
+        let retention = topic.get("retention.ms").expect("retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("3600000"), "broker {id}");
+        assert!(
+            matches!(retention.source, ConfigSource::DynamicTopic),
+            "broker {id}: {retention:?}"
+        );
+        let broker = described[1].as_ref().expect("broker configs");
+        let bytes = broker.get("log.retention.bytes").expect("log.retention.bytes");
+        if id == 2 {
+            assert_eq!(bytes.value.as_deref(), Some("123456789"));
+            assert!(matches!(bytes.source, ConfigSource::DynamicBroker), "{bytes:?}");
+        } else {
+            assert_eq!(bytes.value.as_deref(), Some("-1"), "broker 1 has no override");
+        }
+    }
+
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("tuned", 0, Offset::Offset(10))
+        .expect("tpl");
+    let deleted = admin(&cluster.bootstrap())
+        .delete_records(&offsets, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    assert_eq!(deleted.elements()[0].offset(), Offset::Offset(10), "{deleted:?}");
+    // Both replicas now start at 10: the leader at once, the follower from its next fetch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let starts = |c: &Cluster| -> Vec<String> {
+        c.brokers
+            .iter()
+            .map(|b| std::fs::read_to_string(b.data_dir().join("data/tuned-0/log-start-offset")).unwrap_or_default())
+            .collect()
+    };
+    while starts(&cluster).iter().any(|s| s != "0\n10\n") {
+        assert!(Instant::now() < deadline, "log starts: {:?}", starts(&cluster));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

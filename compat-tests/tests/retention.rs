@@ -301,3 +301,33 @@ fn python_admin_clients_describe_and_alter_configs_and_delete_records() {
     let seen = consume_all(&broker, "configured", "after-restart");
     assert_eq!(seen.first().map(|s| s.0), Some(5));
 }
+
+/// A topic's `compression.type` other than `producer`: the broker recompresses each
+/// batch to it (librdkafka sends these uncompressed), and consumers read the same
+/// records back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topics_compression_type_recompresses_what_producers_send() {
+    let broker = Broker::start(&[]);
+    create_topic(&broker, "squeezed", &[("compression.type", "lz4")]).await;
+    let p = producer(&broker);
+    produce(&p, "squeezed", 0, 50, 300);
+    let dir = broker.data_dir().join("data").join("squeezed-0");
+    let segment = std::fs::read(dir.join(&segment_files(&dir)[0])).expect("segment");
+    let (mut pos, mut batches) = (0usize, 0);
+    while pos + 61 <= segment.len() {
+        let length = i32::from_be_bytes(segment[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        let attributes = i16::from_be_bytes(segment[pos + 21..pos + 23].try_into().unwrap());
+        assert_eq!(attributes & 0x07, 3, "batch {batches} is not LZ4 on disk");
+        pos += 12 + length;
+        batches += 1;
+    }
+    assert!(batches > 0);
+    let seen = consume_all(&broker, "squeezed", "reader");
+    assert_eq!(seen.len(), 50);
+    for (offset, value) in &seen {
+        assert!(
+            value.starts_with(&format!("{offset:08}-")),
+            "offset {offset} holds {value}"
+        );
+    }
+}
