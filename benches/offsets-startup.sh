@@ -40,7 +40,8 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 port, commits = sys.argv[1], int(sys.argv[2])
 boot = f"127.0.0.1:{port}"
-[f.result() for f in AdminClient({"bootstrap.servers": boot}).create_topics([NewTopic("t", 10, 1)]).values()]
+admin = AdminClient({"bootstrap.servers": boot})
+[f.result() for f in admin.create_topics([NewTopic("t", 10, 1)]).values()]
 groups = 100
 def run(g):
     c = Consumer({"bootstrap.servers": boot, "group.id": f"g{g}", "enable.auto.commit": False})
