@@ -232,6 +232,34 @@ async fn size_retention_keeps_a_partition_near_its_limit_and_delete_records_move
     assert!(size() >= 60_000);
     let (low, high) = watermarks(&broker, "bounded");
     assert!(low > 0 && high == 1000, "{low}..{high}");
+
+    // DeleteRecords: the earliest offset moves; a compact-only topic refuses it.
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("bounded", 0, Offset::Offset(990))
+        .expect("tpl");
+    let deleted = admin(&broker)
+        .delete_records(&offsets, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    assert_eq!(deleted.elements()[0].offset(), Offset::Offset(990));
+    assert_eq!(watermarks(&broker, "bounded"), (990, 1000));
+    create_topic(&broker, "keyed", &[("cleanup.policy", "compact")]).await;
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset("keyed", 0, Offset::Offset(0))
+        .expect("tpl");
+    let refused = admin(&broker)
+        .delete_records(&offsets, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    assert_eq!(
+        refused.elements()[0].error(),
+        Err(rdkafka::error::KafkaError::OffsetFetch(
+            rdkafka::types::RDKafkaErrorCode::PolicyViolation
+        )),
+        "{refused:?}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! DeleteRecords: moves partitions' log start offsets forward (Kafka's
 //! `deleteRecordsOnLeader`). The offset must be at most the high watermark (-1 means
-//! the high watermark itself); the answer's low watermark is the new log start.
+//! the high watermark itself); the answer's low watermark is the new log start. A
+//! topic whose `cleanup.policy` lacks `delete` gets POLICY_VIOLATION, as in Kafka.
 //! Segments wholly below it are deleted at once; consumers below it get
 //! OFFSET_OUT_OF_RANGE and reset. Followers move their own start when their next fetch
 //! tells them the leader's, so the answer does not wait for them (Kafka does, up to the
@@ -52,6 +53,10 @@ impl PartitionOp for DeleteRecordsOp {
             .into_iter()
             .map(|(tp, offset)| {
                 let p = partitions.get(&tp).ok_or(ResponseError::UnknownTopicOrPartition)?;
+                if !p.log().config().cleanup_delete {
+                    // Kafka keeps a compact-only topic's records from DeleteRecords.
+                    return Err(ResponseError::PolicyViolation);
+                }
                 let high_watermark = p.offsets().high_watermark.offset();
                 let target = match offset {
                     HIGH_WATERMARK => high_watermark,
