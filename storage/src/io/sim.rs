@@ -29,9 +29,18 @@ struct SimFile {
     entry_durable: bool,
 }
 
+/// A rename whose directory has not been synced since: a crash may undo it (rename(2)
+/// is atomic, so the file is then at `from` again and what it displaced at `to`).
+struct PendingRename {
+    from: PathBuf,
+    to: PathBuf,
+    displaced: Option<SimFile>,
+}
+
 struct State {
     files: BTreeMap<PathBuf, SimFile>,
     dirs: BTreeSet<PathBuf>,
+    renames: Vec<PendingRename>,
     rng: u64,
     faults: Faults,
     /// Count of injected faults, so a test can check that faults did happen.
@@ -77,6 +86,7 @@ impl SimIo {
         let state = State {
             files: BTreeMap::new(),
             dirs: BTreeSet::new(),
+            renames: Vec::new(),
             rng: seed | 1,
             faults,
             injected: 0,
@@ -103,6 +113,17 @@ impl SimIo {
     /// files whose directory entry was never synced disappear.
     pub fn crash(&self) {
         let mut s = self.lock();
+        // Renames not yet made durable by a directory sync each happened or not.
+        for rename in std::mem::take(&mut s.renames).into_iter().rev() {
+            if s.next().is_multiple_of(2) {
+                if let Some(file) = s.files.remove(&rename.to) {
+                    s.files.insert(rename.from, file);
+                }
+                if let Some(old) = rename.displaced {
+                    s.files.insert(rename.to, old);
+                }
+            }
+        }
         let paths: Vec<PathBuf> = s.files.keys().cloned().collect();
         for path in paths {
             let Some((keep_entry, durable_len, data_len)) = s
@@ -262,10 +283,15 @@ impl Io for SimIo {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.lock();
-        let mut file = s.files.remove(from).ok_or_else(missing)?;
-        // The new entry is durable once its directory is synced, as on a real disk.
-        file.entry_durable = false;
-        s.files.insert(to.to_path_buf(), file);
+        let file = s.files.remove(from).ok_or_else(missing)?;
+        // The file keeps its own entry's durability; until the directory is synced a
+        // crash may undo the rename as a whole (see `PendingRename`).
+        let displaced = s.files.insert(to.to_path_buf(), file);
+        s.renames.push(PendingRename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            displaced,
+        });
         Ok(())
     }
 
@@ -287,6 +313,7 @@ impl Io for SimIo {
                 f.entry_durable = true;
             }
         }
+        s.renames.retain(|r| r.to.parent() != Some(dir));
         Ok(())
     }
 
