@@ -196,17 +196,21 @@ pub fn describe_topic(shard: &Shard, name: &str) -> Result<Vec<Described>, Admin
             format!("topic '{name}' does not exist"),
         )
     })?;
-    Ok(topic_config::resolve(shard.config(), &metadata, &topic.configs)
-        .into_iter()
-        .map(|r| Described {
-            name: r.key.to_string(),
-            value: Some(r.value),
-            read_only: false,
-            source: r.source,
-            synonyms: r.synonyms,
-            kind: r.kind,
-        })
-        .collect())
+    Ok(topic_config::resolve(
+        shard.config(),
+        &metadata,
+        &topic_config::overrides_of(shard.config(), topic),
+    )
+    .into_iter()
+    .map(|r| Described {
+        name: r.key.to_string(),
+        value: Some(r.value),
+        read_only: false,
+        source: r.source,
+        synonyms: r.synonyms,
+        kind: r.kind,
+    })
+    .collect())
 }
 
 /// DescribeConfigs of a broker: `name` is this broker's id (its configs, static and
@@ -406,7 +410,7 @@ pub async fn alter_topic(shard: &Rc<Shard>, name: &str, change: Change, validate
             format!("topic '{name}' does not exist"),
         )
     })?;
-    let values = topic_config::values(shard.config(), &metadata, &topic.configs);
+    let values = topic_config::topic_values(shard.config(), &metadata, topic);
     let next = apply(&topic.configs, change, |key| values.get(key).cloned(), &topic_validate)?;
     if validate_only || next == topic.configs {
         return Ok(());

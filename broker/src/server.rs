@@ -191,6 +191,9 @@ fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<StdListener>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let _guard = rt.enter();
+    if addr.port() != 0 {
+        refuse_if_taken(addr)?;
+    }
     let mut listeners: Vec<StdListener> = Vec::with_capacity(shards);
     let mut addr = addr;
     for _ in 0..shards {
@@ -211,6 +214,29 @@ fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<StdListener>, String> {
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// SO_REUSEPORT lets any process of the same user join a listening port, and the
+/// kernel would split new connections between two brokers. Kafka binds its port
+/// exclusively; so a socket without SO_REUSEPORT tries the address first: it cannot
+/// bind while anything listens there (SO_REUSEADDR only lets it past connections in
+/// TIME_WAIT), and it is closed before the shards' listeners bind.
+fn refuse_if_taken(addr: SocketAddr) -> Result<(), String> {
+    let probe = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    probe.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    probe.bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("cannot listen on {addr}: another process (another broker?) is listening there")
+        } else {
+            format!("cannot listen on {addr}: {e}")
+        }
+    })?;
+    Ok(())
 }
 
 fn run_shard(

@@ -279,7 +279,7 @@ impl Shard {
             if let Some(topic) = metadata.topic(&tp.topic) {
                 // Config changes (AlterConfigs, topic or broker) apply to open logs at once.
                 let (config, min_isr) = topic_configs.entry(topic.name.as_str()).or_insert_with(|| {
-                    let values = topic_config::values(self.config(), &metadata, &topic.configs);
+                    let values = topic_config::topic_values(self.config(), &metadata, topic);
                     (
                         topic_config::log_config(&values),
                         topic_config::min_insync_replicas(&values),
@@ -390,7 +390,7 @@ impl Shard {
     /// Opens the logs of every partition of `topic` that this shard owns and that has
     /// a replica on this broker.
     fn open_topic(&self, metadata: &ClusterMetadata, topic: &TopicMetadata) -> Result<(), String> {
-        let log_config = topic_config::log_config(&topic_config::values(self.config(), metadata, &topic.configs));
+        let log_config = topic_config::log_config(&topic_config::topic_values(self.config(), metadata, topic));
         for partition in 0..topic.partitions {
             if self.cluster.owner_of(&topic.name, partition) != self.id {
                 continue;

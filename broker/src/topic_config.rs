@@ -14,9 +14,10 @@
 //! min.compaction.lag.ms, max.compaction.lag.ms. The keys in [`STORED_ONLY`] are
 //! accepted, stored and described.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use sluice_controller::ClusterMetadata;
+use sluice_controller::{ClusterMetadata, TopicMetadata};
 use sluice_storage::{LogConfig, TimestampType};
 
 use crate::config::BrokerConfig;
@@ -226,6 +227,33 @@ pub struct Resolved {
     pub source: i8,
     pub synonyms: Vec<Synonym>,
     pub kind: ConfigType,
+}
+
+/// A topic's overrides as they apply: the internal topics created before their
+/// `segment.bytes` was set at creation (`offsets.topic.segment.bytes`,
+/// `transaction.state.log.segment.bytes`) take it from the broker, so that their
+/// segments roll and the cleaner can compact them.
+pub fn overrides_of<'a>(broker: &BrokerConfig, topic: &'a TopicMetadata) -> Cow<'a, BTreeMap<String, String>> {
+    let segment_bytes = match topic.name.as_str() {
+        crate::group::OFFSETS_TOPIC => broker.offsets_topic_segment_bytes,
+        crate::txn::TRANSACTION_STATE_TOPIC => broker.transaction_state_log_segment_bytes,
+        _ => return Cow::Borrowed(&topic.configs),
+    };
+    if topic.configs.contains_key("segment.bytes") {
+        return Cow::Borrowed(&topic.configs);
+    }
+    let mut configs = topic.configs.clone();
+    configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
+    Cow::Owned(configs)
+}
+
+/// Every topic key's value for `topic` (see [`overrides_of`]).
+pub fn topic_values(
+    broker: &BrokerConfig,
+    metadata: &ClusterMetadata,
+    topic: &TopicMetadata,
+) -> BTreeMap<String, String> {
+    values(broker, metadata, &overrides_of(broker, topic))
 }
 
 /// Every topic key's value for a topic with `overrides`, walking Kafka's chain.

@@ -24,6 +24,11 @@ fn help_explains_every_flag() {
         "--acks-all-fsync",
         "--flush-messages",
         "--flush-ms",
+        "--log-segment-bytes",
+        "--log-retention-ms",
+        "--log-retention-check-interval-ms",
+        "--log-cleaner-enable",
+        "--offsets-topic-segment-bytes",
     ] {
         assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
     }

@@ -521,3 +521,38 @@ fn an_absurd_partition_count_is_refused_and_the_broker_serves_on() {
     assert_eq!(response.topics[0].error_code, INVALID_PARTITIONS);
     assert_serving(&mut broker);
 }
+
+/// A second broker started by mistake on a running one's port or data directory is
+/// refused (SO_REUSEPORT would otherwise let it join the port and split connections,
+/// and two processes would append to the same segments); the first goes on serving.
+#[test]
+fn a_second_broker_on_the_same_port_or_data_directory_is_refused() {
+    use std::process::Command;
+    let broker = Broker::start(&[]);
+    let other = tempfile::tempdir().expect("temp dir");
+    let attempts = [
+        (broker.addr.clone(), other.path().join("data"), "is listening there"),
+        (
+            "127.0.0.1:0".to_string(),
+            broker.data_dir().join("data"),
+            "in use by another sluice process",
+        ),
+    ];
+    for (listen, data_dir, why) in attempts {
+        let out = Command::new(compat_tests::sluice_bin())
+            .args(["--listen", &listen, "--metrics-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("run sluice");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a second broker started on {listen} / {}",
+            data_dir.display()
+        );
+        assert!(err.contains(why), "{err}");
+    }
+    let mut client = RawClient::connect(&broker.addr);
+    let answer: ApiVersionsResponse = client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(answer.error_code, 0);
+}
