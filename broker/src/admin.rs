@@ -84,7 +84,25 @@ pub async fn create(shard: &Rc<Shard>, topic: NewTopic) -> Result<TopicMetadata,
     validate_configs(&topic.configs)?;
     let (name, partitions, internal) = (topic.name.clone(), topic.partitions, topic.internal);
     let change = shard.controller().create_topic(topic).await?;
-    applied_everywhere(shard, change.revision).await?;
+    if let Err(e) = applied_everywhere(shard, change.revision).await {
+        if e.code == ResponseError::KafkaStorageError {
+            // A shard could not create a partition's storage (out of descriptors or
+            // disk): the topic is removed again, so that Metadata never lists a
+            // partition that does not exist and the shards drop what they made.
+            tracing::warn!(
+                topic = name,
+                "creating the topic's storage failed, removing it again: {}",
+                e.message
+            );
+            match shard.controller().delete_topic(&name).await {
+                Ok(undone) => {
+                    let _ = applied_everywhere(shard, undone.revision).await;
+                }
+                Err(undo) => tracing::error!(topic = name, "cannot remove the half-created topic: {undo}"),
+            }
+        }
+        return Err(e);
+    }
     tracing::info!(topic = name, partitions, internal, "created topic");
     Ok(change.value)
 }

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -48,6 +49,28 @@ enum ReadError {
     Io(#[from] std::io::Error),
 }
 
+/// Rejected connections are logged at most once per this interval (with how many were
+/// not), so a client (or a fuzzer) sending garbage in a loop cannot flood the log; the
+/// metric `sluice_connections_rejected_total` counts every one.
+const REJECT_LOG_INTERVAL_MS: u64 = 10_000;
+static REJECT_LOGGED_AT_MS: AtomicU64 = AtomicU64::new(0);
+static REJECTS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
+
+fn warn_rejected(peer: SocketAddr, e: &dyn std::fmt::Display) {
+    let now = crate::now_ms().max(0) as u64;
+    let last = REJECT_LOGGED_AT_MS.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= REJECT_LOG_INTERVAL_MS
+        && REJECT_LOGGED_AT_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if due {
+        let unlogged = REJECTS_UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::warn!(%peer, unlogged_since_last = unlogged, "closing connection: {e}");
+    } else {
+        REJECTS_UNLOGGED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
@@ -65,8 +88,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
+            // A client that resets or leaves mid-frame: what clients do, not news.
+            Err(e @ (ReadError::Io(_) | ReadError::Truncated)) => {
+                tracing::debug!(%peer, "connection ended: {e}");
+                break;
+            }
             Err(e) => {
-                tracing::warn!(%peer, "closing connection: {e}");
+                warn_rejected(peer, &e);
                 shard.metrics.borrow_mut().connections_rejected += 1;
                 break;
             }
@@ -82,7 +110,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 }
             }
             Err(e) => {
-                tracing::warn!(%peer, "closing connection: {e}");
+                warn_rejected(peer, &e);
                 shard.metrics.borrow_mut().connections_rejected += 1;
                 break;
             }

@@ -406,11 +406,19 @@ impl Shard {
                 continue;
             }
             let dir = self.config().data_dir.join(tp.dir_name());
-            claim_dir(&dir, topic.id).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let log = self
-                .logs
-                .open(&dir, log_config.clone(), now_ms())
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            let existed = dir.exists();
+            let opened = claim_dir(&dir, topic.id).and_then(|()| self.logs.open(&dir, log_config.clone(), now_ms()));
+            let log = match opened {
+                Ok(log) => log,
+                Err(e) => {
+                    // What this attempt made goes again (best effort: with no
+                    // descriptors left even that can fail; start-up removes orphans).
+                    if !existed {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    return Err(format!("{}: {e}", dir.display()));
+                }
+            };
             self.partitions
                 .borrow_mut()
                 .insert(tp, Partition::new(topic.id, log, self.cluster.me.id));

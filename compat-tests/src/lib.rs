@@ -42,6 +42,8 @@ pub struct Broker {
     args: Vec<String>,
     /// The network namespace the broker runs in (`ip netns exec`), if not the test's.
     netns: Option<String>,
+    /// A command the broker runs under (e.g. `prlimit --nofile=…`), if any.
+    wrapper: Vec<String>,
 }
 
 impl Broker {
@@ -62,8 +64,26 @@ impl Broker {
             data,
             args,
             netns: netns.map(str::to_string),
+            wrapper: Vec::new(),
         };
         broker.spawn(&format!("{ip}:{}", free_port_on(ip)));
+        broker
+    }
+
+    /// Starts a broker under `wrapper` (a command that then runs sluice, such as
+    /// `prlimit --nofile=300:300`), with `extra` flags.
+    pub fn start_under(wrapper: &[&str], extra: &[&str]) -> Broker {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut broker = Broker {
+            child: None,
+            addr: String::new(),
+            metrics_addr: String::new(),
+            data,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            netns: None,
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+        };
+        broker.spawn(&format!("127.0.0.1:{}", free_port()));
         broker
     }
 
@@ -77,13 +97,18 @@ impl Broker {
             .append(true)
             .open(self.data.path().join("broker.log"))
             .expect("broker log");
-        let mut command = match &self.netns {
-            Some(ns) => {
+        let mut command = match (&self.netns, self.wrapper.split_first()) {
+            (Some(ns), _) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(sluice_bin());
                 c
             }
-            None => Command::new(sluice_bin()),
+            (None, Some((program, args))) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(sluice_bin());
+                c
+            }
+            (None, None) => Command::new(sluice_bin()),
         };
         let mut child = command
             .arg("--listen")

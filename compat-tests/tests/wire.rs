@@ -556,3 +556,56 @@ fn a_second_broker_on_the_same_port_or_data_directory_is_refused() {
     let answer: ApiVersionsResponse = client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(answer.error_code, 0);
 }
+
+/// A CreateTopics the broker cannot satisfy (here: too few file descriptors for every
+/// partition's files) leaves no trace: the client gets the error, Metadata does not
+/// list the topic, its directories are gone, a smaller topic still works, and a
+/// restart agrees.
+#[test]
+fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
+    let mut broker = Broker::start_under(&["prlimit", "--nofile=400:400"], &[]);
+    let mut client = RawClient::connect(&broker.addr);
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name("too-big"))
+            .with_num_partitions(300)
+            .with_replication_factor(1)]);
+    let response: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 7, &request);
+    assert_eq!(
+        response.topics[0].error_code,
+        kafka_protocol::ResponseError::KafkaStorageError.code(),
+        "{:?}",
+        response.topics[0].error_message
+    );
+    let listed = |client: &mut RawClient| -> Vec<String> {
+        let m: MetadataResponse = client.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
+        m.topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+            .collect()
+    };
+    assert!(!listed(&mut client).contains(&"too-big".to_string()));
+    let leftovers = |b: &Broker| {
+        std::fs::read_dir(b.data_dir().join("data"))
+            .expect("data dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("too-big-"))
+            .count()
+    };
+    assert_eq!(
+        leftovers(&broker),
+        0,
+        "partition directories of the refused topic remain"
+    );
+    create(&mut client, "fits", 4, &[]);
+    assert!(listed(&mut client).contains(&"fits".to_string()));
+    broker.restart();
+    let mut client = RawClient::connect(&broker.addr);
+    let topics = listed(&mut client);
+    assert!(
+        topics.contains(&"fits".to_string()) && !topics.contains(&"too-big".to_string()),
+        "{topics:?}"
+    );
+    assert_eq!(leftovers(&broker), 0);
+}
