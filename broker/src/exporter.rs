@@ -270,6 +270,12 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.connections_closed as f64,
     );
+    f.counter(
+        "sluice_accept_errors_total",
+        "Failed accepts of new connections (out of file descriptors or memory, mostly); accepting backs off meanwhile.",
+        &[],
+        total.accept_errors as f64,
+    );
     let help = "Connections closed for bytes that could not be framed or decoded.";
     f.counter(
         "sluice_connections_rejected_total",

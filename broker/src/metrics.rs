@@ -77,6 +77,8 @@ pub struct ShardMetrics {
     pub connections_closed: u64,
     /// Connections closed because their bytes could not be framed or decoded.
     pub connections_rejected: u64,
+    /// Failed accepts (out of descriptors or memory, mostly).
+    pub accept_errors: u64,
     pub fsync: Histogram,
     /// In-sync set changes this broker made as a leader (Kafka's IsrShrinksPerSec and
     /// IsrExpandsPerSec, counted apart).
@@ -134,6 +136,7 @@ impl ShardMetrics {
         self.connections_accepted += other.connections_accepted;
         self.connections_closed += other.connections_closed;
         self.connections_rejected += other.connections_rejected;
+        self.accept_errors += other.accept_errors;
         self.fsync.merge(&other.fsync);
         self.isr_shrinks += other.isr_shrinks;
         self.isr_expands += other.isr_expands;

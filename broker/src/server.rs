@@ -26,7 +26,25 @@ use crate::shard::{Applied, Cluster, Shard, ShardCall, INBOX_DEPTH};
 /// How long shutdown waits for connections to finish their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Raises the soft limit on open files to the hard limit: partitions hold files and
+/// connections hold sockets, and the usual soft default (1024) is far below what a
+/// broker needs, while the hard limit is what the administrator allowed.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let mut raised = limit.clone();
+    raised.current = limit.maximum;
+    if raised.current != limit.current {
+        if let Err(e) = setrlimit(Resource::Nofile, raised.clone()) {
+            tracing::warn!(soft = ?limit.current, hard = ?limit.maximum, "cannot raise the open-file limit: {e}");
+            return;
+        }
+    }
+    tracing::info!(was = ?limit.current, now = ?raised.current, hard = ?limit.maximum, "open-file limit");
+}
+
 pub fn run(config: BrokerConfig) -> Result<(), String> {
+    raise_descriptor_limit();
     let data_dir = DataDir::lock(&config.data_dir)?;
     let previous = data_dir.identity(config.node_id)?;
     let listeners = bind(config.listen, config.shards)?;
@@ -323,10 +341,15 @@ fn run_shard(
         let _ = ready.send(Ok(()));
         let mut connections = JoinSet::new();
         let mut shutdown = cluster.shutdown.clone();
+        let mut accept_failures = 0u32;
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if accept_failures > 0 {
+                            tracing::info!(shard = id, failures = accept_failures, "accepting again");
+                            accept_failures = 0;
+                        }
                         shard.metrics.borrow_mut().connections_accepted += 1;
                         let serving = shard.clone();
                         connections.spawn_local(async move {
@@ -335,8 +358,18 @@ fn run_shard(
                         });
                     }
                     Err(e) => {
-                        tracing::warn!(shard = id, "accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Out of descriptors (or memory) most likely: existing
+                        // connections go on; accepting backs off, doubling up to 1 s
+                        // while it keeps failing, and the log says so once a
+                        // stretch rather than once an attempt.
+                        shard.metrics.borrow_mut().accept_errors += 1;
+                        if accept_failures == 0 {
+                            tracing::warn!(shard = id, "accept failed, backing off: {e}");
+                        }
+                        accept_failures += 1;
+                        let pause = Duration::from_millis(10u64 << accept_failures.min(7));
+                        tokio::time::sleep(pause).await;
+                        continue;
                     }
                 },
                 Some(_) = connections.join_next() => {}

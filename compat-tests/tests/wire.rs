@@ -609,3 +609,50 @@ fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
     );
     assert_eq!(leftovers(&broker), 0);
 }
+
+/// Idle connections use up every descriptor the broker may open: existing clients go
+/// on being answered, failed accepts are counted, and once the idle connections close
+/// the broker answers new clients again by itself.
+#[test]
+fn running_out_of_descriptors_for_connections_never_wedges_the_broker() {
+    let broker = Broker::start_under(&["prlimit", "--nofile=256:256"], &[]);
+    let mut existing = RawClient::connect(&broker.addr);
+    let versions = |client: &mut RawClient| -> i16 {
+        let answer: ApiVersionsResponse = client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        answer.error_code
+    };
+    assert_eq!(versions(&mut existing), 0);
+    // More connections than the broker has descriptors: the kernel completes them into
+    // the accept queue, the broker's accepts start failing.
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(&broker.addr).ok())
+        .collect();
+    assert!(idle.len() > 256, "only {} connections were made", idle.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let accept_errors = || -> f64 {
+        compat_tests::http_get(&broker.metrics_addr, "/metrics")
+            .map(|(_, body)| {
+                body.lines()
+                    .filter(|l| l.starts_with("sluice_accept_errors_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    };
+    // The metrics endpoint needs a descriptor too; the existing client does not.
+    for _ in 0..20 {
+        assert_eq!(versions(&mut existing), 0, "an existing client went unanswered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(idle);
+    let mut errors = 0.0;
+    while errors == 0.0 && Instant::now() < deadline {
+        errors = accept_errors();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(errors > 0.0, "no failed accept was counted");
+    // Back to normal without a restart.
+    let mut fresh = RawClient::connect(&broker.addr);
+    assert_eq!(versions(&mut fresh), 0);
+    assert_eq!(versions(&mut existing), 0);
+}
