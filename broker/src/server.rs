@@ -32,10 +32,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 fn raise_descriptor_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let limit = getrlimit(Resource::Nofile);
-    let mut raised = limit.clone();
+    let mut raised = limit;
     raised.current = limit.maximum;
     if raised.current != limit.current {
-        if let Err(e) = setrlimit(Resource::Nofile, raised.clone()) {
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
             tracing::warn!(soft = ?limit.current, hard = ?limit.maximum, "cannot raise the open-file limit: {e}");
             return;
         }
