@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kafka_protocol::ResponseError;
-use sluice_controller::CLUSTER_DEFAULT;
+use sluice_controller::{ClusterMetadata, TopicMetadata, CLUSTER_DEFAULT};
 
 use crate::admin::{self, AdminError};
 use crate::config::BrokerConfig;
@@ -187,15 +187,19 @@ fn static_broker_configs(b: &BrokerConfig) -> Vec<(&'static str, Option<String>,
     ]
 }
 
-/// DescribeConfigs of a topic: every topic key with its value, source and synonyms.
-pub fn describe_topic(shard: &Shard, name: &str) -> Result<Vec<Described>, AdminError> {
-    let metadata = shard.metadata();
-    let topic = metadata.topic(name).ok_or_else(|| {
+fn existing_topic<'a>(metadata: &'a ClusterMetadata, name: &str) -> Result<&'a TopicMetadata, AdminError> {
+    metadata.topic(name).ok_or_else(|| {
         AdminError::new(
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{name}' does not exist"),
         )
-    })?;
+    })
+}
+
+/// DescribeConfigs of a topic: every topic key with its value, source and synonyms.
+pub fn describe_topic(shard: &Shard, name: &str) -> Result<Vec<Described>, AdminError> {
+    let metadata = shard.metadata();
+    let topic = existing_topic(&metadata, name)?;
     Ok(topic_config::resolve(
         shard.config(),
         &metadata,
@@ -292,7 +296,6 @@ pub fn describe_broker(shard: &Shard, name: &str) -> Result<Vec<Described>, Admi
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
     Ok(out)
 }
 
@@ -404,12 +407,7 @@ fn apply(
 /// Alters a topic's overrides; with `validate_only` checks and records nothing.
 pub async fn alter_topic(shard: &Rc<Shard>, name: &str, change: Change, validate_only: bool) -> Result<(), AdminError> {
     let metadata = shard.metadata();
-    let topic = metadata.topic(name).ok_or_else(|| {
-        AdminError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("topic '{name}' does not exist"),
-        )
-    })?;
+    let topic = existing_topic(&metadata, name)?;
     let values = topic_config::topic_values(shard.config(), &metadata, topic);
     let next = apply(&topic.configs, change, |key| values.get(key).cloned(), &topic_validate)?;
     if validate_only || next == topic.configs {

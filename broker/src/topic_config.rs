@@ -274,23 +274,22 @@ pub fn resolve(
                 });
             }
             if let Some(broker_key) = synonym {
-                let dynamic_levels = [SOURCE_DYNAMIC_BROKER, SOURCE_DYNAMIC_DEFAULT_BROKER];
-                for level in dynamic_levels {
-                    let found = match level {
-                        SOURCE_DYNAMIC_BROKER => metadata
-                            .broker_configs
-                            .get(&broker.node_id.to_string())
-                            .and_then(|c| c.get(*broker_key)),
-                        _ => metadata
-                            .broker_configs
-                            .get(sluice_controller::CLUSTER_DEFAULT)
-                            .and_then(|c| c.get(*broker_key)),
-                    };
-                    if let Some(v) = found {
+                let dynamic = [
+                    (
+                        SOURCE_DYNAMIC_BROKER,
+                        metadata.broker_configs.get(&broker.node_id.to_string()),
+                    ),
+                    (
+                        SOURCE_DYNAMIC_DEFAULT_BROKER,
+                        metadata.broker_configs.get(sluice_controller::CLUSTER_DEFAULT),
+                    ),
+                ];
+                for (source, configs) in dynamic {
+                    if let Some(v) = configs.and_then(|c| c.get(*broker_key)) {
                         synonyms.push(Synonym {
                             name: broker_key.to_string(),
                             value: v.clone(),
-                            source: level,
+                            source,
                         });
                     }
                 }

@@ -91,6 +91,20 @@ impl Broker {
         self.data.path()
     }
 
+    /// Bytes of a partition's segment files (`<topic>-<partition>`) on disk now.
+    pub fn partition_log_bytes(&self, partition_dir: &str) -> u64 {
+        std::fs::read_dir(self.data.path().join("data").join(partition_dir))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     fn spawn(&mut self, listen: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)

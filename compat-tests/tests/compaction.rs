@@ -146,18 +146,6 @@ fn metric(broker: &Broker, name: &str) -> f64 {
         .sum()
 }
 
-fn partition_bytes(broker: &Broker, dir: &str) -> u64 {
-    std::fs::read_dir(broker.data_dir().join("data").join(dir))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// What a reader must see of a compacted log: every record is one that was produced at
 /// that offset, every live key's latest value is there, and no key appears twice
 /// among the cleaned segments (only the uncleaned tail may repeat a key).
@@ -185,7 +173,7 @@ async fn the_cleaner_keeps_one_latest_value_per_key_and_drops_deleted_keys() {
     let broker = Broker::start(&["--log-cleaner-backoff-ms", "200"]);
     create_compacted(&broker, "compacted", &[("delete.retention.ms", "2000")]).await;
     let acked = feed(&broker, "compacted");
-    let before = partition_bytes(&broker, "compacted-0");
+    let before = broker.partition_log_bytes("compacted-0");
     // A record after a pause rolls the segment holding the tombstones.
     std::thread::sleep(Duration::from_millis(2500));
     let more = Acked::default();
@@ -228,7 +216,7 @@ async fn the_cleaner_keeps_one_latest_value_per_key_and_drops_deleted_keys() {
         let key = format!("key-{k}");
         assert!(!keyed.iter().any(|(kk, _)| *kk == key), "deleted {key} is still there");
     }
-    let after = partition_bytes(&broker, "compacted-0");
+    let after = broker.partition_log_bytes("compacted-0");
     assert!(after * 5 < before, "{after} bytes left of {before}");
     assert!(metric(&broker, "sluice_cleaner_runs_total") >= 1.0);
     assert!(metric(&broker, "sluice_cleaner_reclaimed_bytes_total") > 0.0);
@@ -304,7 +292,7 @@ async fn consumer_offsets_stay_small_and_every_group_keeps_its_offsets_across_a_
         std::thread::sleep(Duration::from_millis(200));
     }
     // Every commit is a record of some 100 bytes: half a megabyte uncompacted.
-    let on_disk = partition_bytes(&broker, "__consumer_offsets-0");
+    let on_disk = broker.partition_log_bytes("__consumer_offsets-0");
     assert!(on_disk < 200_000, "__consumer_offsets holds {on_disk} bytes");
     broker.restart();
     for g in 0..50 {

@@ -210,18 +210,7 @@ async fn size_retention_keeps_a_partition_near_its_limit_and_delete_records_move
     .await;
     let p = producer(&broker);
     produce(&p, "bounded", 0, 1000, 500);
-    let dir = broker.data_dir().join("data").join("bounded-0");
-    let size = || -> u64 {
-        std::fs::read_dir(&dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
+    let size = || broker.partition_log_bytes("bounded-0");
     // Kafka's rule: a segment goes while the partition stays at or over the limit
     // without it, so the partition ends within one segment above it.
     assert!(
@@ -312,12 +301,7 @@ fn python_admin_clients_describe_and_alter_configs_and_delete_records() {
         "DYNAMIC_BROKER_CONFIG"
     );
     // DescribeLogDirs: the partition's bytes on disk.
-    let on_disk: u64 = std::fs::read_dir(broker.data_dir().join("data").join("configured-0"))
-        .expect("partition dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-        .map(|e| e.metadata().expect("metadata").len())
-        .sum();
+    let on_disk = broker.partition_log_bytes("configured-0");
     assert_eq!(v["log_dir_sizes"]["configured-0"], on_disk);
     assert_eq!(v["low_watermark"], 5);
     assert_eq!(v["delete_past_end"], "OFFSET_OUT_OF_RANGE");

@@ -884,6 +884,39 @@ fn partition_puts(keys: &Keys, topic: &str, topic_id: Uuid, first: i32, assignme
 /// and partition records after it, in transactions of at most [`TXN_OPS_MAX`]
 /// operations; later ones compare the topic record as the first left it. Returns the
 /// revision of the last, or None when the first found the topic changed.
+/// Changes a topic's record by compare-and-swap on its revision, retrying when another
+/// change raced it: `change` gives the topic as it is to become and the partition
+/// records to put with it.
+async fn update_topic(
+    inner: &Inner,
+    name: &str,
+    change: impl Fn(&ClusterMetadata, &TopicMetadata) -> Result<(TopicMetadata, Vec<TxnOp>), ControllerError>,
+) -> Result<Change<TopicMetadata>, ControllerError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (store, revision) = read_all(inner).await?;
+        let metadata = decode(&inner.keys, &store, revision);
+        let (Some(topic), Some(entry)) = (metadata.topic(name), store.get(&inner.keys.topic(name))) else {
+            return Err(ControllerError::UnknownTopic(name.to_string()));
+        };
+        let (next, puts) = change(&metadata, topic)?;
+        let record = TopicRecord {
+            id: next.id,
+            partitions: next.partitions,
+            replication_factor: next.replication_factor,
+            configs: next.configs.clone(),
+            internal: next.internal,
+        };
+        if let Some(revision) = write_topic(inner, name, &record, Some(entry.mod_revision), puts).await? {
+            catch_up(inner, revision).await;
+            return Ok(Change {
+                value: next,
+                revision: revision.max(0) as u64,
+            });
+        }
+    }
+    Err(ControllerError::Conflict)
+}
+
 async fn write_topic(
     inner: &Inner,
     name: &str,
@@ -1014,35 +1047,17 @@ impl Controller for EtcdController {
         let inner = self.inner.clone();
         let name = name.to_string();
         self.run(async move {
-            for _ in 0..CAS_ATTEMPTS {
-                let (store, revision) = read_all(&inner).await?;
-                let metadata = decode(&inner.keys, &store, revision);
-                let (Some(topic), Some(entry)) = (metadata.topic(&name), store.get(&inner.keys.topic(&name))) else {
-                    return Err(ControllerError::UnknownTopic(name));
-                };
+            update_topic(&inner, &name, |metadata, topic| {
                 let start = placement::Start::random(metadata.brokers.len());
                 let added = placement::grow(topic, partitions, assignments.clone(), &metadata.brokers, start)?;
                 let added: Vec<PartitionState> = added.into_iter().map(PartitionState::new).collect();
-                let record = TopicRecord {
-                    id: topic.id,
-                    partitions,
-                    replication_factor: topic.replication_factor,
-                    configs: topic.configs.clone(),
-                    internal: topic.internal,
-                };
                 let puts = partition_puts(&inner.keys, &name, topic.id, topic.partitions, &added);
-                if let Some(revision) = write_topic(&inner, &name, &record, Some(entry.mod_revision), puts).await? {
-                    catch_up(&inner, revision).await;
-                    let mut grown = topic.clone();
-                    grown.partitions = partitions;
-                    grown.assignments.extend(added);
-                    return Ok(Change {
-                        value: grown,
-                        revision: revision.max(0) as u64,
-                    });
-                }
-            }
-            Err(ControllerError::Conflict)
+                let mut grown = topic.clone();
+                grown.partitions = partitions;
+                grown.assignments.extend(added);
+                Ok((grown, puts))
+            })
+            .await
         })
     }
 
@@ -1054,32 +1069,12 @@ impl Controller for EtcdController {
         let inner = self.inner.clone();
         let name = name.to_string();
         self.run(async move {
-            for _ in 0..CAS_ATTEMPTS {
-                let (store, revision) = read_all(&inner).await?;
-                let metadata = decode(&inner.keys, &store, revision);
-                let (Some(topic), Some(entry)) = (metadata.topic(&name), store.get(&inner.keys.topic(&name))) else {
-                    return Err(ControllerError::UnknownTopic(name));
-                };
-                let record = TopicRecord {
-                    id: topic.id,
-                    partitions: topic.partitions,
-                    replication_factor: topic.replication_factor,
-                    configs: configs.clone(),
-                    internal: topic.internal,
-                };
-                if let Some(revision) =
-                    write_topic(&inner, &name, &record, Some(entry.mod_revision), Vec::new()).await?
-                {
-                    catch_up(&inner, revision).await;
-                    let mut altered = topic.clone();
-                    altered.configs = configs;
-                    return Ok(Change {
-                        value: altered,
-                        revision: revision.max(0) as u64,
-                    });
-                }
-            }
-            Err(ControllerError::Conflict)
+            update_topic(&inner, &name, |_, topic| {
+                let mut altered = topic.clone();
+                altered.configs = configs.clone();
+                Ok((altered, Vec::new()))
+            })
+            .await
         })
     }
 

@@ -220,15 +220,6 @@ impl ClusterMetadata {
         self.topic(topic).and_then(|t| t.partition(index))
     }
 
-    /// A dynamic broker config for broker `id`: its own, else the cluster default.
-    pub fn broker_config(&self, id: i32, key: &str) -> Option<&str> {
-        self.broker_configs
-            .get(&id.to_string())
-            .and_then(|c| c.get(key))
-            .or_else(|| self.broker_configs.get(CLUSTER_DEFAULT).and_then(|c| c.get(key)))
-            .map(String::as_str)
-    }
-
     /// Whether broker `id` is live (registered) in this snapshot.
     pub fn is_live(&self, id: i32) -> bool {
         self.brokers.contains_key(&id)

@@ -141,8 +141,10 @@ impl BatchReader<'_> {
         if header.size > BATCH_READ_MAX || self.pos + header.size as u64 > self.size {
             return Err(io::Error::other("a batch runs past its segment"));
         }
-        let mut whole = vec![0u8; header.size];
-        self.file.read_exact_at(&mut whole, self.pos)?;
+        let mut whole = head;
+        whole.resize(header.size, 0);
+        self.file
+            .read_exact_at(&mut whole[BATCH_HEADER_LEN..], self.pos + BATCH_HEADER_LEN as u64)?;
         self.pos += header.size as u64;
         Ok(Some(Bytes::from(whole)))
     }

@@ -33,15 +33,8 @@ impl EpochCache {
     /// Reads the checkpoint; a missing or unreadable one is an empty cache (the log's
     /// batches are then scanned by the caller to rebuild it).
     pub fn load(io: &dyn Io, dir: &Path) -> Option<EpochCache> {
-        let path = dir.join(CHECKPOINT_FILE);
-        let file = io.open(&path, false).ok()?;
-        let len = file.size().ok()? as usize;
         // A checkpoint holds one line per leadership change; anything larger is not one.
-        if len > 1 << 20 {
-            return None;
-        }
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, 0).ok()?;
+        let buf = crate::io::read_small(io, &dir.join(CHECKPOINT_FILE), 1 << 20)?;
         EpochCache::parse(std::str::from_utf8(&buf).ok()?)
     }
 
@@ -72,15 +65,7 @@ impl EpochCache {
     /// Writes the checkpoint: to a temporary file that is synced, then renamed over the
     /// old one, so a crash leaves either checkpoint whole.
     pub fn store(&self, io: &dyn Io, dir: &Path) -> io::Result<()> {
-        let text = self.render();
-        let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-        let file = io.open(&tmp, true)?;
-        file.set_len(0)?;
-        file.write_all_at(text.as_bytes(), 0)?;
-        file.sync_data()?;
-        drop(file);
-        io.rename(&tmp, &dir.join(CHECKPOINT_FILE))?;
-        io.sync_dir(dir)
+        crate::io::replace_file(io, dir, CHECKPOINT_FILE, self.render().as_bytes(), true)
     }
 
     pub fn entries(&self) -> &[EpochEntry] {

@@ -330,6 +330,41 @@ impl Engine {
     }
 }
 
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new one
+/// whole: a synced temporary file renamed over it, then (with `sync_dir`) the
+/// directory synced so the rename itself is durable.
+pub(crate) fn replace_file(io: &dyn Io, dir: &Path, name: &str, bytes: &[u8], sync_dir: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let file = io.open(&tmp, true)?;
+    file.set_len(0)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_data()?;
+    drop(file);
+    io.rename(&tmp, &dir.join(name))?;
+    if sync_dir {
+        io.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The whole of a small file; None when it is missing, unreadable or over `max` bytes
+/// (then it is not the file it claims to be).
+pub(crate) fn read_small(io: &dyn Io, path: &Path, max: usize) -> Option<Vec<u8>> {
+    let file = io.open(path, false).ok()?;
+    let len = file.size().ok()? as usize;
+    if len > max {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf)
+}
+
+/// Whether two handles are the same open file.
+pub(crate) fn same_file(a: &FileRef, b: &FileRef) -> bool {
+    std::ptr::eq(Arc::as_ptr(a) as *const u8, Arc::as_ptr(b) as *const u8)
+}
+
 /// The filesystem holding `path`: (total bytes, bytes an unprivileged writer may still
 /// use), for DescribeLogDirs.
 pub fn disk_space(path: &Path) -> io::Result<(u64, u64)> {

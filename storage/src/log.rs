@@ -15,7 +15,6 @@ use std::io;
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -25,7 +24,7 @@ use crate::batch::{self, BatchError, BatchHeader, TimestampType};
 use crate::cleaner::{self, CleanJob, Cleaned, CompactionConfig, SourceSegment};
 use crate::compression;
 use crate::epoch::EpochCache;
-use crate::io::{FileRef, Io, Positional, WriteRound};
+use crate::io::{same_file, FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
 use crate::retention::{self, SegmentSummary};
@@ -288,10 +287,6 @@ fn drop_after_gap(io: &dyn Io, segments: &mut BTreeMap<Offset, Segment>) -> io::
         }
     }
     Ok(())
-}
-
-fn same_file(a: &FileRef, b: &FileRef) -> bool {
-    std::ptr::eq(Arc::as_ptr(a) as *const u8, Arc::as_ptr(b) as *const u8)
 }
 
 pub struct Log {
@@ -1042,14 +1037,17 @@ impl Log {
                 Some(result) => result?,
                 None => return Err(io::Error::other("a blocking read did not complete").into()),
             };
-            parts.add(bytes, |next| self.segment_starts_at(next));
+            parts.add(bytes, |from| self.next_segment_after(from));
         }
         Ok(parts.finish())
     }
 
-    /// Whether a segment starts at `offset` (a read that ended there ended its segment).
-    pub(crate) fn segment_starts_at(&self, offset: Offset) -> bool {
-        self.segments.contains_key(&offset)
+    /// The base of the segment after the one holding `offset`, if there is one.
+    pub(crate) fn next_segment_after(&self, offset: Offset) -> Option<Offset> {
+        self.segments
+            .range((Bound::Excluded(offset), Bound::Unbounded))
+            .next()
+            .map(|(base, _)| *base)
     }
 
     /// Continues a read with the bytes its last step asked for.
@@ -1296,26 +1294,33 @@ impl ReadParts {
         go.then_some((self.next, self.room, min_one && self.parts.is_empty()))
     }
 
-    /// Takes a piece; `segment_starts_at` tells whether it ended at its segment's end.
-    pub(crate) fn add(&mut self, bytes: Bytes, segment_starts_at: impl Fn(Offset) -> bool) {
-        let mut next = None;
-        let mut rest: &[u8] = &bytes;
-        while let Ok(h) = BatchHeader::parse(rest) {
-            if h.size > rest.len() {
-                break;
-            }
-            next = Some(h.next_offset());
-            rest = &rest[h.size..];
-        }
+    /// Takes a piece. `next_segment` names the base of the segment after the one
+    /// holding an offset: only when there is one below the bound, and room is left, are
+    /// the piece's batches walked to see whether it ended exactly there (so a read of
+    /// the active segment, the hot path, walks nothing).
+    pub(crate) fn add(&mut self, bytes: Bytes, next_segment: impl Fn(Offset) -> Option<Offset>) {
         self.room = self.room.saturating_sub(bytes.len());
-        match next {
-            Some(next) if !bytes.is_empty() => {
-                self.next = next;
-                self.more = self.room >= batch::BATCH_HEADER_LEN && next < self.upto && segment_starts_at(next);
-                self.parts.push(bytes);
-            }
-            _ => self.more = false,
+        let following = next_segment(self.next).filter(|base| *base < self.upto);
+        self.more = false;
+        if bytes.is_empty() {
+            return;
         }
+        if let Some(base) = following.filter(|_| self.room >= batch::BATCH_HEADER_LEN) {
+            let mut last_next = None;
+            let mut rest: &[u8] = &bytes;
+            while let Ok(h) = BatchHeader::parse(rest) {
+                if h.size > rest.len() {
+                    break;
+                }
+                last_next = Some(h.next_offset());
+                rest = &rest[h.size..];
+            }
+            if last_next == Some(base) {
+                self.next = base;
+                self.more = true;
+            }
+        }
+        self.parts.push(bytes);
     }
 
     pub(crate) fn finish(mut self) -> Bytes {

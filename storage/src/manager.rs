@@ -447,7 +447,7 @@ impl PartitionLog {
             )
             .await?;
             let log = self.log.log.borrow();
-            parts.add(bytes, |next| log.segment_starts_at(next));
+            parts.add(bytes, |from| log.next_segment_after(from));
         }
         Ok(parts.finish())
     }

@@ -103,13 +103,7 @@ pub fn store_log_start(io: &dyn Io, dir: &Path, offset: Offset) -> io::Result<()
 
 /// Reads a one-offset checkpoint file (version `0`, then the offset).
 pub(crate) fn load_offset(io: &dyn Io, path: &Path) -> Option<Offset> {
-    let file = io.open(path, false).ok()?;
-    let len = file.size().ok()? as usize;
-    if len > 64 {
-        return None;
-    }
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, 0).ok()?;
+    let buf = crate::io::read_small(io, path, 64)?;
     let text = std::str::from_utf8(&buf).ok()?;
     let mut lines = text.lines();
     if lines.next()?.trim() != "0" {
@@ -118,18 +112,10 @@ pub(crate) fn load_offset(io: &dyn Io, path: &Path) -> Option<Offset> {
     lines.next()?.trim().parse().ok().map(Offset)
 }
 
-/// Writes a one-offset checkpoint: to a synced temporary file renamed over the old
-/// one, so a crash leaves either checkpoint whole.
+/// Writes a one-offset checkpoint, atomically and durably.
 pub(crate) fn store_offset(io: &dyn Io, dir: &Path, name: &str, offset: Offset) -> io::Result<()> {
     let text = format!("0\n{}\n", offset.0);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = io.open(&tmp, true)?;
-    file.set_len(0)?;
-    file.write_all_at(text.as_bytes(), 0)?;
-    file.sync_data()?;
-    drop(file);
-    io.rename(&tmp, &dir.join(name))?;
-    io.sync_dir(dir)
+    crate::io::replace_file(io, dir, name, text.as_bytes(), true)
 }
 
 /// Forgets the checkpoint (the log was emptied and starts again elsewhere).

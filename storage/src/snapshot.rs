@@ -57,13 +57,7 @@ pub fn write(
     bytes.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
     bytes.extend_from_slice(&body);
     let name = segment::file_name(offset, SNAPSHOT_EXTENSION);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let file = io.open(&tmp, true)?;
-    file.set_len(0)?;
-    file.write_all_at(&bytes, 0)?;
-    file.sync_data()?;
-    drop(file);
-    io.rename(&tmp, &dir.join(&name))?;
+    crate::io::replace_file(io, dir, &name, &bytes, false)?;
     let all = list(io, dir)?;
     for old in all.iter().take(all.len().saturating_sub(SNAPSHOTS_KEPT)) {
         io.remove_file(&dir.join(segment::file_name(*old, SNAPSHOT_EXTENSION)))?;
@@ -73,16 +67,9 @@ pub fn write(
 
 /// Reads the snapshot at `offset`; None if it is missing, torn or corrupt.
 pub fn read(io: &dyn Io, dir: &Path, offset: Offset) -> Option<(ProducerState, Transactions)> {
-    let file = io
-        .open(&dir.join(segment::file_name(offset, SNAPSHOT_EXTENSION)), false)
-        .ok()?;
-    let len = file.size().ok()? as usize;
     // A snapshot holds at most a few hundred bytes per producer; far beyond is not one.
-    if !(10..=1 << 30).contains(&len) {
-        return None;
-    }
-    let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0).ok()?;
+    let path = dir.join(segment::file_name(offset, SNAPSHOT_EXTENSION));
+    let bytes = crate::io::read_small(io, &path, 1 << 30)?;
     let mut r = Reader(&bytes);
     if r.take(4)? != MAGIC || r.u16()? != VERSION {
         return None;

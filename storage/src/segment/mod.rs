@@ -160,10 +160,7 @@ impl Segment {
 
     /// Whether `file` is this segment's log file (and not one it replaced).
     pub fn holds(&self, file: &FileRef) -> bool {
-        std::ptr::eq(
-            std::sync::Arc::as_ptr(&self.log) as *const u8,
-            std::sync::Arc::as_ptr(file) as *const u8,
-        )
+        crate::io::same_file(&self.log, file)
     }
 
     pub fn next_offset(&self) -> Offset {
