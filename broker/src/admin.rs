@@ -132,8 +132,10 @@ pub async fn delete_topic(shard: &Rc<Shard>, name: &str) -> Result<TopicMetadata
 
 /// Waits until every shard has applied metadata `revision` (opened or removed its
 /// partitions), so a client that was told a topic exists can use it at once through
-/// any shard; the error of a shard that could not apply it.
+/// any shard; the error of a shard that could not apply it, once every shard has tried
+/// (so that an undo written next finds every shard done with the failed revision).
 pub(crate) async fn applied_everywhere(shard: &Shard, revision: u64) -> Result<(), AdminError> {
+    let mut failed = None;
     for applied in &shard.cluster.applied {
         let mut watch = applied.subscribe();
         let mut shutdown = shard.cluster.shutdown.clone();
@@ -146,7 +148,7 @@ pub(crate) async fn applied_everywhere(shard: &Shard, revision: u64) -> Result<(
         match reached {
             Ok(a) if a.revision == revision && a.failure.is_some() => {
                 let why = a.failure.unwrap_or_default();
-                return Err(AdminError::new(ResponseError::KafkaStorageError, why));
+                failed.get_or_insert(AdminError::new(ResponseError::KafkaStorageError, why));
             }
             Ok(_) => {}
             Err(_) => {
@@ -157,5 +159,5 @@ pub(crate) async fn applied_everywhere(shard: &Shard, revision: u64) -> Result<(
             }
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

@@ -154,6 +154,9 @@ pub struct Shard {
     producer_ids: RefCell<std::ops::Range<i64>>,
     /// This shard's own counters; a scrape sums every shard's.
     pub metrics: Rc<RefCell<ShardMetrics>>,
+    /// Directories of partitions whose creation failed and that could not be removed
+    /// then (no descriptor left to list them): removed again at every metadata change.
+    orphans: RefCell<Vec<std::path::PathBuf>>,
 }
 
 /// Why an append was refused: Kafka's error, a message for the client, and the
@@ -209,6 +212,7 @@ impl Shard {
             producer_ids: RefCell::new(0..0),
             txn_append_turns: RefCell::new(HashMap::new()),
             metrics,
+            orphans: RefCell::new(Vec::new()),
         }
     }
 
@@ -246,6 +250,7 @@ impl Shard {
     pub fn apply_metadata(self: &Rc<Self>, metadata: Arc<ClusterMetadata>) -> Result<(), String> {
         let me = self.cluster.me.id;
         let mut failures = Vec::new();
+        self.remove_orphans();
         let doomed: Vec<TopicPartition> = self
             .partitions
             .borrow()
@@ -389,7 +394,47 @@ impl Shard {
 
     /// Opens the logs of every partition of `topic` that this shard owns and that has
     /// a replica on this broker.
+    /// Opens (creating where new) the logs of `topic` this shard owns. All or nothing:
+    /// when one cannot be opened, those this call opened are closed again (and removed
+    /// when they were new), so a failed topic holds no descriptors and no directories
+    /// and the controller can still write the change that removes it.
     fn open_topic(&self, metadata: &ClusterMetadata, topic: &TopicMetadata) -> Result<(), String> {
+        let mut done = Vec::new();
+        let result = self.open_topic_partitions(metadata, topic, &mut done);
+        if result.is_err() {
+            for (tp, made) in done {
+                let Some(p) = self.partitions.borrow_mut().remove(&tp) else {
+                    continue;
+                };
+                if made {
+                    let _ = p.log().delete();
+                }
+            }
+            self.remove_orphans();
+        }
+        result
+    }
+
+    /// Removes the directories failed creations left, except any a partition now uses.
+    fn remove_orphans(&self) {
+        let partitions = self.partitions.borrow();
+        self.orphans.borrow_mut().retain(|dir| {
+            if partitions.values().any(|p| p.log().dir() == dir.as_path()) {
+                return false;
+            }
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            }
+        });
+    }
+
+    fn open_topic_partitions(
+        &self,
+        metadata: &ClusterMetadata,
+        topic: &TopicMetadata,
+        done: &mut Vec<(TopicPartition, bool)>,
+    ) -> Result<(), String> {
         let log_config = topic_config::log_config(&topic_config::topic_values(self.config(), metadata, topic));
         for partition in 0..topic.partitions {
             if self.cluster.owner_of(&topic.name, partition) != self.id {
@@ -411,17 +456,19 @@ impl Shard {
             let log = match opened {
                 Ok(log) => log,
                 Err(e) => {
-                    // What this attempt made goes again (best effort: with no
-                    // descriptors left even that can fail; start-up removes orphans).
+                    // What this attempt made goes again, once the partitions opened
+                    // before it are closed (with no descriptor left even listing the
+                    // directory fails; then the next metadata change tries again).
                     if !existed {
-                        let _ = std::fs::remove_dir_all(&dir);
+                        self.orphans.borrow_mut().push(dir.clone());
                     }
                     return Err(format!("{}: {e}", dir.display()));
                 }
             };
             self.partitions
                 .borrow_mut()
-                .insert(tp, Partition::new(topic.id, log, self.cluster.me.id));
+                .insert(tp.clone(), Partition::new(topic.id, log, self.cluster.me.id));
+            done.push((tp, !existed));
         }
         Ok(())
     }

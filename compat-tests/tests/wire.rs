@@ -585,7 +585,11 @@ fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
             .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
             .collect()
     };
-    assert!(!listed(&mut client).contains(&"too-big".to_string()));
+    assert!(
+        !listed(&mut client).contains(&"too-big".to_string()),
+        "the refused topic is listed; log:\n{}",
+        broker.log()
+    );
     let leftovers = |b: &Broker| {
         std::fs::read_dir(b.data_dir().join("data"))
             .expect("data dir")
