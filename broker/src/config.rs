@@ -194,6 +194,51 @@ pub struct Cli {
     /// Committed offsets of a group empty this long are removed (offsets.retention.minutes) [default: 10080].
     #[arg(long, value_name = "MINUTES")]
     pub offsets_retention_minutes: Option<i64>,
+    /// How long a share consumer holds the records it fetched before they are handed out
+    /// again (group.share.record.lock.duration.ms) [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub group_share_record_lock_duration_ms: Option<i32>,
+    /// Smallest share.record.lock.duration.ms a share group may set
+    /// (group.share.min.record.lock.duration.ms) [default: 15000]
+    #[arg(long, value_name = "MS")]
+    pub group_share_min_record_lock_duration_ms: Option<i32>,
+    /// Largest share.record.lock.duration.ms a share group may set
+    /// (group.share.max.record.lock.duration.ms) [default: 60000]
+    #[arg(long, value_name = "MS")]
+    pub group_share_max_record_lock_duration_ms: Option<i32>,
+    /// Deliveries after which a record is archived, and dead-lettered when the group has a
+    /// DLQ (group.share.delivery.count.limit, 2-10) [default: 5]
+    #[arg(long, value_name = "N")]
+    pub group_share_delivery_count_limit: Option<i16>,
+    /// Most records of one partition a share group has in flight
+    /// (group.share.partition.max.record.locks) [default: 2000]
+    #[arg(long, value_name = "N")]
+    pub group_share_partition_max_record_locks: Option<i32>,
+    /// A share consumer that does not heartbeat this long leaves its group
+    /// (group.share.session.timeout.ms) [default: 45000]
+    #[arg(long, value_name = "MS")]
+    pub group_share_session_timeout_ms: Option<i32>,
+    /// How often share consumers heartbeat (group.share.heartbeat.interval.ms) [default:
+    /// 5000]
+    #[arg(long, value_name = "MS")]
+    pub group_share_heartbeat_interval_ms: Option<i32>,
+    /// Partitions of __share_group_state, fixed when it is first created
+    /// (share.coordinator.state.topic.num.partitions) [default: 50]
+    #[arg(long, value_name = "N")]
+    pub share_coordinator_state_topic_num_partitions: Option<i32>,
+    /// Replicas of __share_group_state, fixed when it is first created
+    /// (share.coordinator.state.topic.replication.factor; capped to the live brokers)
+    /// [default: 3]
+    #[arg(long, value_name = "N")]
+    pub share_coordinator_state_topic_replication_factor: Option<i16>,
+    /// segment.bytes of __share_group_state (share.coordinator.state.topic.segment.bytes)
+    /// [default: 104857600]
+    #[arg(long, value_name = "BYTES")]
+    pub share_coordinator_state_topic_segment_bytes: Option<u64>,
+    /// Prefix every share group's dead-letter topic name must have
+    /// (errors.deadletterqueue.topic.name.prefix) [default: dlq.]
+    #[arg(long, value_name = "PREFIX")]
+    pub errors_deadletterqueue_topic_name_prefix: Option<String>,
     /// Storage I/O engine: io_uring, pwrite, or auto (io_uring when the kernel allows
     /// it, else pwrite) [default: auto].
     #[arg(long, value_name = "ENGINE", value_parser = ["auto", "io_uring", "pwrite"])]
@@ -263,6 +308,17 @@ struct FileConfig {
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
     io_engine: Option<String>,
+    group_share_record_lock_duration_ms: Option<i32>,
+    group_share_min_record_lock_duration_ms: Option<i32>,
+    group_share_max_record_lock_duration_ms: Option<i32>,
+    group_share_delivery_count_limit: Option<i16>,
+    group_share_partition_max_record_locks: Option<i32>,
+    group_share_session_timeout_ms: Option<i32>,
+    group_share_heartbeat_interval_ms: Option<i32>,
+    share_coordinator_state_topic_num_partitions: Option<i32>,
+    share_coordinator_state_topic_replication_factor: Option<i16>,
+    share_coordinator_state_topic_segment_bytes: Option<u64>,
+    errors_deadletterqueue_topic_name_prefix: Option<String>,
     log_format: Option<String>,
 }
 
@@ -319,6 +375,17 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_minutes: i64,
+    pub group_share_record_lock_duration_ms: i32,
+    pub group_share_min_record_lock_duration_ms: i32,
+    pub group_share_max_record_lock_duration_ms: i32,
+    pub group_share_delivery_count_limit: i16,
+    pub group_share_partition_max_record_locks: i32,
+    pub group_share_session_timeout_ms: i32,
+    pub group_share_heartbeat_interval_ms: i32,
+    pub share_coordinator_state_topic_num_partitions: i32,
+    pub share_coordinator_state_topic_replication_factor: i16,
+    pub share_coordinator_state_topic_segment_bytes: u64,
+    pub errors_deadletterqueue_topic_name_prefix: String,
     /// "auto", "io_uring" or "pwrite".
     pub io_engine: String,
     pub log_json: bool,
@@ -473,6 +540,50 @@ impl BrokerConfig {
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms
                 .or(file.transaction_abort_timed_out_transaction_cleanup_interval_ms)
                 .unwrap_or(10_000),
+            group_share_record_lock_duration_ms: cli
+                .group_share_record_lock_duration_ms
+                .or(file.group_share_record_lock_duration_ms)
+                .unwrap_or(30_000),
+            group_share_min_record_lock_duration_ms: cli
+                .group_share_min_record_lock_duration_ms
+                .or(file.group_share_min_record_lock_duration_ms)
+                .unwrap_or(15_000),
+            group_share_max_record_lock_duration_ms: cli
+                .group_share_max_record_lock_duration_ms
+                .or(file.group_share_max_record_lock_duration_ms)
+                .unwrap_or(60_000),
+            group_share_delivery_count_limit: cli
+                .group_share_delivery_count_limit
+                .or(file.group_share_delivery_count_limit)
+                .unwrap_or(5),
+            group_share_partition_max_record_locks: cli
+                .group_share_partition_max_record_locks
+                .or(file.group_share_partition_max_record_locks)
+                .unwrap_or(2000),
+            group_share_session_timeout_ms: cli
+                .group_share_session_timeout_ms
+                .or(file.group_share_session_timeout_ms)
+                .unwrap_or(45_000),
+            group_share_heartbeat_interval_ms: cli
+                .group_share_heartbeat_interval_ms
+                .or(file.group_share_heartbeat_interval_ms)
+                .unwrap_or(5000),
+            share_coordinator_state_topic_num_partitions: cli
+                .share_coordinator_state_topic_num_partitions
+                .or(file.share_coordinator_state_topic_num_partitions)
+                .unwrap_or(50),
+            share_coordinator_state_topic_replication_factor: cli
+                .share_coordinator_state_topic_replication_factor
+                .or(file.share_coordinator_state_topic_replication_factor)
+                .unwrap_or(3),
+            share_coordinator_state_topic_segment_bytes: cli
+                .share_coordinator_state_topic_segment_bytes
+                .or(file.share_coordinator_state_topic_segment_bytes)
+                .unwrap_or(104_857_600),
+            errors_deadletterqueue_topic_name_prefix: cli
+                .errors_deadletterqueue_topic_name_prefix
+                .or(file.errors_deadletterqueue_topic_name_prefix)
+                .unwrap_or_else(|| "dlq.".to_string()),
             group_initial_rebalance_delay_ms: cli
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms)
@@ -559,6 +670,23 @@ impl BrokerConfig {
         }
         if self.transaction_max_timeout_ms < 1 {
             return Err("--transaction-max-timeout-ms must be at least 1".into());
+        }
+        if self.group_share_min_record_lock_duration_ms < 1
+            || self.group_share_min_record_lock_duration_ms > self.group_share_record_lock_duration_ms
+            || self.group_share_record_lock_duration_ms > self.group_share_max_record_lock_duration_ms
+        {
+            return Err("--group-share-record-lock-duration-ms must lie between --group-share-min-record-lock-duration-ms (at least 1) and --group-share-max-record-lock-duration-ms".into());
+        }
+        if !(2..=10).contains(&self.group_share_delivery_count_limit) {
+            return Err("--group-share-delivery-count-limit must be between 2 and 10".into());
+        }
+        if self.group_share_partition_max_record_locks < 1
+            || self.group_share_session_timeout_ms < 1
+            || self.group_share_heartbeat_interval_ms < 1
+            || self.share_coordinator_state_topic_num_partitions < 1
+            || self.share_coordinator_state_topic_replication_factor < 1
+        {
+            return Err("--group-share-partition-max-record-locks, --group-share-session-timeout-ms, --group-share-heartbeat-interval-ms and the --share-coordinator-state-topic-* counts must be at least 1".into());
         }
         if self.offsets_topic_num_partitions < 1 {
             return Err("--offsets-topic-num-partitions must be at least 1".into());

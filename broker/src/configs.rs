@@ -19,6 +19,7 @@ use crate::topic_config::{self, ConfigType, Synonym, SOURCE_DEFAULT, SOURCE_STAT
 /// Kafka's ConfigResource types.
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// IncrementalAlterConfigs' operations.
 const OP_SET: i8 = 0;
@@ -463,9 +464,84 @@ pub async fn alter_broker(
     if validate_only || next == current {
         return Ok(());
     }
-    let change = shard.controller().alter_broker_configs(&entity, next.clone()).await?;
+    let change = shard
+        .controller()
+        .alter_entity_configs(sluice_controller::ConfigEntity::Broker, &entity, next.clone())
+        .await?;
     admin::applied_everywhere(shard, change.revision).await?;
     tracing::info!(broker = %if entity.is_empty() { "<default>" } else { &entity }, configs = ?next, "altered dynamic broker configs");
+    Ok(())
+}
+
+/// DescribeConfigs of a group (KIP-848/932 group configs): every key a group may set,
+/// with the group's value or the broker's default.
+pub fn describe_group(shard: &Shard, name: &str) -> Result<Vec<Described>, AdminError> {
+    if name.is_empty() {
+        return Err(invalid_request("a group resource needs a group id"));
+    }
+    let metadata = shard.metadata();
+    Ok(
+        crate::share::GroupSettings::described(shard.config(), name, metadata.group_configs.get(name))
+            .into_iter()
+            .map(|(key, value, set)| {
+                let source = if set {
+                    topic_config::SOURCE_GROUP
+                } else {
+                    SOURCE_DEFAULT
+                };
+                Described {
+                    name: key.to_string(),
+                    synonyms: vec![Synonym {
+                        name: key.to_string(),
+                        value: value.clone(),
+                        source,
+                    }],
+                    value: Some(value),
+                    read_only: false,
+                    source,
+                    kind: group_config_type(key),
+                }
+            })
+            .collect(),
+    )
+}
+
+fn group_config_type(key: &str) -> ConfigType {
+    match key {
+        "share.auto.offset.reset" | "share.isolation.level" | "errors.deadletterqueue.topic.name" => ConfigType::String,
+        "errors.deadletterqueue.copy.record.enable" => ConfigType::Boolean,
+        _ => ConfigType::Int,
+    }
+}
+
+/// Alters a group's configs (IncrementalAlterConfigs or AlterConfigs on a GROUP
+/// resource), validated as Kafka's GroupConfig does; they apply to the group at once.
+pub async fn alter_group(shard: &Rc<Shard>, name: &str, change: Change, validate_only: bool) -> Result<(), AdminError> {
+    if name.is_empty() {
+        return Err(invalid_request("a group resource needs a group id"));
+    }
+    let metadata = shard.metadata();
+    let current = metadata.group_configs.get(name).cloned().unwrap_or_default();
+    let config = shard.config();
+    let validate = |key: &str, value: Option<&str>| {
+        if !crate::share::GROUP_KEYS.contains(&key) {
+            return Err(invalid_config(format!("unknown group config '{key}'")));
+        }
+        if let Some(value) = value {
+            crate::share::validate_group_config(config, key, value).map_err(invalid_config)?;
+        }
+        Ok(group_config_type(key))
+    };
+    let next = apply(&current, change, |_| None, &validate)?;
+    if validate_only || next == current {
+        return Ok(());
+    }
+    let change = shard
+        .controller()
+        .alter_entity_configs(sluice_controller::ConfigEntity::Group, name, next.clone())
+        .await?;
+    admin::applied_everywhere(shard, change.revision).await?;
+    tracing::info!(group = name, configs = ?next, "altered group configs");
     Ok(())
 }
 

@@ -74,6 +74,37 @@ pub(crate) async fn replay(
     }
 }
 
+/// Waits until an append of a coordinator's state is durable and on every in-sync
+/// replica (as acks=all, so the key's next coordinator has it), within `timeout`.
+/// Kafka's answers for a state write that did not take: NOT_COORDINATOR when the
+/// partition's leadership moved, COORDINATOR_NOT_AVAILABLE otherwise (not enough
+/// replicas, a storage error, a timeout). `what` names the state in the log line.
+pub(crate) async fn wait_durable(
+    host: &impl Host,
+    tp: &TopicPartition,
+    appended: Appended,
+    timeout: std::time::Duration,
+    what: &str,
+) -> Result<(), ResponseError> {
+    let target = appended.info.last_offset.plus(1);
+    let durable = async {
+        if let Some(receipt) = appended.receipt {
+            receipt.wait().await.map_err(|_| ResponseError::KafkaStorageError)?;
+        }
+        host.committed(tp, target).await
+    };
+    match tokio::time::timeout(timeout, durable).await {
+        Ok(Ok(())) => Ok(()),
+        outcome => {
+            tracing::error!(topic = %tp.topic, partition = tp.partition, "{what} not durable: {outcome:?}");
+            Err(match outcome {
+                Ok(Err(ResponseError::NotLeaderOrFollower)) => ResponseError::NotCoordinator,
+                _ => ResponseError::CoordinatorNotAvailable,
+            })
+        }
+    }
+}
+
 /// How often coordinators' timers run. Kafka's purgatory ticks at 200 ms; 100 ms keeps
 /// rebalance latency small at a negligible cost.
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);

@@ -190,6 +190,87 @@ fn api_name(key: i16) -> String {
         .unwrap_or_else(|_| key.to_string())
 }
 
+/// Share groups (KIP-932): members, each share-partition's records in flight and
+/// backlog, and per group the records handed out, redelivered, acknowledged,
+/// archived and dead-lettered (summed over shards).
+fn share_metrics(f: &mut Families, snapshots: &[ShardSnapshot]) {
+    for (group, members) in snapshots.iter().flat_map(|s| s.share_groups.iter()) {
+        let l = [("group", group.clone())];
+        f.gauge(
+            "sluice_share_group_members",
+            "Members of a share group.",
+            &l,
+            *members as f64,
+        );
+    }
+    for p in snapshots.iter().flat_map(|s| s.shares.partitions.iter()) {
+        let l = [
+            ("group", p.group.clone()),
+            ("topic", p.topic.clone()),
+            ("partition", p.partition.to_string()),
+        ];
+        f.gauge(
+            "sluice_share_partition_in_flight_records",
+            "Records a share group has handed out on the partition and not yet had acknowledged (acquired, under a lock).",
+            &l,
+            p.in_flight as f64,
+        );
+        f.gauge(
+            "sluice_share_partition_backlog_records",
+            "Records the share group could hand out now: released or expired ones and those below the high watermark never handed out.",
+            &l,
+            p.backlog as f64,
+        );
+        f.gauge(
+            "sluice_share_partition_start_offset",
+            "The share-partition start offset (SPSO): every record below it is acknowledged or archived.",
+            &l,
+            p.start_offset as f64,
+        );
+    }
+    let mut groups: BTreeMap<String, crate::share::manager::ShareCounters> = BTreeMap::new();
+    for (group, c) in snapshots.iter().flat_map(|s| s.shares.counters.iter()) {
+        let sum = groups.entry(group.clone()).or_default();
+        sum.acquired += c.acquired;
+        sum.redelivered += c.redelivered;
+        sum.acknowledged += c.acknowledged;
+        sum.archived += c.archived;
+        sum.dead_lettered += c.dead_lettered;
+    }
+    for (group, c) in groups {
+        let l = [("group", group)];
+        for (name, help, value) in [
+            (
+                "sluice_share_records_acquired_total",
+                "Records handed out to share consumers (each delivery counts).",
+                c.acquired,
+            ),
+            (
+                "sluice_share_records_redelivered_total",
+                "Deliveries of records handed out before (released, or their lock expired).",
+                c.redelivered,
+            ),
+            (
+                "sluice_share_records_acknowledged_total",
+                "Records share consumers acknowledged (accepted, released, rejected).",
+                c.acknowledged,
+            ),
+            (
+                "sluice_share_records_archived_total",
+                "Records archived: rejected, or at their delivery limit.",
+                c.archived,
+            ),
+            (
+                "sluice_share_records_dead_lettered_total",
+                "Archived records written to the group's dead-letter topic.",
+                c.dead_lettered,
+            ),
+        ] {
+            f.counter(name, help, &l, value as f64);
+        }
+    }
+}
+
 fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
     let mut total = ShardMetrics::default();
     for s in &snapshots {
@@ -465,6 +546,7 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
             );
         }
     }
+    share_metrics(&mut f, &snapshots);
     cluster_metrics(&mut f, cluster);
     process_metrics(&mut f);
     let version = [("version", env!("CARGO_PKG_VERSION").to_string())];

@@ -20,6 +20,7 @@ mod replication;
 mod router;
 mod server;
 mod shard;
+mod share;
 mod topic_config;
 mod txn;
 

@@ -190,6 +190,10 @@ pub struct ShardSnapshot {
     /// Transactions the shard's coordinator committed and aborted since start.
     pub transactions_committed: u64,
     pub transactions_aborted: u64,
+    /// Share-partitions hosted and share-group counters.
+    pub shares: crate::share::manager::ShareStats,
+    /// (share group, members) of the share groups the shard coordinates.
+    pub share_groups: Vec<(String, usize)>,
 }
 
 #[cfg(test)]

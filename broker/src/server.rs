@@ -96,6 +96,10 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         .metadata()
         .topic(crate::txn::TRANSACTION_STATE_TOPIC)
         .map_or(config.transaction_state_log_num_partitions, |t| t.partitions);
+    let share_partitions = controller
+        .metadata()
+        .topic(crate::share::SHARE_STATE_TOPIC)
+        .map_or(config.share_coordinator_state_topic_num_partitions, |t| t.partitions);
     remove_orphan_partitions(&config.data_dir, &controller.metadata(), config.node_id);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (peers, inboxes): (Vec<_>, Vec<_>) = (0..config.shards)
@@ -112,6 +116,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         offsets_partitions,
         groups: group_config(&config_for_groups),
         txn_partitions,
+        share_partitions,
         txns: crate::txn::TxnConfig {
             timeout_ms_max: config_for_groups.transaction_max_timeout_ms,
             abort_check_interval_ms: config_for_groups.transaction_abort_timed_out_transaction_cleanup_interval_ms,

@@ -29,6 +29,7 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::group::GroupConfig;
 use crate::metrics::{PartitionStats, ShardMetrics, ShardSnapshot};
 use crate::partition::{append_error, Partition, ReadBound, TopicPartition};
+use crate::share::state::ShareCoordinator;
 use crate::txn::coordinator::TxnCoordinator;
 use crate::txn::TxnConfig;
 use crate::{now_ms, topic_config};
@@ -62,6 +63,8 @@ pub struct Cluster {
     /// Partitions of `__transaction_state`, which place transactional ids on shards.
     pub txn_partitions: i32,
     pub txns: TxnConfig,
+    /// Partitions of `__share_group_state`, which place share-partitions' state.
+    pub share_partitions: i32,
     /// The storage backend each shard starts its own instance of.
     pub engine: sluice_storage::Engine,
     /// Each shard's applied metadata revision, so an admin change can answer once
@@ -81,10 +84,10 @@ impl Cluster {
 
     /// The partition of coordinator `C`'s internal topic that `key` lives in.
     pub fn coordinator_partition<C: Coordinator>(&self, key: &str) -> TopicPartition {
-        let partitions = if C::TOPIC == TxnCoordinator::TOPIC {
-            self.txn_partitions
-        } else {
-            self.offsets_partitions
+        let partitions = match C::TOPIC {
+            TxnCoordinator::TOPIC => self.txn_partitions,
+            ShareCoordinator::TOPIC => self.share_partitions,
+            _ => self.offsets_partitions,
         };
         TopicPartition::new(C::TOPIC, C::partition_for(key, partitions))
     }
@@ -139,6 +142,12 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// The transactional ids this shard coordinates.
     pub txns: Rc<TxnCoordinator>,
+    /// The share groups this shard coordinates (membership and assignment).
+    pub share_groups: RefCell<HashMap<String, crate::share::group::ShareGroup>>,
+    /// The share-partitions' durable state this shard coordinates.
+    pub share_state: ShareCoordinator,
+    /// The share-partitions of the partitions this shard owns, and share sessions.
+    pub shares: crate::share::manager::ShareManager,
     /// The coordinator partitions (`__consumer_offsets`, `__transaction_state`) this
     /// shard owns and this broker leads, and whether their state is loaded.
     coordinating: RefCell<HashMap<TopicPartition, Hosting>>,
@@ -202,6 +211,9 @@ impl Shard {
             id,
             groups: GroupCoordinator::new(cluster.groups.clone(), cluster.offsets_partitions),
             txns: Rc::new(TxnCoordinator::new(cluster.txns.clone(), cluster.txn_partitions)),
+            share_groups: RefCell::new(HashMap::new()),
+            share_state: ShareCoordinator::new(cluster.share_partitions),
+            shares: Default::default(),
             cluster,
             coordinating: RefCell::new(HashMap::new()),
             metadata: RefCell::new(metadata),
@@ -317,7 +329,7 @@ impl Shard {
     /// with its partition's leadership, as in Kafka).
     fn follow_coordinator_leadership(self: &Rc<Self>, metadata: &ClusterMetadata) {
         let mut led = Vec::new();
-        for name in [GroupCoordinator::TOPIC, TxnCoordinator::TOPIC] {
+        for name in [GroupCoordinator::TOPIC, TxnCoordinator::TOPIC, ShareCoordinator::TOPIC] {
             let Some(topic) = metadata.topic(name) else {
                 continue;
             };
@@ -340,10 +352,16 @@ impl Shard {
             .collect();
         for tp in lost {
             self.coordinating.borrow_mut().remove(&tp);
-            if tp.topic == GroupCoordinator::TOPIC {
-                self.groups.unload(&tp);
-            } else {
-                self.txns.unload(&tp);
+            match tp.topic.as_str() {
+                GroupCoordinator::TOPIC => {
+                    self.groups.unload(&tp);
+                    let partitions = self.cluster.offsets_partitions;
+                    self.share_groups
+                        .borrow_mut()
+                        .retain(|g, _| GroupCoordinator::partition_for(g, partitions) != tp.partition);
+                }
+                ShareCoordinator::TOPIC => self.share_state.unload(&tp),
+                _ => self.txns.unload(&tp),
             }
             tracing::info!(shard = self.id, topic = %tp.topic, partition = tp.partition, "no longer coordinating this partition's keys");
         }
@@ -354,10 +372,11 @@ impl Shard {
             self.coordinating.borrow_mut().insert(tp.clone(), Hosting::Loading);
             let shard = self.clone();
             tokio::task::spawn_local(async move {
-                let loaded = if tp.topic == GroupCoordinator::TOPIC {
-                    shard.groups.load(shard.as_ref(), std::slice::from_ref(&tp)).await
-                } else {
-                    shard.txns.load(shard.as_ref(), std::slice::from_ref(&tp)).await
+                let tps = std::slice::from_ref(&tp);
+                let loaded = match tp.topic.as_str() {
+                    GroupCoordinator::TOPIC => shard.groups.load(shard.as_ref(), tps).await,
+                    ShareCoordinator::TOPIC => shard.share_state.load(shard.as_ref(), tps).await,
+                    _ => shard.txns.load(shard.as_ref(), tps).await,
                 };
                 let mut coordinating = shard.coordinating.borrow_mut();
                 match loaded {
@@ -392,8 +411,6 @@ impl Shard {
         self.coordinating.borrow().values().any(|h| *h == Hosting::Loading)
     }
 
-    /// Opens the logs of every partition of `topic` that this shard owns and that has
-    /// a replica on this broker.
     /// Opens (creating where new) the logs of `topic` this shard owns. All or nothing:
     /// when one cannot be opened, those this call opened are closed again (and removed
     /// when they were new), so a failed topic holds no descriptors and no directories
@@ -739,6 +756,8 @@ impl Shard {
     pub fn tick_coordinators(self: &Rc<Self>) {
         self.groups.tick(self.as_ref());
         self.txns.maintain(self);
+        self.shares.tick(self);
+        self.expire_share_members();
     }
 
     /// Counters plus every partition's offsets and every group's state.
@@ -771,6 +790,18 @@ impl Shard {
             transactions_open: self.txns.open_count(),
             transactions_committed: self.txns.outcomes.get().0,
             transactions_aborted: self.txns.outcomes.get().1,
+            shares: self.shares.stats(|tp| {
+                self.partitions
+                    .borrow()
+                    .get(tp)
+                    .map(|p| p.offsets().high_watermark.value())
+            }),
+            share_groups: self
+                .share_groups
+                .borrow()
+                .values()
+                .map(|g| (g.group_id.clone(), g.members.len()))
+                .collect(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
 pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
+/// KIP-848: a value a group config set.
+pub const SOURCE_GROUP: i8 = 8;
 
 /// Kafka's config types (DescribeConfigs v3+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +450,7 @@ mod tests {
             next_producer_id: 0,
             revision: 0,
             brokers: Default::default(),
+            group_configs: Default::default(),
             controller_id: 1,
             broker_configs: Default::default(),
         }

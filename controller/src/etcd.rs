@@ -30,8 +30,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, Election,
-    NewTopic, PartitionState, TopicMetadata, NO_LEADER,
+    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, ConfigEntity, Controller, ControllerError,
+    ControllerFuture, Election, NewTopic, PartitionState, TopicMetadata, NO_LEADER,
 };
 
 /// How long one etcd call may take before the change fails with REQUEST_TIMED_OUT.
@@ -114,8 +114,8 @@ impl Keys {
     fn topic(&self, name: &str) -> String {
         format!("{}/topics/{name}", self.prefix)
     }
-    fn broker_configs(&self, entity: &str) -> String {
-        format!("{}/broker_configs/{entity}", self.prefix)
+    fn entity_configs(&self, kind: ConfigEntity, entity: &str) -> String {
+        format!("{}/{}/{entity}", self.prefix, kind.key_name())
     }
     fn partitions_of(&self, name: &str) -> String {
         format!("{}/partitions/{name}/", self.prefix)
@@ -318,6 +318,7 @@ async fn start(config: EtcdConfig) -> Result<Inner, ControllerError> {
             brokers: Default::default(),
             controller_id: NO_LEADER,
             broker_configs: Default::default(),
+            group_configs: Default::default(),
         }))
         .0,
         session_deadline: std::sync::Mutex::new(granted_at + Duration::from_secs(ttl as u64)),
@@ -454,14 +455,8 @@ fn decode(keys: &Keys, store: &Store, revision: i64) -> ClusterMetadata {
             .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse().ok())
             .unwrap_or(0),
         revision: revision.max(0) as u64,
-        broker_configs: store
-            .range(format!("{p}/broker_configs/")..format!("{p}/broker_configs0"))
-            .filter_map(|(key, e)| {
-                let entity = key.strip_prefix(&format!("{p}/broker_configs/"))?;
-                let configs = serde_json::from_slice::<BTreeMap<String, String>>(&e.value).ok()?;
-                Some((entity.to_string(), configs))
-            })
-            .collect(),
+        broker_configs: entity_configs(store, p, ConfigEntity::Broker),
+        group_configs: entity_configs(store, p, ConfigEntity::Group),
         controller_id: if brokers.contains_key(&controller_id) {
             controller_id
         } else {
@@ -472,6 +467,19 @@ fn decode(keys: &Keys, store: &Store, revision: i64) -> ClusterMetadata {
 }
 
 /// A partition whose state is not written yet (its topic's creation is under way).
+/// Every entity's configs of one kind, from the keys under `<prefix>/<kind>/`.
+fn entity_configs(store: &Store, prefix: &str, kind: ConfigEntity) -> BTreeMap<String, BTreeMap<String, String>> {
+    let under = format!("{prefix}/{}/", kind.key_name());
+    store
+        .range(under.clone()..format!("{prefix}/{}0", kind.key_name()))
+        .filter_map(|(key, e)| {
+            let entity = key.strip_prefix(&under)?;
+            let configs = serde_json::from_slice::<BTreeMap<String, String>>(&e.value).ok()?;
+            Some((entity.to_string(), configs))
+        })
+        .collect()
+}
+
 fn unplaced() -> PartitionState {
     PartitionState {
         replicas: Vec::new(),
@@ -1078,13 +1086,14 @@ impl Controller for EtcdController {
         })
     }
 
-    fn alter_broker_configs(
+    fn alter_entity_configs(
         &self,
+        kind: ConfigEntity,
         entity: &str,
         configs: BTreeMap<String, String>,
     ) -> ControllerFuture<'_, Change<()>> {
         let inner = self.inner.clone();
-        let key = inner.keys.broker_configs(entity);
+        let key = inner.keys.entity_configs(kind, entity);
         self.run(async move {
             let mut client = inner.client.clone();
             // The whole set is replaced at once; the last writer wins, as in Kafka.

@@ -204,6 +204,46 @@ pub struct ClusterMetadata {
     /// string that broker's own. They win over the brokers' static configs.
     #[serde(default)]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Group configs (IncrementalAlterConfigs on a GROUP resource, KIP-848/932), by
+    /// group id and Kafka's names.
+    #[serde(default)]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Whose dynamic configs a change replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigEntity {
+    /// A broker ([`CLUSTER_DEFAULT`] or a node id).
+    Broker,
+    /// A group, by its id.
+    Group,
+}
+
+impl ConfigEntity {
+    /// The entity kind's name in etcd keys.
+    pub fn key_name(self) -> &'static str {
+        match self {
+            ConfigEntity::Broker => "broker_configs",
+            ConfigEntity::Group => "group_configs",
+        }
+    }
+}
+
+impl ClusterMetadata {
+    /// The dynamic configs of every entity of a kind.
+    pub fn entity_configs(&self, kind: ConfigEntity) -> &BTreeMap<String, BTreeMap<String, String>> {
+        match kind {
+            ConfigEntity::Broker => &self.broker_configs,
+            ConfigEntity::Group => &self.group_configs,
+        }
+    }
+
+    pub fn entity_configs_mut(&mut self, kind: ConfigEntity) -> &mut BTreeMap<String, BTreeMap<String, String>> {
+        match kind {
+            ConfigEntity::Broker => &mut self.broker_configs,
+            ConfigEntity::Group => &mut self.group_configs,
+        }
+    }
 }
 
 /// The entity of cluster-wide dynamic broker configs (Kafka's `<default>`, an empty
@@ -448,9 +488,14 @@ pub trait Controller: Send + Sync {
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> ControllerFuture<'_, Change<TopicMetadata>>;
-    /// Replaces the dynamic configs of a broker entity ([`CLUSTER_DEFAULT`] or a node id).
-    fn alter_broker_configs(&self, entity: &str, configs: BTreeMap<String, String>)
-        -> ControllerFuture<'_, Change<()>>;
+    /// Replaces the dynamic configs of a broker entity ([`CLUSTER_DEFAULT`] or a node
+    /// id) or of a group; an empty set removes them.
+    fn alter_entity_configs(
+        &self,
+        kind: ConfigEntity,
+        entity: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ControllerFuture<'_, Change<()>>;
     /// Reserves `count` producer ids for this broker, persisted before resolving, so
     /// no id is handed out twice even across crashes (Kafka's ProducerIdManager).
     fn allocate_producer_ids(&self, count: i64) -> ControllerFuture<'_, std::ops::Range<i64>>;

@@ -11,8 +11,8 @@ use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
 use crate::{
-    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, Controller, ControllerError, ControllerFuture, Election,
-    NewTopic, PartitionState, TopicMetadata,
+    placement, AlterIsr, BrokerInfo, Change, ClusterMetadata, ConfigEntity, Controller, ControllerError,
+    ControllerFuture, Election, NewTopic, PartitionState, TopicMetadata,
 };
 
 const FILE_NAME: &str = "metadata.json";
@@ -45,6 +45,7 @@ impl LocalController {
                     brokers: Default::default(),
                     controller_id: me.id,
                     broker_configs: Default::default(),
+                    group_configs: Default::default(),
                 };
                 write_atomically(&path, &fresh)?;
                 fresh
@@ -173,8 +174,9 @@ impl Controller for LocalController {
         })
     }
 
-    fn alter_broker_configs(
+    fn alter_entity_configs(
         &self,
+        kind: ConfigEntity,
         entity: &str,
         configs: BTreeMap<String, String>,
     ) -> ControllerFuture<'_, Change<()>> {
@@ -182,9 +184,9 @@ impl Controller for LocalController {
         Box::pin(async move {
             self.update(|meta| {
                 if configs.is_empty() {
-                    meta.broker_configs.remove(&entity);
+                    meta.entity_configs_mut(kind).remove(&entity);
                 } else {
-                    meta.broker_configs.insert(entity, configs);
+                    meta.entity_configs_mut(kind).insert(entity, configs);
                 }
                 Ok(())
             })

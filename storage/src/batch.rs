@@ -308,9 +308,18 @@ pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 /// Builds an uncompressed batch of `records` (key, value) with every record at
 /// `timestamp_ms`: how the broker writes its own internal topics.
 pub fn build(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
+    let with_headers: Vec<(KeyValue, &[Header])> = records.iter().map(|kv| (*kv, &[][..])).collect();
+    build_with_headers(&with_headers, timestamp_ms)
+}
+
+/// A record header's key and value (None is null).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// [`build`] with headers on each record (dead-letter records carry their origin).
+pub fn build_with_headers(records: &[(KeyValue, &[Header])], timestamp_ms: i64) -> Vec<u8> {
     let mut body = Vec::new();
     let mut record = Vec::new();
-    for (i, (key, value)) in records.iter().enumerate() {
+    for (i, ((key, value), headers)) in records.iter().enumerate() {
         record.clear();
         record.push(0); // attributes
         put_varint(&mut record, 0); // timestamp delta
@@ -324,7 +333,18 @@ pub fn build(records: &[KeyValue], timestamp_ms: i64) -> Vec<u8> {
                 None => put_varint(&mut record, -1),
             }
         }
-        put_varint(&mut record, 0); // headers
+        put_varint(&mut record, headers.len() as i64);
+        for (key, value) in headers.iter() {
+            put_varint(&mut record, key.len() as i64);
+            record.extend_from_slice(key);
+            match value {
+                Some(bytes) => {
+                    put_varint(&mut record, bytes.len() as i64);
+                    record.extend_from_slice(bytes);
+                }
+                None => put_varint(&mut record, -1),
+            }
+        }
         put_varint(&mut body, record.len() as i64);
         body.extend_from_slice(&record);
     }

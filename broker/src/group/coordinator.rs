@@ -542,25 +542,7 @@ impl GroupCoordinator {
         tp: &TopicPartition,
         appended: sluice_storage::Appended,
     ) -> Result<(), ResponseError> {
-        let target = appended.info.last_offset.plus(1);
-        let durable = async {
-            if let Some(receipt) = appended.receipt {
-                receipt.wait().await.map_err(|_| ResponseError::KafkaStorageError)?;
-            }
-            // Replicated to every in-sync replica, so the group's next coordinator has it.
-            host.committed(tp, target).await
-        };
-        match tokio::time::timeout(OFFSETS_COMMIT_TIMEOUT, durable).await {
-            Ok(Ok(())) => Ok(()),
-            outcome => {
-                tracing::error!(group = group_id, "commit not durable: {outcome:?}");
-                // Kafka maps a commit its log did not take to COORDINATOR_NOT_AVAILABLE
-                // (NOT_ENOUGH_REPLICAS and timeouts) or NOT_COORDINATOR (leadership moved).
-                Err(match outcome {
-                    Ok(Err(ResponseError::NotLeaderOrFollower)) => ResponseError::NotCoordinator,
-                    _ => ResponseError::CoordinatorNotAvailable,
-                })
-            }
-        }
+        let what = format!("commit of group {group_id}");
+        crate::coordinator::wait_durable(host, tp, appended, OFFSETS_COMMIT_TIMEOUT, &what).await
     }
 }

@@ -15,7 +15,7 @@ use kafka_protocol::ResponseError;
 
 use super::{Handler, RequestContext};
 use crate::admin::AdminError;
-use crate::configs::{self, Change, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::configs::{self, Change, RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::shard::Shard;
 
 pub(crate) struct AlterConfigsHandler;
@@ -31,6 +31,7 @@ async fn alter(
     match resource_type {
         RESOURCE_TOPIC => configs::alter_topic(shard, name, change, validate_only).await,
         RESOURCE_BROKER => configs::alter_broker(shard, name, change, validate_only).await,
+        RESOURCE_GROUP => configs::alter_group(shard, name, change, validate_only).await,
         other => Err(AdminError::new(
             ResponseError::InvalidRequest,
             format!("configs of resource type {other} are not supported"),

@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::{Handler, RequestContext};
 use crate::admin::AdminError;
-use crate::configs::{self, RESOURCE_BROKER, RESOURCE_TOPIC};
+use crate::configs::{self, RESOURCE_BROKER, RESOURCE_GROUP, RESOURCE_TOPIC};
 use crate::shard::Shard;
 
 pub(crate) struct DescribeConfigsHandler;
@@ -37,6 +37,7 @@ impl Handler for DescribeConfigsHandler {
                 let described = match resource.resource_type {
                     RESOURCE_TOPIC => configs::describe_topic(&shard, name),
                     RESOURCE_BROKER => configs::describe_broker(&shard, name),
+                    RESOURCE_GROUP => configs::describe_group(&shard, name),
                     other => Err(AdminError::new(
                         ResponseError::InvalidRequest,
                         format!("configs of resource type {other} are not supported"),

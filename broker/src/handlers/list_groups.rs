@@ -1,5 +1,5 @@
 //! ListGroups: every group of every shard, filtered by state (v4+, KIP-518) and type
-//! (v5+, KIP-848; every group here is "classic").
+//! (v5+, KIP-848: "classic" groups, and "share" groups of KIP-932).
 
 use std::rc::Rc;
 
@@ -33,6 +33,18 @@ impl Handler for ListGroupsHandler {
                         .with_protocol_type(str(&g.protocol_type))
                         .with_group_state(str(g.state))
                         .with_group_type(str("classic")),
+                );
+            }
+        }
+        let shares = router::broadcast(&shard, |s| async move { s.share_group_list() }).await;
+        for (group_id, state) in shares.into_iter().flatten().flatten() {
+            if wanted(&request.states_filter, state) && wanted(&request.types_filter, "share") {
+                groups.push(
+                    ListedGroup::default()
+                        .with_group_id(GroupId(str(&group_id)))
+                        .with_protocol_type(str("share"))
+                        .with_group_state(str(state))
+                        .with_group_type(str("share")),
                 );
             }
         }

@@ -34,6 +34,10 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod partition_reassignments;
 mod produce;
+mod share_acknowledge;
+pub(crate) mod share_fetch;
+mod share_group_describe;
+mod share_group_heartbeat;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -153,6 +157,10 @@ handler_table! {
     TxnOffsetCommit => txn_offset_commit::TxnOffsetCommitHandler,
     DescribeTransactions => describe_transactions::DescribeTransactionsHandler,
     ListTransactions => list_transactions::ListTransactionsHandler,
+    ShareGroupHeartbeat => share_group_heartbeat::ShareGroupHeartbeatHandler,
+    ShareGroupDescribe => share_group_describe::ShareGroupDescribeHandler,
+    ShareFetch => share_fetch::ShareFetchHandler,
+    ShareAcknowledge => share_acknowledge::ShareAcknowledgeHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that

@@ -415,34 +415,20 @@ impl TxnCoordinator {
                 });
             }
         };
-        let target = appended.info.last_offset.plus(1);
-        let durable = async {
-            if let Some(receipt) = appended.receipt {
-                receipt.wait().await.map_err(|_| ResponseError::KafkaStorageError)?;
-            }
-            Host::committed(shard.as_ref(), &tp, target).await
-        };
-        match tokio::time::timeout(STATE_WRITE_TIMEOUT, durable).await {
-            Ok(Ok(())) => {
-                let coordinator_epoch = shard
-                    .metadata()
-                    .partition(&tp.topic, tp.partition)
-                    .map_or(0, |s| s.leader_epoch);
-                self.txns.borrow_mut().insert(
-                    next.transactional_id.clone(),
-                    Entry {
-                        meta: next.clone(),
-                        coordinator_epoch,
-                    },
-                );
-                Ok(())
-            }
-            Ok(Err(ResponseError::NotLeaderOrFollower)) => Err(ResponseError::NotCoordinator),
-            outcome => {
-                tracing::error!(transactional_id = %next.transactional_id, "transaction state not durable: {outcome:?}");
-                Err(ResponseError::CoordinatorNotAvailable)
-            }
-        }
+        let what = format!("state of transactional id {}", next.transactional_id);
+        crate::coordinator::wait_durable(shard.as_ref(), &tp, appended, STATE_WRITE_TIMEOUT, &what).await?;
+        let coordinator_epoch = shard
+            .metadata()
+            .partition(&tp.topic, tp.partition)
+            .map_or(0, |s| s.leader_epoch);
+        self.txns.borrow_mut().insert(
+            next.transactional_id.clone(),
+            Entry {
+                meta: next.clone(),
+                coordinator_epoch,
+            },
+        );
+        Ok(())
     }
 }
 
