@@ -56,6 +56,21 @@ fn traffic(broker: &Broker) {
     consumer
         .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
         .expect("commit");
+    // A share group that accepts, rejects (dead-letters) and so has every series.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/share_consumers.py");
+    for args in [
+        vec!["produce", &broker.addr, "queued", "1", "20", "m"],
+        vec!["produce", &broker.addr, "queued", "1", "1", "reject"],
+        vec!["configure", &broker.addr, "queue-workers", "share.auto.offset.reset=earliest"],
+        vec!["consume", &broker.addr, "queued", "queue-workers", "1", "20", "30"],
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .args(&args)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let mut raw = RawClient::connect(&broker.addr);
     let bad = ProduceRequest::default()
         .with_acks(1)
