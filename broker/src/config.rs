@@ -239,6 +239,18 @@ pub struct Cli {
     /// (errors.deadletterqueue.topic.name.prefix) [default: dlq.]
     #[arg(long, value_name = "PREFIX")]
     pub errors_deadletterqueue_topic_name_prefix: Option<String>,
+    /// A KIP-848 consumer that does not heartbeat this long leaves its group
+    /// (group.consumer.session.timeout.ms) [default: 45000]
+    #[arg(long, value_name = "MS")]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// How often KIP-848 consumers heartbeat (group.consumer.heartbeat.interval.ms)
+    /// [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Most members a KIP-848 consumer group may have (group.consumer.max.size) [default:
+    /// unlimited]
+    #[arg(long, value_name = "N")]
+    pub group_consumer_max_size: Option<usize>,
     /// Storage I/O engine: io_uring, pwrite, or auto (io_uring when the kernel allows
     /// it, else pwrite) [default: auto].
     #[arg(long, value_name = "ENGINE", value_parser = ["auto", "io_uring", "pwrite"])]
@@ -308,6 +320,9 @@ struct FileConfig {
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
     io_engine: Option<String>,
+    group_consumer_session_timeout_ms: Option<i32>,
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    group_consumer_max_size: Option<usize>,
     group_share_record_lock_duration_ms: Option<i32>,
     group_share_min_record_lock_duration_ms: Option<i32>,
     group_share_max_record_lock_duration_ms: Option<i32>,
@@ -375,6 +390,9 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_minutes: i64,
+    pub group_consumer_session_timeout_ms: i32,
+    pub group_consumer_heartbeat_interval_ms: i32,
+    pub group_consumer_max_size: usize,
     pub group_share_record_lock_duration_ms: i32,
     pub group_share_min_record_lock_duration_ms: i32,
     pub group_share_max_record_lock_duration_ms: i32,
@@ -540,6 +558,18 @@ impl BrokerConfig {
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms
                 .or(file.transaction_abort_timed_out_transaction_cleanup_interval_ms)
                 .unwrap_or(10_000),
+            group_consumer_session_timeout_ms: cli
+                .group_consumer_session_timeout_ms
+                .or(file.group_consumer_session_timeout_ms)
+                .unwrap_or(45_000),
+            group_consumer_heartbeat_interval_ms: cli
+                .group_consumer_heartbeat_interval_ms
+                .or(file.group_consumer_heartbeat_interval_ms)
+                .unwrap_or(5000),
+            group_consumer_max_size: cli
+                .group_consumer_max_size
+                .or(file.group_consumer_max_size)
+                .unwrap_or(usize::MAX),
             group_share_record_lock_duration_ms: cli
                 .group_share_record_lock_duration_ms
                 .or(file.group_share_record_lock_duration_ms)
@@ -676,6 +706,12 @@ impl BrokerConfig {
             || self.group_share_record_lock_duration_ms > self.group_share_max_record_lock_duration_ms
         {
             return Err("--group-share-record-lock-duration-ms must lie between --group-share-min-record-lock-duration-ms (at least 1) and --group-share-max-record-lock-duration-ms".into());
+        }
+        if self.group_consumer_session_timeout_ms < 1 || self.group_consumer_heartbeat_interval_ms < 1 {
+            return Err(
+                "--group-consumer-session-timeout-ms and --group-consumer-heartbeat-interval-ms must be at least 1"
+                    .into(),
+            );
         }
         if !(2..=10).contains(&self.group_share_delivery_count_limit) {
             return Err("--group-share-delivery-count-limit must be between 2 and 10".into());

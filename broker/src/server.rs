@@ -486,6 +486,11 @@ fn group_config(config: &BrokerConfig) -> crate::group::GroupConfig {
         session_timeout_ms_max: config.group_max_session_timeout_ms,
         size_max: config.group_max_size,
         offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+        consumer: crate::group::consumer::ConsumerSettings {
+            session_timeout_ms: config.group_consumer_session_timeout_ms as i64,
+            size_max: config.group_consumer_max_size,
+        },
+        consumer_heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
     }
 }
 

@@ -61,7 +61,12 @@ fn traffic(broker: &Broker) {
     for args in [
         vec!["produce", &broker.addr, "queued", "1", "20", "m"],
         vec!["produce", &broker.addr, "queued", "1", "1", "reject"],
-        vec!["configure", &broker.addr, "queue-workers", "share.auto.offset.reset=earliest"],
+        vec![
+            "configure",
+            &broker.addr,
+            "queue-workers",
+            "share.auto.offset.reset=earliest",
+        ],
         vec!["consume", &broker.addr, "queued", "queue-workers", "1", "20", "30"],
     ] {
         let out = std::process::Command::new("python3")
@@ -69,7 +74,11 @@ fn traffic(broker: &Broker) {
             .args(&args)
             .output()
             .expect("python3");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut raw = RawClient::connect(&broker.addr);
     let bad = ProduceRequest::default()

@@ -162,4 +162,6 @@ pub(crate) struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// "classic", or "consumer" for a KIP-848 group.
+    pub group_type: &'static str,
 }

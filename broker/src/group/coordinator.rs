@@ -118,6 +118,10 @@ impl Coordinator for GroupCoordinator {
     fn tick(&self, host: &impl Host) {
         let now_wall = now_ms();
         let expired = self.groups.borrow_mut().tick(Instant::now(), now_wall);
+        if self.groups.borrow().has_consumer_groups() {
+            let topics = subscribable_topics(&host.metadata());
+            self.groups.borrow_mut().expire_consumer_members(now_wall, &topics);
+        }
         self.flush(host);
         for (group_id, keys) in expired {
             tracing::info!(group = %group_id, offsets = keys.len(), "expiring the offsets of a long-empty group");
@@ -142,6 +146,28 @@ impl GroupCoordinator {
             next_ticket: std::cell::Cell::new(0),
             offsets_partitions,
         }
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848) for a group this shard coordinates; the
+    /// heartbeat interval to tell the member.
+    pub fn consumer_heartbeat(
+        &self,
+        host: &impl Host,
+        group_id: &str,
+        beat: super::consumer::ConsumerBeat,
+    ) -> Result<(super::consumer::ConsumerAnswer, i32), ResponseError> {
+        let topics = subscribable_topics(&host.metadata());
+        let mut groups = self.groups.borrow_mut();
+        let settings = groups.config().consumer;
+        let interval = groups.config().consumer_heartbeat_interval_ms;
+        groups
+            .consumer_heartbeat(group_id, beat, now_ms(), &topics, &settings)
+            .map(|a| (a, interval))
+    }
+
+    /// A KIP-848 group (ConsumerGroupDescribe).
+    pub fn consumer_group(&self, group_id: &str) -> Option<super::consumer::ConsumerGroup> {
+        self.groups.borrow().consumer_group(group_id)
     }
 
     /// The `__consumer_offsets` partition of a group.
@@ -545,4 +571,14 @@ impl GroupCoordinator {
         let what = format!("commit of group {group_id}");
         crate::coordinator::wait_durable(host, tp, appended, OFFSETS_COMMIT_TIMEOUT, &what).await
     }
+}
+
+/// The topics KIP-848 members can subscribe to: every topic but the internal ones.
+fn subscribable_topics(metadata: &sluice_controller::ClusterMetadata) -> super::consumer::Topics {
+    metadata
+        .topics
+        .values()
+        .filter(|t| !t.internal)
+        .map(|t| (t.name.clone(), t.partitions))
+        .collect()
 }

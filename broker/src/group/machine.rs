@@ -19,6 +19,7 @@ use super::api::{
     Answer, DescribedMember, FetchedOffsets, GroupDescription, JoinRequest, JoinResult, ListedGroup, OffsetCommit,
     Outbox, PartitionOffset, Reply, SyncRequest, SyncResult,
 };
+use super::consumer::{ConsumerAnswer, ConsumerBeat, ConsumerGroup, ConsumerSettings, Topics};
 use super::rebalance::{
     check_member, join_answer, maybe_complete_join, member_left, prepare_rebalance, remove_member,
     replace_static_member, stored_group, sync_answer,
@@ -43,6 +44,10 @@ impl Groups {
             config,
             outbox: Outbox::default(),
         }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
     }
 
     pub fn take_outbox(&mut self) -> Outbox {
@@ -92,6 +97,16 @@ impl Groups {
         };
         if group.state == GroupState::Dead {
             return failed(ResponseError::CoordinatorNotAvailable);
+        }
+        match &group.consumer {
+            // A KIP-848 group in use takes no classic members; an empty one becomes
+            // a classic group again (its committed offsets stay).
+            Some(c) if !c.members.is_empty() => return failed(ResponseError::InconsistentGroupProtocol),
+            Some(_) => {
+                group.consumer = None;
+                group.protocol_type = None;
+            }
+            None => {}
         }
         if !group.accepts(&request.protocol_type, &request.protocols) {
             return failed(ResponseError::InconsistentGroupProtocol);
@@ -345,6 +360,9 @@ impl Groups {
                 Err(ResponseError::IllegalGeneration)
             };
         };
+        if let Some(c) = &group.consumer {
+            return c.check_commit(&commit.member_id, commit.generation);
+        }
         if commit.generation < 0 && group.state == GroupState::Empty {
             return Ok(());
         }
@@ -359,6 +377,68 @@ impl Groups {
             m.heartbeat_deadline = now + m.session_timeout;
         }
         Ok(())
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). A group id in use by a classic group with
+    /// members is refused (GROUP_ID_NOT_FOUND: not a consumer group); an empty classic
+    /// group, committed offsets and all, becomes a consumer group.
+    pub fn consumer_heartbeat(
+        &mut self,
+        group_id: &str,
+        beat: ConsumerBeat,
+        now_wall: i64,
+        topics: &Topics,
+        settings: &ConsumerSettings,
+    ) -> Result<ConsumerAnswer, ResponseError> {
+        if group_id.is_empty() || group_id.len() > ID_LEN_MAX {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let group = self
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now_wall));
+        if group.consumer.is_none() {
+            if !group.members.is_empty() || group.state != GroupState::Empty {
+                return Err(ResponseError::GroupIdNotFound);
+            }
+            group.consumer = Some(ConsumerGroup::default());
+            group.protocol_type = Some("consumer".to_string());
+        }
+        let consumer = group.consumer.as_mut().ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let answer = consumer.heartbeat(beat, now_wall, topics, settings);
+        let state = if consumer.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        if state != group.state {
+            group.set_state(state, now_wall);
+        }
+        answer
+    }
+
+    /// Removes KIP-848 members whose session or revocation time ran out.
+    pub fn expire_consumer_members(&mut self, now_wall: i64, topics: &Topics) {
+        for group in self.groups.values_mut() {
+            let Some(consumer) = group.consumer.as_mut() else {
+                continue;
+            };
+            for id in consumer.expire(now_wall, topics) {
+                tracing::info!(group = %group.id, member = %id, "consumer-group member expired");
+            }
+            if consumer.members.is_empty() && group.state != GroupState::Empty {
+                group.set_state(GroupState::Empty, now_wall);
+            }
+        }
+    }
+
+    pub fn has_consumer_groups(&self) -> bool {
+        self.groups.values().any(|g| g.consumer.is_some())
+    }
+
+    /// A KIP-848 group as it stands.
+    pub fn consumer_group(&self, group_id: &str) -> Option<ConsumerGroup> {
+        self.groups.get(group_id)?.consumer.clone()
     }
 
     /// The partition-level check of one committed offset.
@@ -462,10 +542,19 @@ impl Groups {
         self.groups
             .values()
             .filter(|g| g.state != GroupState::Dead)
-            .map(|g| ListedGroup {
-                group_id: g.id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                state: g.state.name(),
+            .map(|g| match &g.consumer {
+                Some(c) => ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: "consumer".to_string(),
+                    state: c.state(),
+                    group_type: "consumer",
+                },
+                None => ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name(),
+                    group_type: "classic",
+                },
             })
             .collect()
     }

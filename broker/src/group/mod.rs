@@ -18,6 +18,7 @@
 //! through untouched, so every client-side assignor works.
 
 pub mod api;
+pub mod consumer;
 pub mod coordinator;
 pub mod machine;
 mod rebalance;
@@ -83,6 +84,10 @@ pub struct GroupConfig {
     /// `offsets.retention.minutes` in ms (Kafka: 7 days): offsets of a group that has
     /// been empty this long are removed.
     pub offsets_retention_ms: i64,
+    /// KIP-848 groups: `group.consumer.session.timeout.ms`,
+    /// `group.consumer.heartbeat.interval.ms` and `group.consumer.max.size`.
+    pub consumer: consumer::ConsumerSettings,
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +172,9 @@ pub(crate) struct Group {
     pub offsets: HashMap<(String, i32), Committed>,
     /// Wall-clock time of the last state change (stored; drives offset expiry).
     pub state_since_ms: i64,
+    /// A group of the KIP-848 consumer protocol (ConsumerGroupHeartbeat): its members
+    /// and assignments; None for a classic group.
+    pub consumer: Option<consumer::ConsumerGroup>,
 }
 
 impl Group {
@@ -185,6 +193,7 @@ impl Group {
             join_not_before: None,
             offsets: HashMap::new(),
             state_since_ms: now_ms,
+            consumer: None,
         }
     }
 

@@ -248,6 +248,11 @@ pub(super) fn replace_static_member(
         session_timeout_ms_max: i32::MAX,
         size_max: usize::MAX,
         offsets_retention_ms: i64::MAX,
+        consumer: crate::group::consumer::ConsumerSettings {
+            session_timeout_ms: 45_000,
+            size_max: usize::MAX,
+        },
+        consumer_heartbeat_interval_ms: 5000,
     };
     prepare_rebalance(group, outbox, &config, now, now_wall, false);
     maybe_complete_join(group, outbox, now, now_wall);

@@ -39,6 +39,11 @@ impl Harness {
                 session_timeout_ms_max: 1_800_000,
                 size_max: 3,
                 offsets_retention_ms: RETENTION_MS,
+                consumer: crate::group::consumer::ConsumerSettings {
+                    session_timeout_ms: 45_000,
+                    size_max: usize::MAX,
+                },
+                consumer_heartbeat_interval_ms: 5000,
             }),
             start: Instant::now(),
             now_ms: 0,

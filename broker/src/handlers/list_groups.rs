@@ -26,13 +26,13 @@ impl Handler for ListGroupsHandler {
         let str = |s: &str| StrBytes::from_string(s.to_string());
         let mut groups = Vec::new();
         for g in answers.into_iter().flatten().flatten() {
-            if wanted(&request.states_filter, g.state) && wanted(&request.types_filter, "classic") {
+            if wanted(&request.states_filter, g.state) && wanted(&request.types_filter, g.group_type) {
                 groups.push(
                     ListedGroup::default()
                         .with_group_id(GroupId(str(&g.group_id)))
                         .with_protocol_type(str(&g.protocol_type))
                         .with_group_state(str(g.state))
-                        .with_group_type(str("classic")),
+                        .with_group_type(str(g.group_type)),
                 );
             }
         }

@@ -6,6 +6,8 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -157,6 +159,8 @@ handler_table! {
     TxnOffsetCommit => txn_offset_commit::TxnOffsetCommitHandler,
     DescribeTransactions => describe_transactions::DescribeTransactionsHandler,
     ListTransactions => list_transactions::ListTransactionsHandler,
+    ConsumerGroupHeartbeat => consumer_group_heartbeat::ConsumerGroupHeartbeatHandler,
+    ConsumerGroupDescribe => consumer_group_describe::ConsumerGroupDescribeHandler,
     ShareGroupHeartbeat => share_group_heartbeat::ShareGroupHeartbeatHandler,
     ShareGroupDescribe => share_group_describe::ShareGroupDescribeHandler,
     ShareFetch => share_fetch::ShareFetchHandler,
