@@ -10,7 +10,8 @@
 # broker started with --auto-create-topics=false; tests such as 0107 topic_recreate
 # need it), `cluster` (three brokers coordinated through a real etcd, bootstrapped
 # through all three: partitions, leaders and group coordinators spread over them) or
-# `cluster-noautocreate` (the same with --auto-create-topics=false).
+# `cluster-noautocreate` (the same with --auto-create-topics=false), or `consumer` (one
+# broker; librdkafka's consumers use the KIP-848 protocol, group.protocol=consumer).
 # Each scenario has its own brokers, started when a test first needs them. librdkafka
 # knows no cluster scenarios: its tests run there as in `default` / `noautocreate`.
 #
@@ -26,7 +27,7 @@ here="$root/compat-tests/librdkafka"
 OUT=${LIBRDKAFKA_SUITE_DIR:-target/librdkafka-suite}
 TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 JOBS=${JOBS:-3}
-SCENARIOS=(default noautocreate cluster cluster-noautocreate)
+SCENARIOS=(default noautocreate cluster cluster-noautocreate consumer)
 
 "$here/build.sh" || exit 1
 cargo build --quiet -p sluice || exit 1
@@ -97,6 +98,7 @@ start_broker() { # scenario
                     "${flags[@]}")")
             done
             ;;
+        consumer) addrs+=("$(start_sluice consumer.0 --group-consumer-heartbeat-interval-ms 1000)") ;;
         *) addrs+=("$(start_sluice "$scenario.0")") ;;
     esac
     for f in "$work"/pid-"$scenario".*; do pids+=("$(cat "$f")"); done
@@ -139,10 +141,12 @@ run_one() {
     # librdkafka's own scenario: a cluster runs its tests as the single broker would.
     local theirs=$scenario
     [ "$scenario" = cluster ] && theirs=default
+    local protocol=()
+    [ "$scenario" = consumer ] && theirs=default protocol=(TEST_CONSUMER_GROUP_PROTOCOL=consumer)
     [ "${scenario#cluster-}" != "$scenario" ] && theirs=${scenario#cluster-}
     started=$(date +%s)
     (cd "$tests_dir" && exec env LD_LIBRARY_PATH="$root/$OUT/librdkafka/src:$root/$OUT/librdkafka/src-cpp" \
-        TESTS="$t" TEST_KAFKA_VERSION=3.9.0 TEST_SCENARIO="$theirs" \
+        TESTS="$t" TEST_KAFKA_VERSION=3.9.0 TEST_SCENARIO="$theirs" "${protocol[@]}" \
         RDKAFKA_TEST_CONF="$work/test-$scenario.conf" \
         timeout "$TEST_TIMEOUT" ./test-runner -L -p1 >"$log" 2>&1)
     rc=$?

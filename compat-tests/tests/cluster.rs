@@ -1714,3 +1714,35 @@ async fn configs_altered_on_one_broker_hold_on_every_broker_and_delete_records_r
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Share groups on a cluster: the share-partitions live with their partitions'
+/// leaders, and their state with share coordinators that are often on other brokers
+/// (ReadShareGroupState / WriteShareGroupState between brokers). Every record is
+/// accepted once, and a second run finds nothing left.
+#[test]
+fn share_consumers_on_a_cluster_accept_every_record_once() {
+    let cluster = Cluster::start(3, &[]);
+    let b = cluster.bootstrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/share_consumers.py");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("json")
+    };
+    run(&["produce", &b, "cluster-queue", "6", "600", "m"]);
+    run(&["configure", &b, "cluster-workers", "share.auto.offset.reset=earliest"]);
+    let first = run(&["consume", &b, "cluster-queue", "cluster-workers", "2", "600", "60"]);
+    assert_eq!(first["accepted"], 600, "{}", first["by_consumer"]);
+    assert_eq!(first["distinct"], 600);
+    let again = run(&["consume", &b, "cluster-queue", "cluster-workers", "1", "1", "5"]);
+    assert_eq!(again["accepted"], 0, "accepted records are not delivered again");
+}

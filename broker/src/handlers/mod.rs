@@ -40,6 +40,7 @@ mod share_acknowledge;
 pub(crate) mod share_fetch;
 mod share_group_describe;
 mod share_group_heartbeat;
+mod share_group_state;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -165,6 +166,8 @@ handler_table! {
     ShareGroupDescribe => share_group_describe::ShareGroupDescribeHandler,
     ShareFetch => share_fetch::ShareFetchHandler,
     ShareAcknowledge => share_acknowledge::ShareAcknowledgeHandler,
+    ReadShareGroupState => share_group_state::ReadShareGroupStateHandler,
+    WriteShareGroupState => share_group_state::WriteShareGroupStateHandler,
 }
 
 /// Decodes one request frame (without its length prefix) and returns the work that

@@ -17,10 +17,9 @@ use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
 use super::partition::{AckError, Acquired, ArchivedRecord, SharePartition};
-use super::state::{ShareCoordinator, ShareKey, Stored};
+use super::state::{ShareKey, Stored};
 use super::{AutoOffsetReset, GroupSettings};
 use crate::partition::{ReadBound, TopicPartition};
-use crate::router;
 use crate::shard::Shard;
 
 /// Most passes of one fetch over a share-partition whose read handed out nothing
@@ -84,6 +83,8 @@ pub struct PartitionResult {
 pub(crate) struct ShareManager {
     entries: RefCell<HashMap<(String, TopicPartition), Rc<Entry>>>,
     pub sessions: RefCell<HashMap<(String, String), Session>>,
+    /// Connections to share coordinators on other brokers.
+    pub peers: super::persister::Peers,
     /// Per share group: records handed out, acknowledged, archived and dead-lettered
     /// here, for the metrics.
     counters: RefCell<HashMap<String, ShareCounters>>,
@@ -431,16 +432,7 @@ impl ShareManager {
 async fn load(shard: &Rc<Shard>, entry: &Rc<Entry>) -> Result<RefCell<SharePartition>, ResponseError> {
     let loaded = async {
         super::ensure_share_state_topic(shard).await?;
-        let key = entry.key.clone();
-        until_coordinated(|| {
-            let key = key.clone();
-            async move {
-                let at = key.coordinator_key();
-                router::ask::<ShareCoordinator, _, _, _>(shard, &at, move |s| async move { s.share_state.read(&key) })
-                    .await
-            }
-        })
-        .await
+        until_coordinated(|| super::persister::read(shard, entry.key.clone())).await
     };
     // A client cannot act on the coordinator's errors here (librdkafka surfaces them
     // to the application): a share-partition that cannot load yet is unknown.
@@ -494,17 +486,7 @@ async fn write(
         snapshot_epoch: epoch,
         snapshot,
     };
-    until_coordinated(|| {
-        let (key, stored) = (entry.key.clone(), stored.clone());
-        async move {
-            let at = key.coordinator_key();
-            router::ask::<ShareCoordinator, _, _, _>(shard, &at, move |s| async move {
-                s.share_state.write(s.as_ref(), key, stored).await
-            })
-            .await?
-        }
-    })
-    .await
+    until_coordinated(|| super::persister::write(shard, entry.key.clone(), stored.clone())).await
 }
 
 /// How long a share-partition waits for its share coordinator to load (its

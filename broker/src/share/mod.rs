@@ -19,6 +19,7 @@ pub mod group;
 pub mod manager;
 mod members;
 pub mod partition;
+pub mod persister;
 pub mod state;
 
 use std::collections::BTreeMap;
