@@ -10,7 +10,7 @@ Usage:
   share_consumers.py consume BOOTSTRAP TOPIC GROUP CONSUMERS EXPECTED [SECONDS [exact]]
       runs CONSUMERS share consumers (one thread each, explicit acknowledgement) that
       accept every record, until EXPECTED records were accepted in all and nothing was
-      delivered for a second, or SECONDS pass; prints who got what. With "exact" they
+      delivered for a second since the first delivery, or SECONDS pass; prints who got what. With "exact" they
       stop at once after EXPECTED acceptances and leave the rest unacknowledged. Records whose value starts with "poison" are released every
       time, those starting with "reject" are rejected (neither counts as accepted).
   share_consumers.py hold BOOTSTRAP TOPIC GROUP
@@ -77,7 +77,7 @@ def consume(bootstrap, topic, group, consumers, expected, seconds=60, mode="quie
             while not done.is_set() and time.time() - started < seconds:
                 msgs = c.poll(0.5)
                 with lock:
-                    quiet = time.time() - last_delivery[0] > 1.0
+                    quiet = bool(first_delivery) and time.time() - last_delivery[0] > 1.0
                     if len(accepted) >= expected and quiet:
                         done.set()
                 for m in msgs:

@@ -1745,4 +1745,25 @@ fn share_consumers_on_a_cluster_accept_every_record_once() {
     assert_eq!(first["distinct"], 600);
     let again = run(&["consume", &b, "cluster-queue", "cluster-workers", "1", "1", "5"]);
     assert_eq!(again["accepted"], 0, "accepted records are not delivered again");
+    // Rejected records from partitions led by every broker reach the one dead-letter
+    // partition, wherever it is led.
+    run(&["produce", &b, "cluster-queue", "6", "6", "reject"]);
+    run(&["consume", &b, "cluster-queue", "cluster-workers", "2", "0", "10"]);
+    let dead = run(&["read", &b, "dlq.cluster-workers"]);
+    let mut rejected: Vec<String> = dead
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            r["headers"]["__dlq.errors.offset"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+                + "@"
+                + r["headers"]["__dlq.errors.partition"].as_str().unwrap_or_default()
+        })
+        .collect();
+    rejected.sort();
+    rejected.dedup();
+    assert_eq!(rejected.len(), 6, "{dead}");
 }

@@ -137,6 +137,14 @@ async fn write(
         .collect();
     let bytes = Bytes::from(batch::build_with_headers(&built, crate::now_ms()));
     let target = TopicPartition::new(topic, source.partition % partitions.max(1));
+    let metadata = shard.metadata();
+    let leader = metadata
+        .partition(&target.topic, target.partition)
+        .map(|s| s.leader)
+        .ok_or("its partition has no leader")?;
+    if !shard.leads(&metadata, leader) {
+        return produce_to(shard, leader, &target, bytes).await;
+    }
     let owner = shard.cluster.owner_of(&target.topic, target.partition);
     let appended = router::run_on(shard, owner, move |s| async move {
         match s.append(&target, bytes, crate::now_ms(), Durability::Synced) {
@@ -149,6 +157,41 @@ async fn write(
     })
     .await;
     appended.unwrap_or_else(|| Err("the broker is shutting down".into()))
+}
+
+/// Produces `batch` (acks=all) to `target` on broker `leader`, which leads it.
+async fn produce_to(shard: &Rc<Shard>, leader: i32, target: &TopicPartition, batch: Bytes) -> Result<(), String> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let broker = shard
+        .metadata()
+        .brokers
+        .get(&leader)
+        .map(|b| (b.host.clone(), b.port))
+        .ok_or("its leader is not live")?;
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(target.topic.clone())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(target.partition)
+                .with_records(Some(batch))])]);
+    let mut peer = crate::peer::Peer::connect(broker, format!("sluice-dlq-{}", shard.cluster.me.id))
+        .await
+        .map_err(|e| e.to_string())?;
+    let response = peer.call(&request, 9).await.map_err(|e| e.to_string())?;
+    let code = response
+        .responses
+        .first()
+        .and_then(|t| t.partition_responses.first())
+        .map_or(-1, |p| p.error_code);
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!("the leader answered error {code}"))
+    }
 }
 
 /// The key and value of the record at `offset` of a partition this shard owns.
