@@ -5,6 +5,9 @@ Usage:
   share_consumers.py produce BOOTSTRAP TOPIC PARTITIONS COUNT [PREFIX]
       creates TOPIC (if absent) and produces COUNT records "PREFIX<i>" spread over its
       partitions by key; prints {"produced": COUNT}.
+  share_consumers.py produce_txn BOOTSTRAP TOPIC
+      creates TOPIC (1 partition) and writes three transactions of 10 records each:
+      "c0".."c9" committed, "a0".."a9" aborted, "c10".."c19" committed.
   share_consumers.py configure BOOTSTRAP GROUP KEY=VALUE...
       sets group configs with IncrementalAlterConfigs; prints the described values.
   share_consumers.py consume BOOTSTRAP TOPIC GROUP CONSUMERS EXPECTED [SECONDS [exact]]
@@ -42,6 +45,24 @@ def produce(bootstrap, topic, partitions, count, prefix="m"):
             p.poll(0)
     assert p.flush(30) == 0
     print(json.dumps({"produced": int(count)}))
+
+
+def produce_txn(bootstrap, topic):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": "share-txn-%s" % topic})
+    p.init_transactions(30)
+    for prefix, first, commit in (("c", 0, True), ("a", 0, False), ("c", 10, True)):
+        p.begin_transaction()
+        for i in range(first, first + 10):
+            p.produce(topic, value=("%s%d" % (prefix, i)).encode())
+        # Sent before the transaction ends: an abort would otherwise purge them unsent.
+        assert p.flush(30) == 0
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+    print(json.dumps({"produced": 30}))
 
 
 def configure(bootstrap, group, pairs):
@@ -167,4 +188,5 @@ if __name__ == "__main__":
     if command == "configure":
         configure(args[0], args[1], args[2:])
     else:
-        {"produce": produce, "consume": consume, "hold": hold, "read": read}[command](*args)
+        {"produce": produce, "produce_txn": produce_txn, "consume": consume, "hold": hold,
+         "read": read}[command](*args)

@@ -355,3 +355,68 @@ fn share_requests_out_of_their_session_get_kafkas_error_codes() {
         .collect();
     assert_eq!(acquired, vec![(5, 9, 2)]);
 }
+
+/// Every offset one raw ShareFetch session of `group` acquires from partition 0 of
+/// `topic` (fetching until a fetch brings nothing).
+fn acquired_offsets(addr: &str, topic: &str, group: &str) -> BTreeSet<i64> {
+    let mut client = RawClient::connect(addr);
+    let meta: MetadataResponse = client.call(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(topic.to_string())))),
+        ])),
+    );
+    let id = meta.topics[0].topic_id;
+    let mut offsets = BTreeSet::new();
+    for epoch in 0..10 {
+        let request = ShareFetchRequest::default()
+            .with_group_id(Some(GroupId(StrBytes::from_string(group.to_string()))))
+            .with_member_id(Some(StrBytes::from_static_str("raw-member")))
+            .with_share_session_epoch(epoch)
+            .with_max_wait_ms(500)
+            .with_max_bytes(1 << 20)
+            .with_max_records(100)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic_id(id)
+                .with_partitions(vec![FetchPartition::default().with_partition_index(0)])]);
+        let answer: ShareFetchResponse = client.call(ApiKey::ShareFetch, 1, &request);
+        assert_eq!(answer.error_code, 0);
+        let before = offsets.len();
+        for p in answer.responses.iter().flat_map(|t| t.partitions.iter()) {
+            for a in &p.acquired_records {
+                offsets.extend(a.first_offset..=a.last_offset);
+            }
+        }
+        if offsets.len() == before && epoch > 0 {
+            break;
+        }
+    }
+    offsets
+}
+
+#[test]
+fn a_read_committed_share_group_never_gets_aborted_records() {
+    let broker = Broker::start(&[]);
+    let b = broker.addr.as_str();
+    // Offsets 0-9 committed, 10 marker, 11-20 aborted, 21 marker, 22-31 committed, 32 marker.
+    script(&["produce_txn", b, "ledger"]);
+    for (group, level) in [("committed", "read_committed"), ("everything", "read_uncommitted")] {
+        script(&[
+            "configure",
+            b,
+            group,
+            "share.auto.offset.reset=earliest",
+            &format!("share.isolation.level={level}"),
+        ]);
+    }
+    let committed: BTreeSet<i64> = (0..10).chain(22..32).collect();
+    assert_eq!(acquired_offsets(b, "ledger", "committed"), committed);
+    let everything: BTreeSet<i64> = (0..10).chain(11..21).chain(22..32).collect();
+    assert_eq!(
+        acquired_offsets(b, "ledger", "everything"),
+        everything,
+        "read_uncommitted hands out aborted records too (never markers)"
+    );
+}

@@ -261,7 +261,19 @@ impl ShareManager {
             if records.is_empty() {
                 return Ok((Bytes::new(), Vec::new()));
             }
-            let batches = batch_ranges(&records);
+            // read_committed: records of aborted transactions are never delivered
+            // (archived as gaps, as control records are).
+            let aborted = match (settings.read_committed, batch_ranges(&records, &[]).last()) {
+                (true, Some(&(_, last, _))) => {
+                    let partitions = shard.partitions.borrow();
+                    partitions
+                        .get(&entry.tp)
+                        .map(|p| p.log().aborted_overlapping(Offset(from), Offset(last)))
+                        .unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
+            let batches = batch_ranges(&records, &aborted);
             let acquired = {
                 let mut sp = sp.borrow_mut();
                 sp.acquire(member, &batches, records_max, crate::now_ms(), &settings.limits)
@@ -518,15 +530,24 @@ where
     }
 }
 
-/// (first offset, last offset, is control) of every whole batch in `records`.
-fn batch_ranges(records: &[u8]) -> Vec<(i64, i64, bool)> {
+/// (first offset, last offset, not to deliver) of every whole batch in `records`: a
+/// control batch, or a batch of one of the `aborted` transactions, is not delivered.
+fn batch_ranges(records: &[u8], aborted: &[sluice_storage::AbortedTxn]) -> Vec<(i64, i64, bool)> {
     let mut out = Vec::new();
     let mut rest = records;
     while let Ok(h) = BatchHeader::parse(rest) {
         if h.size > rest.len() {
             break;
         }
-        out.push((h.base_offset.value(), h.last_offset().value(), h.is_control()));
+        let in_aborted = h.is_transactional()
+            && aborted.iter().any(|a| {
+                a.producer_id == h.producer_id && a.first_offset <= h.base_offset && h.base_offset < a.last_offset
+            });
+        out.push((
+            h.base_offset.value(),
+            h.last_offset().value(),
+            h.is_control() || in_aborted,
+        ));
         rest = &rest[h.size..];
     }
     out
