@@ -7,13 +7,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use compat_tests::{Broker, RawClient};
+use kafka_protocol::messages::describe_share_group_offsets_request::DescribeShareGroupOffsetsRequestGroup;
 use kafka_protocol::messages::share_acknowledge_request::{
     AcknowledgePartition, AcknowledgeTopic, AcknowledgementBatch as AckBatch,
 };
 use kafka_protocol::messages::share_fetch_request::{AcknowledgementBatch, FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
-    ApiKey, GroupId, MetadataRequest, MetadataResponse, ShareAcknowledgeRequest, ShareAcknowledgeResponse,
-    ShareFetchRequest, ShareFetchResponse, ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
+    ApiKey, DescribeShareGroupOffsetsRequest, DescribeShareGroupOffsetsResponse, GroupId, MetadataRequest,
+    MetadataResponse, ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
+    ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -344,6 +346,17 @@ fn share_requests_out_of_their_session_get_kafkas_error_codes() {
         ResponseError::InvalidRecordState.code(),
         "offsets already accepted"
     );
+    // The accepted records moved the share-partition start offset to 5.
+    let offsets: DescribeShareGroupOffsetsResponse = client.call(
+        ApiKey::DescribeShareGroupOffsets,
+        0,
+        &DescribeShareGroupOffsetsRequest::default()
+            .with_groups(vec![DescribeShareGroupOffsetsRequestGroup::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("raw")))
+                .with_topics(None)]),
+    );
+    let partition = &offsets.groups[0].topics[0].partitions[0];
+    assert_eq!((partition.partition_index, partition.start_offset), (0, 5));
     // Releasing 5..9 in a fetch hands them straight back, delivered a second time.
     let answer: ShareFetchResponse = client.call(ApiKey::ShareFetch, 1, &fetch(3, vec![ack(5, 9, 2)]));
     let partition = &answer.responses[0].partitions[0];

@@ -17,6 +17,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_share_group_offsets;
 mod describe_transactions;
 mod elect_leaders;
 mod end_txn;
@@ -166,6 +167,7 @@ handler_table! {
     ShareGroupDescribe => share_group_describe::ShareGroupDescribeHandler,
     ShareFetch => share_fetch::ShareFetchHandler,
     ShareAcknowledge => share_acknowledge::ShareAcknowledgeHandler,
+    DescribeShareGroupOffsets => describe_share_group_offsets::DescribeShareGroupOffsetsHandler,
     ReadShareGroupState => share_group_state::ReadShareGroupStateHandler,
     WriteShareGroupState => share_group_state::WriteShareGroupStateHandler,
 }
