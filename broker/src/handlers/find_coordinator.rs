@@ -70,9 +70,11 @@ pub(crate) async fn ensure_transaction_state_topic(shard: &Rc<Shard>) -> Result<
 
 pub(crate) struct FindCoordinatorHandler;
 
-/// Key types of KIP-98: consumer groups and transactional ids.
+/// Key types: consumer and share groups, transactional ids (KIP-98), and KIP-932's
+/// share-partition keys (`group:topicId:partition`, the share coordinator's).
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
+const KEY_TYPE_SHARE: i8 = 2;
 
 impl Handler for FindCoordinatorHandler {
     type Request = FindCoordinatorRequest;
@@ -84,11 +86,14 @@ impl Handler for FindCoordinatorHandler {
         ctx: RequestContext,
         request: FindCoordinatorRequest,
     ) -> Option<FindCoordinatorResponse> {
-        let valid = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION);
+        let valid = matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION | KEY_TYPE_SHARE);
         if request.key_type == KEY_TYPE_GROUP {
             if let Err(e) = ensure_offsets_topic(&shard).await {
                 tracing::warn!("cannot create {}: {}", GroupCoordinator::TOPIC, e.message);
             }
+        }
+        if request.key_type == KEY_TYPE_SHARE {
+            let _ = crate::share::ensure_share_state_topic(&shard).await;
         }
         if request.key_type == KEY_TYPE_TRANSACTION {
             if let Err(e) = ensure_transaction_state_topic(&shard).await {
@@ -100,10 +105,12 @@ impl Handler for FindCoordinatorHandler {
                 return Err(ResponseError::InvalidRequest);
             }
             let metadata = shard.metadata();
-            let tp = if request.key_type == KEY_TYPE_TRANSACTION {
-                shard.cluster.coordinator_partition::<TxnCoordinator>(key)
-            } else {
-                shard.cluster.coordinator_partition::<GroupCoordinator>(key)
+            let tp = match request.key_type {
+                KEY_TYPE_TRANSACTION => shard.cluster.coordinator_partition::<TxnCoordinator>(key),
+                KEY_TYPE_SHARE => shard
+                    .cluster
+                    .coordinator_partition::<crate::share::state::ShareCoordinator>(key),
+                _ => shard.cluster.coordinator_partition::<GroupCoordinator>(key),
             };
             metadata
                 .partition(&tp.topic, tp.partition)
