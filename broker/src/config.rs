@@ -251,6 +251,9 @@ pub struct Cli {
     /// unlimited]
     #[arg(long, value_name = "N")]
     pub group_consumer_max_size: Option<usize>,
+    /// Most members a share group may have (group.share.max.size) [default: 200]
+    #[arg(long, value_name = "N")]
+    pub group_share_max_size: Option<usize>,
     /// Storage I/O engine: io_uring, pwrite, or auto (io_uring when the kernel allows
     /// it, else pwrite) [default: auto].
     #[arg(long, value_name = "ENGINE", value_parser = ["auto", "io_uring", "pwrite"])]
@@ -320,6 +323,7 @@ struct FileConfig {
     group_max_size: Option<usize>,
     offsets_retention_minutes: Option<i64>,
     io_engine: Option<String>,
+    group_share_max_size: Option<usize>,
     group_consumer_session_timeout_ms: Option<i32>,
     group_consumer_heartbeat_interval_ms: Option<i32>,
     group_consumer_max_size: Option<usize>,
@@ -390,6 +394,7 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub group_max_size: usize,
     pub offsets_retention_minutes: i64,
+    pub group_share_max_size: usize,
     pub group_consumer_session_timeout_ms: i32,
     pub group_consumer_heartbeat_interval_ms: i32,
     pub group_consumer_max_size: usize,
@@ -570,6 +575,7 @@ impl BrokerConfig {
                 .group_consumer_max_size
                 .or(file.group_consumer_max_size)
                 .unwrap_or(usize::MAX),
+            group_share_max_size: cli.group_share_max_size.or(file.group_share_max_size).unwrap_or(200),
             group_share_record_lock_duration_ms: cli
                 .group_share_record_lock_duration_ms
                 .or(file.group_share_record_lock_duration_ms)

@@ -58,6 +58,7 @@ pub struct BeatAnswer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeatError {
     UnknownMemberId,
+    GroupMaxSizeReached,
     FencedMemberEpoch,
     InvalidRequest,
 }
@@ -88,6 +89,19 @@ impl ShareGroup {
         session_timeout_ms: i64,
         partitions: &dyn Fn(&str) -> Option<i32>,
     ) -> Result<BeatAnswer, BeatError> {
+        self.heartbeat_within(beat, now_ms, session_timeout_ms, usize::MAX, partitions)
+    }
+
+    /// [`ShareGroup::heartbeat`] with `group.share.max.size`: a new member beyond it
+    /// is refused (GROUP_MAX_SIZE_REACHED).
+    pub fn heartbeat_within(
+        &mut self,
+        beat: Beat,
+        now_ms: i64,
+        session_timeout_ms: i64,
+        size_max: usize,
+        partitions: &dyn Fn(&str) -> Option<i32>,
+    ) -> Result<BeatAnswer, BeatError> {
         let member_id = if beat.member_epoch == 0 && beat.member_id.is_empty() {
             uuid::Uuid::new_v4().simple().to_string()
         } else {
@@ -110,6 +124,9 @@ impl ShareGroup {
                 let Some(subscribed) = beat.subscribed else {
                     return Err(BeatError::InvalidRequest);
                 };
+                if !self.members.contains_key(&member_id) && self.members.len() >= size_max {
+                    return Err(BeatError::GroupMaxSizeReached);
+                }
                 self.members.insert(
                     member_id.clone(),
                     ShareMember {
@@ -310,6 +327,21 @@ mod tests {
         assert_eq!(
             g.heartbeat(beat("b", epoch, None), 700, 1000, &two),
             Err(BeatError::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn a_full_group_refuses_new_members() {
+        let mut g = ShareGroup::new("g");
+        g.heartbeat_within(beat("a", 0, Some(&["t"])), 0, 1000, 1, &two)
+            .unwrap();
+        assert_eq!(
+            g.heartbeat_within(beat("b", 0, Some(&["t"])), 0, 1000, 1, &two),
+            Err(BeatError::GroupMaxSizeReached)
+        );
+        assert!(
+            g.heartbeat_within(beat("a", 0, Some(&["t"])), 0, 1000, 1, &two).is_ok(),
+            "a rejoin is no new member"
         );
     }
 

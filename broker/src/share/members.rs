@@ -21,10 +21,18 @@ impl Shard {
         let group = groups
             .entry(group_id.to_string())
             .or_insert_with(|| ShareGroup::new(group_id));
+        let size_max = self.config().group_share_max_size;
         group
-            .heartbeat(beat, crate::now_ms(), settings.session_timeout_ms as i64, &partitions)
+            .heartbeat_within(
+                beat,
+                crate::now_ms(),
+                settings.session_timeout_ms as i64,
+                size_max,
+                &partitions,
+            )
             .map_err(|e| match e {
                 BeatError::UnknownMemberId => ResponseError::UnknownMemberId,
+                BeatError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
                 BeatError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
                 BeatError::InvalidRequest => ResponseError::InvalidRequest,
             })

@@ -2,9 +2,10 @@
 //! has handed out, to which member, how often, and what came back. Pure: no I/O and no
 //! clock of its own; the share manager feeds it what it read and the time.
 //!
-//! Every offset from the share-partition start offset (SPSO, `start`) up to `end` has
-//! an entry; offsets at or after `end` have never been handed out. Worked example, a
-//! delivery limit of 3:
+//! Offsets from the share-partition start offset (SPSO, `start`) up to `end` have been
+//! handed out (or skipped); one without an entry holds no record to deliver (a hole
+//! between batches, or a control record), and counts as archived. Offsets at or after
+//! `end` have never been handed out. Worked example, a delivery limit of 3:
 //!
 //! ```text
 //!   start=10                          end=15
@@ -113,8 +114,8 @@ pub struct Acquired {
 pub struct Limits {
     pub lock_ms: i64,
     pub delivery_count_limit: i16,
-    /// `group.share.partition.max.record.locks`: the most offsets in flight (from the
-    /// SPSO to the end), so a stuck record bounds the state a partition keeps.
+    /// `group.share.partition.max.record.locks`: the most records in flight (from the
+    /// SPSO on), so a stuck record bounds the state a partition keeps.
     pub in_flight_max: i64,
 }
 
@@ -221,7 +222,8 @@ impl SharePartition {
     /// Whether a fetch could hand something out: a record to redeliver, or room in
     /// flight for new ones.
     pub fn can_acquire(&self, limits: &Limits) -> bool {
-        self.end - self.start < limits.in_flight_max || self.records.values().any(|r| r.state == RecordState::Available)
+        (self.records.len() as i64) < limits.in_flight_max
+            || self.records.values().any(|r| r.state == RecordState::Available)
     }
 
     /// Hands out to `member` what the batches read from the log hold, in order: offsets
@@ -243,23 +245,23 @@ impl SharePartition {
         'batches: for &(first, last, control) in batches {
             for offset in first.max(self.start)..=last {
                 if offset >= self.end {
-                    if self.end - self.start >= limits.in_flight_max {
+                    if self.records.len() as i64 >= limits.in_flight_max {
                         break 'batches;
                     }
                     // A hole before this batch (compaction, or a read that began past
-                    // the end) holds no record to deliver.
-                    while self.end < offset {
-                        self.records.insert(self.end, archived_gap());
-                        self.end += 1;
+                    // the end) holds no record: it is left without an entry.
+                    self.end = offset + 1;
+                    if control {
+                        continue;
                     }
                     self.records.insert(offset, InFlight::available(0));
-                    self.end = offset + 1;
-                }
-                if control {
-                    if let Some(r) = self.records.get_mut(&offset) {
-                        if r.state == RecordState::Available {
-                            *r = archived_gap();
-                        }
+                } else if control {
+                    if self
+                        .records
+                        .get(&offset)
+                        .is_some_and(|r| r.state == RecordState::Available)
+                    {
+                        self.records.remove(&offset);
                     }
                     continue;
                 }
@@ -306,24 +308,31 @@ impl SharePartition {
         if first > last || first < 0 {
             return Err(AckError::InvalidRequest);
         }
-        let span = (last - first + 1) as usize;
+        let span = last.saturating_sub(first).saturating_add(1);
         let types: Vec<AckType> = types
             .iter()
             .map(|t| AckType::from_code(*t))
             .collect::<Option<_>>()
             .ok_or(AckError::InvalidRequest)?;
-        if types.len() != 1 && types.len() != span {
+        if types.len() != 1 && types.len() as i64 != span {
             return Err(AckError::InvalidRequest);
         }
         if first < self.start || last >= self.end {
             return Err(AckError::InvalidRecordState);
         }
+        let type_at = |offset: i64| types[if types.len() == 1 { 0 } else { (offset - first) as usize }];
         for (offset, r) in self.records.range(first..=last) {
-            let ty = types[if types.len() == 1 { 0 } else { (offset - first) as usize }];
             let owned = r.state == RecordState::Acquired && r.owner.as_deref() == Some(member);
-            // A gap may also be an offset the broker already archived (a hole).
-            let known_gap = ty == AckType::Gap && r.state == RecordState::Archived;
+            // A gap may also be an offset the broker already archived.
+            let known_gap = type_at(*offset) == AckType::Gap && r.state == RecordState::Archived;
             if !(owned || known_gap) {
+                return Err(AckError::InvalidRecordState);
+            }
+        }
+        // Offsets with no entry hold no record: only a gap may name them.
+        if types.len() > 1 || types[0] != AckType::Gap {
+            let entries = self.records.range(first..=last).count() as i64;
+            if entries != span && (first..=last).any(|o| !self.records.contains_key(&o) && type_at(o) != AckType::Gap) {
                 return Err(AckError::InvalidRecordState);
             }
         }
@@ -332,8 +341,7 @@ impl SharePartition {
             if r.state != RecordState::Acquired {
                 continue;
             }
-            let ty = types[if types.len() == 1 { 0 } else { (offset - first) as usize }];
-            match ty {
+            match type_at(*offset) {
                 AckType::Accept => finish(r, RecordState::Acknowledged),
                 AckType::Gap => finish(r, RecordState::Archived),
                 AckType::Reject => {
@@ -398,16 +406,17 @@ impl SharePartition {
         true
     }
 
-    /// The SPSO passes every acknowledged and archived record at its front.
+    /// The SPSO passes every acknowledged and archived record (and every offset with
+    /// no record) at its front.
     fn advance(&mut self) {
-        while self.start < self.end {
-            match self.records.get(&self.start) {
-                Some(r) if r.state.is_done() => {
-                    self.records.remove(&self.start);
-                    self.start += 1;
-                }
-                _ => break,
-            }
+        let first_open = self
+            .records
+            .iter()
+            .find(|(_, r)| !r.state.is_done())
+            .map_or(self.end, |(o, _)| *o);
+        if first_open > self.start {
+            self.records = self.records.split_off(&first_open);
+            self.start = first_open;
         }
     }
 
@@ -444,27 +453,14 @@ impl SharePartition {
         p.state_epoch = snapshot.state_epoch;
         for range in &snapshot.ranges {
             for offset in range.first.max(snapshot.start)..=range.last {
-                while p.end < offset {
-                    p.records.insert(p.end, InFlight::available(0));
-                    p.end += 1;
-                }
                 let mut r = InFlight::available(range.delivery_count);
                 r.state = range.state;
                 p.records.insert(offset, r);
-                p.end = offset + 1;
+                p.end = p.end.max(offset + 1);
             }
         }
         p.advance();
         p
-    }
-}
-
-fn archived_gap() -> InFlight {
-    InFlight {
-        state: RecordState::Archived,
-        delivery_count: 0,
-        owner: None,
-        deadline_ms: 0,
     }
 }
 
@@ -674,6 +670,38 @@ mod tests {
         );
         p.acknowledge("a", 0, 1, &[1], &LIMITS).unwrap();
         assert_eq!(p.start(), 5);
+    }
+
+    #[test]
+    fn huge_ranges_and_holes_cost_nothing() {
+        let mut p = SharePartition::new(0);
+        let a = member("a");
+        // A compacted log: one record, then nothing until a billion offsets later.
+        let got = p.acquire(
+            &a,
+            &[(0, 0, false), (1_000_000_000, 1_000_000_000, false)],
+            100,
+            0,
+            &LIMITS,
+        );
+        assert_eq!(got.len(), 2);
+        assert_eq!(p.records.len(), 2, "no entry per offset of the hole");
+        assert_eq!(
+            p.acknowledge("a", 0, i64::MAX, &[1], &LIMITS),
+            Err(AckError::InvalidRecordState)
+        );
+        assert_eq!(
+            p.acknowledge("a", 0, 1_000_000_000, &[1], &LIMITS),
+            Err(AckError::InvalidRecordState),
+            "the hole holds no record to accept"
+        );
+        assert_eq!(p.acknowledge("a", 0, 0, &[1], &LIMITS), Ok(vec![]));
+        assert_eq!(p.start(), 1_000_000_000, "the start passes the hole");
+        assert_eq!(
+            p.acknowledge("a", 1_000_000_000, 1_000_000_000, &[1], &LIMITS),
+            Ok(vec![])
+        );
+        assert_eq!(p.start(), p.end());
     }
 
     #[test]
