@@ -79,9 +79,8 @@ impl ShareGroup {
         }
     }
 
-    /// One heartbeat at `now_ms`; `partitions` gives a topic's partition count (None:
-    /// no such topic). A new member sends epoch 0 (and its own member id, or none for
-    /// the coordinator to make one); -1 leaves.
+    /// [`ShareGroup::heartbeat_within`] with no size limit.
+    #[cfg(test)]
     pub fn heartbeat(
         &mut self,
         beat: Beat,
@@ -92,8 +91,10 @@ impl ShareGroup {
         self.heartbeat_within(beat, now_ms, session_timeout_ms, usize::MAX, partitions)
     }
 
-    /// [`ShareGroup::heartbeat`] with `group.share.max.size`: a new member beyond it
-    /// is refused (GROUP_MAX_SIZE_REACHED).
+    /// One heartbeat at `now_ms`; `partitions` gives a topic's partition count (None:
+    /// no such topic). A new member sends epoch 0 (and its own member id, or none for
+    /// the coordinator to make one); -1 leaves. A new member beyond `size_max`
+    /// (`group.share.max.size`) is refused (GROUP_MAX_SIZE_REACHED).
     pub fn heartbeat_within(
         &mut self,
         beat: Beat,
