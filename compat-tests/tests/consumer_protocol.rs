@@ -225,7 +225,7 @@ async fn classic_and_consumer_groups_live_side_by_side() {
         }
     }
     assert_eq!((a.len(), b.len()), (300, 300), "each group reads every message");
-    // A classic member cannot join the consumer group while it has members.
+    // A member of another classic protocol type cannot join the consumer group.
     let mut client = RawClient::connect(&broker.addr);
     let join: JoinGroupResponse = client.call(
         ApiKey::JoinGroup,
@@ -235,12 +235,76 @@ async fn classic_and_consumer_groups_live_side_by_side() {
             .with_session_timeout_ms(10_000)
             .with_rebalance_timeout_ms(10_000)
             .with_member_id(StrBytes::from_static_str(""))
-            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocol_type(StrBytes::from_static_str("connect"))
             .with_protocols(vec![
                 kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_static_str("range"))
+                    .with_name(StrBytes::from_static_str("default"))
                     .with_metadata(bytes::Bytes::from_static(&[0, 0, 0, 0, 0, 0])),
             ]),
     );
     assert_eq!(join.error_code, ResponseError::InconsistentGroupProtocol.code());
+}
+
+/// KIP-848's online upgrade: classic consumers of a group keep consuming while a
+/// `group.protocol=consumer` member joins; the group becomes a consumer group, the
+/// coordinator assigns the classic members too, and when they leave the new member
+/// holds everything.
+#[tokio::test]
+async fn a_classic_group_upgrades_in_place_when_a_new_protocol_member_joins() {
+    let broker = Broker::start(BROKER_FLAGS);
+    create_topic(&broker, "rolling", 4).await;
+    produce(&broker, "rolling", 400);
+    let old: Vec<BaseConsumer> = (0..2).map(|_| consumer(&broker, "rolling-group", "classic")).collect();
+    for c in &old {
+        c.subscribe(&["rolling"]).expect("subscribe");
+    }
+    let mut got = Vec::new();
+    let refs: Vec<&BaseConsumer> = old.iter().collect();
+    poll_until(&refs, &mut got, "two classic members split 4 partitions", |a| {
+        split(a, 4)
+    });
+    let new = consumer(&broker, "rolling-group", "consumer");
+    new.subscribe(&["rolling"]).expect("subscribe");
+    let all: Vec<&BaseConsumer> = old.iter().chain(std::iter::once(&new)).collect();
+    poll_until(
+        &all,
+        &mut got,
+        "three members, classic and new, share the partitions",
+        |a| {
+            let union: BTreeSet<i32> = a.iter().flatten().copied().collect();
+            let disjoint = a.iter().map(|s| s.len()).sum::<usize>() == union.len();
+            disjoint && union.len() == 4 && a.iter().all(|s| !s.is_empty())
+        },
+    );
+    let mut client = RawClient::connect(&broker.addr);
+    let described: ConsumerGroupDescribeResponse = client.call(
+        ApiKey::ConsumerGroupDescribe,
+        1,
+        &ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_static_str("rolling-group"))]),
+    );
+    let kinds: BTreeSet<i8> = described.groups[0].members.iter().map(|m| m.member_type).collect();
+    assert_eq!(
+        kinds,
+        [0, 1].into(),
+        "classic (0) and consumer (1) members in one group"
+    );
+    drop(old);
+    poll_until(
+        &[&new],
+        &mut got,
+        "the new member holds everything once the classic ones left",
+        |a| a[0].len() == 4,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let unique: BTreeSet<(i32, i64)> = got.iter().map(|(_, p, o)| (*p, *o)).collect();
+        if unique.len() == 400 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "read {} of 400", unique.len());
+        if let Some(Ok(m)) = new.poll(Duration::from_millis(50)) {
+            got.push((2, m.partition(), m.offset()));
+        }
+    }
 }

@@ -63,9 +63,20 @@ pub struct ConsumerMember {
     pub revoking: Assignment,
     /// A static member that left with epoch -2: its partitions wait for its return.
     pub departed: bool,
+    /// A member speaking the classic protocol (JoinGroup/SyncGroup/Heartbeat) inside
+    /// a consumer group: its protocols and session timeout.
+    pub classic: Option<ClassicMember>,
     sent: Option<Assignment>,
     session_deadline_ms: i64,
     revoke_deadline_ms: Option<i64>,
+}
+
+/// What a classic member brings: the protocols it joined with (name, metadata) and
+/// its own session timeout.
+#[derive(Debug, Clone)]
+pub struct ClassicMember {
+    pub protocols: Vec<(String, bytes::Bytes)>,
+    pub session_timeout_ms: i32,
 }
 
 /// One heartbeat in the machine's terms.
@@ -261,6 +272,7 @@ impl ConsumerGroup {
             assigned: Assignment::new(),
             revoking: Assignment::new(),
             departed: false,
+            classic: None,
             sent: None,
             session_deadline_ms: now_ms.saturating_add(settings.session_timeout_ms),
             revoke_deadline_ms: None,
@@ -354,6 +366,188 @@ impl ConsumerGroup {
         gone
     }
 
+    /// A classic consumer's JoinGroup in a consumer group (KIP-848's online upgrade):
+    /// it becomes (or stays) a classic member, subscribed to what its protocol
+    /// metadata names and owning what it reports (a cooperative consumer keeps its
+    /// partitions; an eager one gave them all up before joining). Answered at once with
+    /// its member epoch as the generation and its first protocol; it is no leader,
+    /// since the coordinator assigns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn classic_join(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        classic: ClassicMember,
+        rebalance_timeout_ms: i32,
+        client: (&str, &str),
+        now_ms: i64,
+        topics: &Topics,
+        settings: &ConsumerSettings,
+    ) -> Result<(i32, String), ResponseError> {
+        let Some((protocol, metadata)) = classic.protocols.first().cloned() else {
+            return Err(ResponseError::InconsistentGroupProtocol);
+        };
+        let subscription = parse_subscription(&metadata).ok_or(ResponseError::InconsistentGroupProtocol)?;
+        if let Some(instance) = instance_id {
+            if self
+                .members
+                .values()
+                .any(|m| m.instance_id.as_deref() == Some(instance) && m.member_id != member_id && !m.departed)
+            {
+                return Err(ResponseError::FencedInstanceId);
+            }
+        }
+        let session = (classic.session_timeout_ms.max(0) as i64).max(1);
+        match self.members.get_mut(member_id) {
+            Some(member) => {
+                if member.subscribed_names != subscription.topics {
+                    member.subscribed_names = subscription.topics.clone();
+                    self.group_epoch += 1;
+                }
+                member.classic = Some(classic);
+                member.session_deadline_ms = now_ms.saturating_add(session);
+                member.rebalance_timeout_ms = rebalance_timeout_ms;
+            }
+            None => {
+                if self.members.len() >= settings.size_max {
+                    return Err(ResponseError::GroupMaxSizeReached);
+                }
+                self.members.insert(
+                    member_id.to_string(),
+                    ConsumerMember {
+                        member_id: member_id.to_string(),
+                        instance_id: instance_id.map(str::to_string),
+                        rack_id: subscription.rack_id.clone(),
+                        client_id: client.0.to_string(),
+                        client_host: client.1.to_string(),
+                        rebalance_timeout_ms,
+                        subscribed_names: subscription.topics.clone(),
+                        subscribed_regex: None,
+                        server_assignor: None,
+                        member_epoch: 0,
+                        previous_epoch: -1,
+                        state: MemberState::Stable,
+                        assigned: Assignment::new(),
+                        revoking: Assignment::new(),
+                        departed: false,
+                        classic: Some(classic),
+                        sent: None,
+                        session_deadline_ms: now_ms.saturating_add(session),
+                        revoke_deadline_ms: None,
+                    },
+                );
+                self.group_epoch += 1;
+            }
+        }
+        // What it holds now: its cooperative owned partitions, never more than it had.
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.assigned = intersect(&member.assigned, &subscription.owned);
+            member.revoking.clear();
+            member.revoke_deadline_ms = None;
+        }
+        self.refresh_target(topics);
+        let owned = self.members.get(member_id).map(|m| m.assigned.clone());
+        self.reconcile(member_id, owned.as_ref(), now_ms);
+        let member = self.members.get(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        Ok((member.member_epoch, protocol))
+    }
+
+    /// A classic member's SyncGroup: its assignment, as ConsumerProtocolAssignment.
+    /// What it gives up is gone once it has this (it revokes before it syncs).
+    pub fn classic_sync(&mut self, member_id: &str, generation: i32) -> Result<bytes::Bytes, ResponseError> {
+        let member = self.members.get_mut(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        if member.classic.is_none() {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation != member.member_epoch {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        member.revoking.clear();
+        member.revoke_deadline_ms = None;
+        member.sent = Some(member.assigned.clone());
+        Ok(encode_assignment(&member.assigned))
+    }
+
+    /// A classic member's Heartbeat: REBALANCE_IN_PROGRESS while its assignment is
+    /// not its target yet (it rejoins to move on).
+    pub fn classic_heartbeat(&mut self, member_id: &str, generation: i32, now_ms: i64) -> Result<(), ResponseError> {
+        let epoch = self.assignment_epoch;
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let member = self.members.get_mut(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        let Some(classic) = &member.classic else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        if generation != member.member_epoch {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        member.session_deadline_ms = now_ms.saturating_add(classic.session_timeout_ms.max(1) as i64);
+        if member.member_epoch != epoch || member.assigned != target {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    /// A classic member's LeaveGroup.
+    pub fn classic_leave(&mut self, member_id: &str, topics: &Topics) -> Result<(), ResponseError> {
+        self.members.remove(member_id).ok_or(ResponseError::UnknownMemberId)?;
+        self.target.remove(member_id);
+        self.group_epoch += 1;
+        self.refresh_target(topics);
+        Ok(())
+    }
+
+    /// The consumer group a Stable classic group becomes when its first KIP-848 member
+    /// joins: every member keeps its partitions and the group its generation, so
+    /// nothing moves until the new member's arrival is reconciled. `members` are
+    /// (member id, instance id, client id, host, session timeout ms, rebalance timeout
+    /// ms, protocols, the chosen protocol's metadata, assignment).
+    pub fn from_classic(
+        generation: i32,
+        members: Vec<ClassicSnapshot>,
+        topics: &Topics,
+        now_ms: i64,
+    ) -> Option<ConsumerGroup> {
+        let mut group = ConsumerGroup {
+            group_epoch: generation.max(0),
+            assignment_epoch: generation.max(0),
+            ..Default::default()
+        };
+        for m in members {
+            let subscription = parse_subscription(&m.metadata)?;
+            let assigned = parse_assignment(&m.assignment)?;
+            group.target.insert(m.member_id.clone(), assigned.clone());
+            group.members.insert(
+                m.member_id.clone(),
+                ConsumerMember {
+                    member_id: m.member_id,
+                    instance_id: m.instance_id,
+                    rack_id: subscription.rack_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed_names: subscription.topics,
+                    subscribed_regex: None,
+                    server_assignor: None,
+                    member_epoch: generation,
+                    previous_epoch: -1,
+                    state: MemberState::Stable,
+                    sent: Some(assigned.clone()),
+                    assigned,
+                    revoking: Assignment::new(),
+                    departed: false,
+                    session_deadline_ms: now_ms.saturating_add(m.session_timeout_ms.max(1) as i64),
+                    classic: Some(ClassicMember {
+                        protocols: m.protocols,
+                        session_timeout_ms: m.session_timeout_ms,
+                    }),
+                    revoke_deadline_ms: None,
+                },
+            );
+        }
+        group.subscribed = group.subscribed_topics(topics);
+        Some(group)
+    }
+
     /// The commit check of KIP-848: a member commits with its current epoch.
     pub fn check_commit(&self, member_id: &str, member_epoch: i32) -> Result<(), ResponseError> {
         if member_id.is_empty() && member_epoch < 0 {
@@ -445,6 +639,136 @@ impl ConsumerGroup {
     }
 }
 
+/// A classic group's member as the conversion to a consumer group needs it.
+#[derive(Debug, Clone)]
+pub struct ClassicSnapshot {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocols: Vec<(String, bytes::Bytes)>,
+    pub metadata: bytes::Bytes,
+    pub assignment: bytes::Bytes,
+}
+
+/// What a ConsumerProtocolSubscription (v0–v3) says: topics, owned partitions (v1+)
+/// and rack (v3).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Subscription {
+    pub topics: Vec<String>,
+    pub owned: Assignment,
+    pub rack_id: Option<String>,
+}
+
+/// Bounds-checked reads of the classic consumer protocol's encodings.
+struct Wire<'a>(&'a [u8]);
+
+impl Wire<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Some(h)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn string(&mut self) -> Option<Option<String>> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Some(None);
+        }
+        Some(Some(String::from_utf8_lossy(self.take(len as usize)?).into_owned()))
+    }
+    fn skip_bytes(&mut self) -> Option<()> {
+        let len = self.i32()?;
+        if len > 0 {
+            self.take(len as usize)?;
+        }
+        Some(())
+    }
+    /// An array of (topic, partitions); its length is checked against what is left
+    /// before anything is allocated.
+    fn topic_partitions(&mut self) -> Option<Assignment> {
+        let count = self.i32()?;
+        let mut out = Assignment::new();
+        for _ in 0..count.max(0).min(self.0.len() as i32) {
+            let topic = self.string()??;
+            let n = self.i32()?;
+            if n < 0 || n as usize > self.0.len() / 4 {
+                return None;
+            }
+            let ps = out.entry(topic).or_default();
+            for _ in 0..n {
+                ps.insert(self.i32()?);
+            }
+        }
+        out.retain(|_, ps| !ps.is_empty());
+        Some(out)
+    }
+}
+
+/// Parses a ConsumerProtocolSubscription; None when damaged.
+pub fn parse_subscription(bytes: &[u8]) -> Option<Subscription> {
+    let mut w = Wire(bytes);
+    let version = w.i16()?;
+    let count = w.i32()?;
+    let mut topics = Vec::new();
+    for _ in 0..count.max(0).min(bytes.len() as i32) {
+        topics.push(w.string()??);
+    }
+    let mut out = Subscription {
+        topics,
+        ..Default::default()
+    };
+    if w.skip_bytes().is_none() {
+        return Some(out);
+    }
+    if version >= 1 {
+        out.owned = w.topic_partitions().unwrap_or_default();
+    }
+    if version >= 3 {
+        let _generation = w.i32();
+        out.rack_id = w.string().flatten();
+    }
+    Some(out)
+}
+
+/// Parses a ConsumerProtocolAssignment; None when damaged (empty bytes: nothing).
+pub fn parse_assignment(bytes: &[u8]) -> Option<Assignment> {
+    if bytes.is_empty() {
+        return Some(Assignment::new());
+    }
+    let mut w = Wire(bytes);
+    let _version = w.i16()?;
+    w.topic_partitions()
+}
+
+/// A ConsumerProtocolAssignment v0 of `assignment`, with null user data.
+pub fn encode_assignment(assignment: &Assignment) -> bytes::Bytes {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&(assignment.len() as i32).to_be_bytes());
+    for (topic, partitions) in assignment {
+        let name = &topic.as_bytes()[..topic.len().min(i16::MAX as usize)];
+        out.extend_from_slice(&(name.len() as i16).to_be_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(partitions.len() as i32).to_be_bytes());
+        for p in partitions {
+            out.extend_from_slice(&p.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    bytes::Bytes::from(out)
+}
+
 /// The topics (and partition counts) one member subscribes to.
 fn member_topics(m: &ConsumerMember, topics: &Topics) -> Vec<(String, i32)> {
     let mut out: Vec<(String, i32)> = m
@@ -516,27 +840,47 @@ pub fn assign(
         .keys()
         .map(|t| topics.get(t).copied().unwrap_or(0).max(0) as usize)
         .sum();
-    let share = total.div_ceil(members.len().max(1));
+    // Each member gets `floor` partitions, `extra` of them one more: counts differ by
+    // at most one (where subscriptions allow).
+    let n = members.len().max(1);
+    let (floor, mut extra) = (total / n, total % n);
     let mut counts: BTreeMap<&str, usize> = members.keys().map(|id| (id.as_str(), 0)).collect();
+    let owner_of = |topic: &str, p: i32, subs: &[&str]| {
+        previous
+            .iter()
+            .find(|(id, a)| a.get(topic).is_some_and(|ps| ps.contains(&p)) && subs.contains(&id.as_str()))
+            .map(|(id, _)| id.clone())
+    };
     let mut unplaced = Vec::new();
+    // First every previous owner keeps up to `floor`...
     for (topic, subs) in &subscribers {
         for p in 0..topics.get(topic).copied().unwrap_or(0).max(0) {
-            let owner = previous
-                .iter()
-                .find(|(id, a)| a.get(topic).is_some_and(|ps| ps.contains(&p)) && subs.contains(&id.as_str()))
-                .map(|(id, _)| id.as_str());
-            match owner {
-                Some(id) if counts.get(id).is_some_and(|c| *c < share) => {
-                    give(&mut out, id, topic, p);
-                    if let Some(c) = counts.get_mut(id) {
+            match owner_of(topic, p, subs) {
+                Some(id) if counts.get(id.as_str()).is_some_and(|c| *c < floor) => {
+                    give(&mut out, &id, topic, p);
+                    if let Some(c) = counts.get_mut(id.as_str()) {
                         *c += 1;
                     }
                 }
-                _ => unplaced.push((topic.as_str(), p, subs)),
+                owner => unplaced.push((topic.as_str(), p, subs, owner)),
             }
         }
     }
-    for (topic, p, subs) in unplaced {
+    // ...then one more while extras are left, then the rest to the least loaded.
+    let mut rest = Vec::new();
+    for (topic, p, subs, owner) in unplaced {
+        match owner {
+            Some(id) if extra > 0 && counts.get(id.as_str()) == Some(&floor) => {
+                give(&mut out, &id, topic, p);
+                if let Some(c) = counts.get_mut(id.as_str()) {
+                    *c += 1;
+                }
+                extra -= 1;
+            }
+            _ => rest.push((topic, p, subs)),
+        }
+    }
+    for (topic, p, subs) in rest {
         let Some(least) = subs
             .iter()
             .min_by_key(|id| (counts.get(**id).copied().unwrap_or(0), **id))
@@ -764,6 +1108,15 @@ mod tests {
         let sizes: Vec<usize> = first.values().map(|a| a.get("t").map_or(0, |s| s.len())).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 4);
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+        // A newcomer to two members holding two partitions each gets one of them.
+        let two: BTreeMap<String, ConsumerMember> = members
+            .iter()
+            .filter(|(id, _)| *id != "c")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let held = assign("uniform", &two, &BTreeMap::new(), &topics());
+        let three = assign("uniform", &members, &held, &topics());
+        assert_eq!(three["c"].get("t").map_or(0, |s| s.len()), 1, "{three:?}");
         members.remove("c");
         let second = assign("uniform", &members, &first, &topics());
         for id in ["a", "b"] {

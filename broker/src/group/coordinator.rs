@@ -120,7 +120,9 @@ impl Coordinator for GroupCoordinator {
         let expired = self.groups.borrow_mut().tick(Instant::now(), now_wall);
         if self.groups.borrow().has_consumer_groups() {
             let topics = subscribable_topics(&host.metadata());
-            self.groups.borrow_mut().expire_consumer_members(now_wall, &topics);
+            let mut groups = self.groups.borrow_mut();
+            groups.expire_consumer_members(now_wall, &topics);
+            groups.set_topics(topics);
         }
         self.flush(host);
         for (group_id, keys) in expired {
@@ -158,6 +160,7 @@ impl GroupCoordinator {
     ) -> Result<(super::consumer::ConsumerAnswer, i32), ResponseError> {
         let topics = subscribable_topics(&host.metadata());
         let mut groups = self.groups.borrow_mut();
+        groups.set_topics(topics.clone());
         let settings = groups.config().consumer;
         let interval = groups.config().consumer_heartbeat_interval_ms;
         groups
@@ -271,7 +274,7 @@ impl GroupCoordinator {
     ) -> Option<ResponseError> {
         self.groups
             .borrow_mut()
-            .heartbeat(group_id, member_id, instance_id, generation, Instant::now())
+            .heartbeat(group_id, member_id, instance_id, generation, Instant::now(), now_ms())
     }
 
     pub fn leave(

@@ -19,7 +19,9 @@ use super::api::{
     Answer, DescribedMember, FetchedOffsets, GroupDescription, JoinRequest, JoinResult, ListedGroup, OffsetCommit,
     Outbox, PartitionOffset, Reply, SyncRequest, SyncResult,
 };
-use super::consumer::{ConsumerAnswer, ConsumerBeat, ConsumerGroup, ConsumerSettings, Topics};
+use super::consumer::{
+    ClassicMember, ClassicSnapshot, ConsumerAnswer, ConsumerBeat, ConsumerGroup, ConsumerSettings, Topics,
+};
 use super::rebalance::{
     check_member, join_answer, maybe_complete_join, member_left, prepare_rebalance, remove_member,
     replace_static_member, stored_group, sync_answer,
@@ -35,6 +37,9 @@ pub(crate) struct Groups {
     groups: HashMap<String, Group>,
     config: GroupConfig,
     outbox: Outbox,
+    /// The topics KIP-848 groups can subscribe to, as the coordinator last saw them
+    /// (classic members of consumer groups are assigned from these).
+    topics: Topics,
 }
 
 impl Groups {
@@ -43,7 +48,13 @@ impl Groups {
             groups: HashMap::new(),
             config,
             outbox: Outbox::default(),
+            topics: Topics::new(),
         }
+    }
+
+    /// The coordinator's view of the subscribable topics.
+    pub fn set_topics(&mut self, topics: Topics) {
+        self.topics = topics;
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -98,10 +109,53 @@ impl Groups {
         if group.state == GroupState::Dead {
             return failed(ResponseError::CoordinatorNotAvailable);
         }
-        match &group.consumer {
-            // A KIP-848 group in use takes no classic members; an empty one becomes
-            // a classic group again (its committed offsets stay).
-            Some(c) if !c.members.is_empty() => return failed(ResponseError::InconsistentGroupProtocol),
+        match &mut group.consumer {
+            // A KIP-848 group in use takes classic consumers as classic members (the
+            // coordinator assigns them too); an empty one becomes a classic group
+            // again (its committed offsets stay).
+            Some(c) if !c.members.is_empty() => {
+                if request.protocol_type != "consumer" {
+                    return failed(ResponseError::InconsistentGroupProtocol);
+                }
+                let member_id = if request.member_id.is_empty() {
+                    let prefix = &request.client_id[..request.client_id.len().min(MEMBER_ID_PREFIX_LEN_MAX)];
+                    format!("{prefix}-{}", uuid::Uuid::new_v4())
+                } else {
+                    request.member_id.clone()
+                };
+                let classic = ClassicMember {
+                    protocols: request.protocols.clone(),
+                    session_timeout_ms: request.session_timeout_ms,
+                };
+                let rebalance_timeout = if request.version == 0 {
+                    request.session_timeout_ms
+                } else {
+                    request.rebalance_timeout_ms
+                };
+                let joined = c.classic_join(
+                    &member_id,
+                    request.instance_id.as_deref(),
+                    classic,
+                    rebalance_timeout,
+                    (&request.client_id, &request.client_host),
+                    now_wall,
+                    &self.topics,
+                    &config.consumer,
+                );
+                return Reply::Now(match joined {
+                    Ok((generation, protocol)) => JoinResult {
+                        error: None,
+                        generation,
+                        protocol_type: Some("consumer".to_string()),
+                        protocol_name: Some(protocol),
+                        leader: String::new(),
+                        member_id,
+                        members: Vec::new(),
+                        skip_assignment: false,
+                    },
+                    Err(e) => JoinResult::failed(e, &member_id),
+                });
+            }
             Some(_) => {
                 group.consumer = None;
                 group.protocol_type = None;
@@ -220,6 +274,17 @@ impl Groups {
         let Some(group) = self.groups.get_mut(group_id) else {
             return failed(ResponseError::UnknownMemberId);
         };
+        if let Some(c) = &mut group.consumer {
+            return Reply::Now(match c.classic_sync(&request.member_id, request.generation) {
+                Ok(assignment) => SyncResult {
+                    error: None,
+                    protocol_type: Some("consumer".to_string()),
+                    protocol_name: request.protocol_name.clone(),
+                    assignment,
+                },
+                Err(e) => SyncResult::failed(e),
+            });
+        }
         if let Err(e) = check_member(group, &request.member_id, request.instance_id.as_deref()) {
             return failed(e);
         }
@@ -286,10 +351,14 @@ impl Groups {
         instance_id: Option<&str>,
         generation: i32,
         now: Instant,
+        now_wall: i64,
     ) -> Option<ResponseError> {
         let Some(group) = self.groups.get_mut(group_id) else {
             return Some(ResponseError::UnknownMemberId);
         };
+        if let Some(c) = &mut group.consumer {
+            return c.classic_heartbeat(member_id, generation, now_wall).err();
+        }
         if let Err(e) = check_member(group, member_id, instance_id) {
             return Some(e);
         }
@@ -319,6 +388,21 @@ impl Groups {
         let Some(group) = self.groups.get_mut(group_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
+        if let Some(c) = &mut group.consumer {
+            let results = members
+                .iter()
+                .map(|(member_id, _)| c.classic_leave(member_id, &self.topics).err())
+                .collect();
+            let state = if c.members.is_empty() {
+                GroupState::Empty
+            } else {
+                GroupState::Stable
+            };
+            if group.state != state {
+                group.set_state(state, now_wall);
+            }
+            return Ok(results);
+        }
         let mut results = Vec::with_capacity(members.len());
         let mut removed_any = false;
         for (member_id, instance_id) in members {
@@ -399,9 +483,47 @@ impl Groups {
             .or_insert_with(|| Group::new(group_id, now_wall));
         if group.consumer.is_none() {
             if !group.members.is_empty() || group.state != GroupState::Empty {
-                return Err(ResponseError::GroupIdNotFound);
+                // KIP-848's online upgrade: a Stable classic consumer group becomes a
+                // consumer group whose classic members keep what they own.
+                if group.state != GroupState::Stable || group.protocol_type.as_deref() != Some("consumer") {
+                    return Err(if group.protocol_type.as_deref() == Some("consumer") {
+                        // Mid-rebalance: retried once the classic rebalance is over.
+                        ResponseError::CoordinatorNotAvailable
+                    } else {
+                        ResponseError::GroupIdNotFound
+                    });
+                }
+                let protocol = group.protocol.clone().unwrap_or_default();
+                let members = group
+                    .members
+                    .values()
+                    .map(|m| ClassicSnapshot {
+                        member_id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                        rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+                        protocols: m.protocols.clone(),
+                        metadata: m.metadata_for(&protocol),
+                        assignment: m.assignment.clone(),
+                    })
+                    .collect();
+                let converted = ConsumerGroup::from_classic(group.generation, members, topics, now_wall)
+                    .ok_or(ResponseError::InconsistentGroupProtocol)?;
+                tracing::info!(
+                    group = group_id,
+                    members = group.members.len(),
+                    "classic group becomes a consumer group"
+                );
+                group.members.clear();
+                group.static_members.clear();
+                group.pending_members.clear();
+                group.leader = None;
+                group.consumer = Some(converted);
+            } else {
+                group.consumer = Some(ConsumerGroup::default());
             }
-            group.consumer = Some(ConsumerGroup::default());
             group.protocol_type = Some("consumer".to_string());
         }
         let consumer = group.consumer.as_mut().ok_or(ResponseError::CoordinatorNotAvailable)?;

@@ -98,7 +98,8 @@ impl Harness {
 
     fn heartbeat(&mut self, member: &str, generation: i32) -> Option<ResponseError> {
         let now = self.now();
-        self.groups.heartbeat(G, member, None, generation, now)
+        self.groups
+            .heartbeat(G, member, None, generation, now, self.now_ms as i64)
     }
 
     fn tick(&mut self) -> Vec<(String, Vec<(String, i32)>)> {

@@ -79,8 +79,8 @@ impl Handler for ConsumerGroupDescribeHandler {
                         .with_subscribed_topic_regex(m.subscribed_regex.as_deref().map(str))
                         .with_assignment(wire(&m.assigned))
                         .with_target_assignment(wire(&group.target.get(&m.member_id).cloned().unwrap_or_default()))
-                        // 1: a consumer-protocol member (0 would be a classic one).
-                        .with_member_type(1)
+                        // 0: a classic member (of an upgraded group), 1: a consumer one.
+                        .with_member_type(if m.classic.is_some() { 0 } else { 1 })
                 })
                 .collect();
             groups.push(
