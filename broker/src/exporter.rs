@@ -230,12 +230,7 @@ fn share_metrics(f: &mut Families, snapshots: &[ShardSnapshot]) {
     }
     let mut groups: BTreeMap<String, crate::share::manager::ShareCounters> = BTreeMap::new();
     for (group, c) in snapshots.iter().flat_map(|s| s.shares.counters.iter()) {
-        let sum = groups.entry(group.clone()).or_default();
-        sum.acquired += c.acquired;
-        sum.redelivered += c.redelivered;
-        sum.acknowledged += c.acknowledged;
-        sum.archived += c.archived;
-        sum.dead_lettered += c.dead_lettered;
+        groups.entry(group.clone()).or_default().add(c);
     }
     for (group, c) in groups {
         let l = [("group", group)];

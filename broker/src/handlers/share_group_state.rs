@@ -17,7 +17,7 @@ use kafka_protocol::ResponseError;
 use super::{Handler, RequestContext};
 use crate::router;
 use crate::shard::Shard;
-use crate::share::partition::{RecordState, Snapshot, StateRange};
+use crate::share::partition::{Snapshot, StateRange};
 use crate::share::persister::{snapshot_epoch_field, snapshot_epoch_of};
 use crate::share::state::{ShareCoordinator, ShareKey, Stored};
 
@@ -110,17 +110,10 @@ impl Handler for WriteShareGroupStateHandler {
                 let ranges: Option<Vec<StateRange>> = p
                     .state_batches
                     .iter()
-                    .map(|b| {
-                        Some(StateRange {
-                            first: b.first_offset,
-                            last: b.last_offset,
-                            state: RecordState::from_code(b.delivery_state)?,
-                            delivery_count: b.delivery_count,
-                        })
-                    })
+                    .map(|b| StateRange::from_wire(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
                     .collect();
                 let result = WriteResult::default().with_partition(p.partition);
-                let Some(ranges) = ranges.filter(|r| r.iter().all(|r| r.first <= r.last)) else {
+                let Some(ranges) = ranges else {
                     partitions.push(result.with_error_code(ResponseError::InvalidRequest.code()));
                     continue;
                 };

@@ -39,6 +39,20 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    fn new(group: &str, tp: &TopicPartition, topic_id: Uuid) -> Rc<Entry> {
+        Rc::new(Entry {
+            key: ShareKey {
+                group: group.to_string(),
+                topic_id,
+                partition: tp.partition,
+            },
+            tp: tp.clone(),
+            state: OnceCell::new(),
+            snapshot_epoch: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        })
+    }
+
     fn state(&self) -> Option<&RefCell<SharePartition>> {
         self.state.get()
     }
@@ -117,6 +131,16 @@ pub struct ShareCounters {
     pub dead_lettered: u64,
 }
 
+impl ShareCounters {
+    pub fn add(&mut self, other: &ShareCounters) {
+        self.acquired += other.acquired;
+        self.redelivered += other.redelivered;
+        self.acknowledged += other.acknowledged;
+        self.archived += other.archived;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
 impl ShareManager {
     /// The share-partition of `group` on `tp` (owned by this shard), loaded from the
     /// share coordinator (or started per `share.auto.offset.reset`) on first use.
@@ -129,32 +153,12 @@ impl ShareManager {
     ) -> Result<Rc<Entry>, ResponseError> {
         let entry = {
             let mut entries = self.entries.borrow_mut();
-            let entry = entries.entry((group.to_string(), tp.clone())).or_insert_with(|| {
-                Rc::new(Entry {
-                    key: ShareKey {
-                        group: group.to_string(),
-                        topic_id,
-                        partition: tp.partition,
-                    },
-                    tp: tp.clone(),
-                    state: OnceCell::new(),
-                    snapshot_epoch: Cell::new(0),
-                    waiters: RefCell::new(Vec::new()),
-                })
-            });
+            let entry = entries
+                .entry((group.to_string(), tp.clone()))
+                .or_insert_with(|| Entry::new(group, tp, topic_id));
             if entry.key.topic_id != topic_id {
                 // The topic was deleted and created again under its name.
-                *entry = Rc::new(Entry {
-                    key: ShareKey {
-                        group: group.to_string(),
-                        topic_id,
-                        partition: tp.partition,
-                    },
-                    tp: tp.clone(),
-                    state: OnceCell::new(),
-                    snapshot_epoch: Cell::new(0),
-                    waiters: RefCell::new(Vec::new()),
-                });
+                *entry = Entry::new(group, tp, topic_id);
             }
             entry.clone()
         };
@@ -401,13 +405,11 @@ impl ShareManager {
     }
 
     fn count(&self, group: &str, add: ShareCounters) {
-        let mut counters = self.counters.borrow_mut();
-        let c = counters.entry(group.to_string()).or_default();
-        c.acquired += add.acquired;
-        c.redelivered += add.redelivered;
-        c.acknowledged += add.acknowledged;
-        c.archived += add.archived;
-        c.dead_lettered += add.dead_lettered;
+        self.counters
+            .borrow_mut()
+            .entry(group.to_string())
+            .or_default()
+            .add(&add);
     }
 
     /// Every share-partition hosted here and every group's counters, for the metrics.

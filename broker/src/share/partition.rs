@@ -157,6 +157,20 @@ pub struct StateRange {
     pub delivery_count: i16,
 }
 
+impl StateRange {
+    /// A run as the share-state APIs carry it; None for a state code no version knows
+    /// or a run that ends before it starts.
+    pub fn from_wire(first: i64, last: i64, state: i8, delivery_count: i16) -> Option<StateRange> {
+        (first <= last).then_some(())?;
+        Some(StateRange {
+            first,
+            last,
+            state: RecordState::from_code(state)?,
+            delivery_count,
+        })
+    }
+}
+
 /// What is persisted of a share-partition (Kafka's ShareSnapshot): the SPSO and every
 /// offset in flight, locks dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]

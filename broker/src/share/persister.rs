@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
-use super::partition::{RecordState, Snapshot, StateRange};
+use super::partition::{Snapshot, StateRange};
 use super::state::{ShareCoordinator, ShareKey, Stored};
 use crate::peer::Peer;
 use crate::router;
@@ -84,14 +84,7 @@ pub(crate) async fn read(shard: &Rc<Shard>, key: ShareKey) -> Result<Option<Stor
     let ranges = p
         .state_batches
         .iter()
-        .filter_map(|b| {
-            Some(StateRange {
-                first: b.first_offset,
-                last: b.last_offset,
-                state: RecordState::from_code(b.delivery_state)?,
-                delivery_count: b.delivery_count,
-            })
-        })
+        .filter_map(|b| StateRange::from_wire(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count))
         .collect();
     Ok(Some(Stored {
         snapshot_epoch: snapshot_epoch_of(&p.unknown_tagged_fields).unwrap_or(0),

@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use sluice_storage::{batch, Durability};
 use uuid::Uuid;
 
-use super::partition::{RecordState, Snapshot, StateRange};
+use super::partition::{Snapshot, StateRange};
 use super::SHARE_STATE_TOPIC;
 use crate::coordinator::{kafka_partition_for, replay, Coordinator, Host};
 use crate::group::records::{put_string, Reader};
@@ -217,19 +217,8 @@ fn decode_value(bytes: &[u8]) -> Option<Stored> {
     }
     let mut ranges = Vec::new();
     for _ in 0..count {
-        let first = r.i64()?;
-        let last = r.i64()?;
-        let state = RecordState::from_code(r.i8()?)?;
-        let delivery_count = r.i16()?;
-        if first > last {
-            return None;
-        }
-        ranges.push(StateRange {
-            first,
-            last,
-            state,
-            delivery_count,
-        });
+        let (first, last, state, delivery_count) = (r.i64()?, r.i64()?, r.i8()?, r.i16()?);
+        ranges.push(StateRange::from_wire(first, last, state, delivery_count)?);
     }
     Some(Stored {
         snapshot_epoch,
@@ -244,6 +233,7 @@ fn decode_value(bytes: &[u8]) -> Option<Stored> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::share::partition::RecordState;
 
     #[test]
     fn keys_and_states_round_trip_and_damage_decodes_to_nothing() {
