@@ -53,6 +53,10 @@ pub struct ConsumerMember {
     pub rebalance_timeout_ms: i32,
     pub subscribed_names: Vec<String>,
     pub subscribed_regex: Option<String>,
+    /// Whether the regex has been matched against the topics yet: as Kafka's broker
+    /// resolves a new regex after the heartbeat that brought it (literal topics are
+    /// assigned at once, matched ones with a later heartbeat), and clients expect that.
+    pub regex_resolved: bool,
     pub server_assignor: Option<String>,
     pub member_epoch: i32,
     pub previous_epoch: i32,
@@ -192,9 +196,14 @@ impl ConsumerGroup {
             changed |= member.subscribed_names != names;
             member.subscribed_names = names;
         }
-        if beat.subscribed_regex.is_some() && member.subscribed_regex != beat.subscribed_regex {
-            member.subscribed_regex = beat.subscribed_regex.clone();
-            changed = true;
+        if let Some(regex) = &beat.subscribed_regex {
+            // An empty regex removes the member's regex subscription.
+            let regex = (!regex.is_empty()).then(|| regex.clone());
+            if member.subscribed_regex != regex {
+                member.regex_resolved = regex.is_none();
+                member.subscribed_regex = regex;
+                changed = true;
+            }
         }
         if beat.server_assignor.is_some() {
             changed |= member.server_assignor != beat.server_assignor;
@@ -217,9 +226,15 @@ impl ConsumerGroup {
         if assignment.is_some() {
             member.sent = Some(member.assigned.clone());
         }
+        let member_epoch = member.member_epoch;
+        if !member.regex_resolved {
+            // Resolved now: the next heartbeat's target includes what it matches.
+            member.regex_resolved = true;
+            self.group_epoch += 1;
+        }
         Ok(ConsumerAnswer {
             member_id,
-            member_epoch: member.member_epoch,
+            member_epoch,
             assignment,
         })
     }
@@ -264,7 +279,8 @@ impl ConsumerGroup {
             client_host: beat.client_host.clone(),
             rebalance_timeout_ms: beat.rebalance_timeout_ms,
             subscribed_names: beat.subscribed_names.clone().unwrap_or_default(),
-            subscribed_regex: beat.subscribed_regex.clone(),
+            subscribed_regex: beat.subscribed_regex.clone().filter(|r| !r.is_empty()),
+            regex_resolved: beat.subscribed_regex.as_deref().is_none_or(str::is_empty),
             server_assignor: beat.server_assignor.clone(),
             member_epoch: 0,
             previous_epoch: -1,
@@ -423,6 +439,7 @@ impl ConsumerGroup {
                         rebalance_timeout_ms,
                         subscribed_names: subscription.topics.clone(),
                         subscribed_regex: None,
+                        regex_resolved: true,
                         server_assignor: None,
                         member_epoch: 0,
                         previous_epoch: -1,
@@ -527,6 +544,7 @@ impl ConsumerGroup {
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     subscribed_names: subscription.topics,
                     subscribed_regex: None,
+                    regex_resolved: true,
                     server_assignor: None,
                     member_epoch: generation,
                     previous_epoch: -1,
@@ -776,7 +794,8 @@ fn member_topics(m: &ConsumerMember, topics: &Topics) -> Vec<(String, i32)> {
         .iter()
         .filter_map(|n| topics.get(n).map(|p| (n.clone(), *p)))
         .collect();
-    if let Some(re) = m.subscribed_regex.as_deref().and_then(|r| compile(r).ok()) {
+    let regex = m.subscribed_regex.as_deref().filter(|_| m.regex_resolved);
+    if let Some(re) = regex.and_then(|r| compile(r).ok()) {
         out.extend(
             topics
                 .iter()
@@ -1051,6 +1070,14 @@ mod tests {
         b.subscribed_regex = Some("o.*".into());
         b.server_assignor = Some("range".into());
         let a = g.heartbeat(b, 0, &topics(), &SETTINGS).unwrap();
+        assert_eq!(
+            a.assignment,
+            Some(Assignment::new()),
+            "a new regex is matched after its heartbeat"
+        );
+        let a = g
+            .heartbeat(beat("a", a.member_epoch, Some(&[])), 1, &topics(), &SETTINGS)
+            .unwrap();
         let assigned = a.assignment.unwrap();
         assert_eq!(
             assigned.keys().collect::<Vec<_>>(),
