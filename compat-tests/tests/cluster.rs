@@ -1748,7 +1748,9 @@ fn share_consumers_on_a_cluster_accept_every_record_once() {
     // Rejected records from partitions led by every broker reach the one dead-letter
     // partition, wherever it is led.
     run(&["produce", &b, "cluster-queue", "6", "6", "reject"]);
-    run(&["consume", &b, "cluster-queue", "cluster-workers", "2", "0", "10"]);
+    // Runs its full 10 s (it never reaches a million acceptances), so both consumers
+    // have fetched from every partition.
+    run(&["consume", &b, "cluster-queue", "cluster-workers", "2", "1000000", "10"]);
     let dead = run(&["read", &b, "dlq.cluster-workers"]);
     let mut rejected: Vec<String> = dead
         .as_array()

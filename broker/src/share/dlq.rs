@@ -42,16 +42,37 @@ pub(crate) fn spawn(
 ) {
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
-        if let Err(why) = write(&shard, &source, &group, &topic, copy, &archived).await {
-            tracing::warn!(
-                group,
-                topic,
-                records = archived.len(),
-                "cannot write to the dead-letter topic: {why}"
-            );
+        // A topic created a moment ago may not have a leader in this broker's metadata
+        // yet, and a leader may be moving: tried again with a growing pause.
+        let mut pause = WRITE_RETRY_FIRST;
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match write(&shard, &source, &group, &topic, copy, &archived).await {
+                Ok(()) => return,
+                Err(why) if attempt == WRITE_ATTEMPTS => tracing::warn!(
+                    group,
+                    topic,
+                    records = archived.len(),
+                    "cannot write to the dead-letter topic, giving up: {why}"
+                ),
+                Err(why) => {
+                    tracing::debug!(group, topic, attempt, "dead-letter write failed, retrying: {why}");
+                    let mut shutdown = shard.cluster.shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    pause = (pause * 2).min(WRITE_RETRY_MAX);
+                }
+            }
         }
     });
 }
+
+/// Dead-letter writes are tried this often, pausing from 50 ms up to 2 s between
+/// tries (about 20 s in all), before one is given up (and logged).
+const WRITE_ATTEMPTS: u32 = 14;
+const WRITE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+const WRITE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn write(
     shard: &Rc<Shard>,
