@@ -522,3 +522,22 @@ pub fn url_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Creates a topic of `partitions` partitions (one replica) through the rdkafka admin
+/// client, and panics unless the broker says it was created.
+pub async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    assert!(results[0].is_ok(), "{results:?}");
+}

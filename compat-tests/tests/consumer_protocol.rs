@@ -5,15 +5,13 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use compat_tests::{Broker, RawClient};
+use compat_tests::{create_topic, Broker, RawClient};
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, GroupId, JoinGroupRequest, JoinGroupResponse,
     ListGroupsRequest, ListGroupsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -26,21 +24,6 @@ const BROKER_FLAGS: &[&str] = &[
     "--group-initial-rebalance-delay-ms",
     "300",
 ];
-
-async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .expect("admin");
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    assert!(r[0].is_ok(), "{r:?}");
-}
 
 fn produce(broker: &Broker, topic: &str, count: usize) {
     let producer: BaseProducer = ClientConfig::new()

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compat_tests::Broker;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use compat_tests::{create_topic, Broker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -20,21 +18,6 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 /// Groups start rebalancing 500 ms after their first member arrives (Kafka: 3 s), so a
 /// test's consumers land in one generation without slowing the suite.
 const BROKER_FLAGS: &[&str] = &["--group-initial-rebalance-delay-ms", "500"];
-
-async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .create()
-        .expect("admin");
-    let r = admin
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create");
-    assert!(r[0].is_ok(), "{r:?}");
-}
 
 fn produce(broker: &Broker, topic: &str, from: usize, count: usize) {
     let producer: BaseProducer = ClientConfig::new()

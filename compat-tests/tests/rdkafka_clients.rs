@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compat_tests::Broker;
+use compat_tests::{create_topic, Broker};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -41,17 +41,6 @@ fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
         .set("bootstrap.servers", &broker.addr)
         .create()
         .expect("admin client")
-}
-
-async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
-    let results = admin(broker)
-        .create_topics(
-            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topics");
-    assert!(results[0].is_ok(), "{results:?}");
 }
 
 /// Produces `count` keyed messages with acks=all; keys cycle through 1000 values and each

@@ -255,6 +255,12 @@ impl ClusterMetadata {
         self.topics.get(name)
     }
 
+    /// The topic with this id (the APIs that name topics by id: Fetch v13+, the share
+    /// and KIP-848 APIs). A scan: callers that look up many ids build a map once.
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&TopicMetadata> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
     /// A partition's placement and leadership.
     pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionState> {
         self.topic(topic).and_then(|t| t.partition(index))

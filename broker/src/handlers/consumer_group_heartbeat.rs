@@ -45,7 +45,7 @@ impl Handler for ConsumerGroupHeartbeatHandler {
             member_id = uuid::Uuid::new_v4().simple().to_string();
         }
         let metadata = shard.metadata();
-        let name_of = |id: uuid::Uuid| metadata.topics.values().find(|t| t.id == id).map(|t| t.name.clone());
+        let name_of = |id: uuid::Uuid| metadata.topic_by_id(id).map(|t| t.name.clone());
         let owned = request.topic_partitions.as_ref().map(|tps| {
             let mut owned = consumer::Assignment::new();
             for tp in tps {

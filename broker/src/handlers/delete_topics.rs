@@ -45,12 +45,7 @@ impl Handler for DeleteTopicsHandler {
                     .topic(name)
                     .cloned()
                     .ok_or(ResponseError::UnknownTopicOrPartition),
-                None => metadata
-                    .topics
-                    .values()
-                    .find(|t| t.id == id)
-                    .cloned()
-                    .ok_or(ResponseError::UnknownTopicId),
+                None => metadata.topic_by_id(id).cloned().ok_or(ResponseError::UnknownTopicId),
             };
             let result = match found {
                 Ok(topic) if topic.internal => Err((

@@ -102,7 +102,7 @@ async fn lookup_by_name(shard: &Rc<Shard>, name: &str, may_create: bool) -> Meta
 
 fn lookup_by_id(shard: &Rc<Shard>, id: uuid::Uuid) -> MetadataResponseTopic {
     let metadata = shard.metadata();
-    match metadata.topics.values().find(|t| t.id == id) {
+    match metadata.topic_by_id(id) {
         Some(topic) => describe(topic, &metadata),
         None => missing(None, ResponseError::UnknownTopicId).with_topic_id(id),
     }

@@ -6,7 +6,7 @@
 //! acquired ranges. Long-polls (`max_wait_ms`) until a partition has records for it:
 //! new ones appended, or old ones coming back (released, lock expired).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,14 +208,15 @@ pub(crate) async fn pass(
     items: Vec<(SharePartitionId, ShareItem)>,
 ) -> Vec<(SharePartitionId, PartitionResult)> {
     let metadata = shard.metadata();
+    let names: HashMap<Uuid, &str> = metadata.topics.values().map(|t| (t.id, t.name.as_str())).collect();
     let mut known = Vec::new();
     let mut out = Vec::new();
     let mut ids = Vec::new();
     for ((topic_id, partition), item) in items {
-        match metadata.topics.values().find(|t| t.id == topic_id) {
-            Some(t) => {
+        match names.get(&topic_id) {
+            Some(name) => {
                 ids.push((topic_id, partition));
-                known.push((TopicPartition::new(&t.name, partition), item));
+                known.push((TopicPartition::new(name, partition), item));
             }
             None => out.push(((topic_id, partition), ShareOp::refused(ResponseError::UnknownTopicId))),
         }
@@ -227,12 +228,7 @@ pub(crate) async fn pass(
 
 /// The topic name of a topic id in the current metadata.
 pub(crate) fn topic_name(shard: &Shard, topic_id: Uuid) -> Option<String> {
-    shard
-        .metadata()
-        .topics
-        .values()
-        .find(|t| t.id == topic_id)
-        .map(|t| t.name.clone())
+    shard.metadata().topic_by_id(topic_id).map(|t| t.name.clone())
 }
 
 impl Handler for ShareFetchHandler {
@@ -263,6 +259,8 @@ impl Handler for ShareFetchHandler {
             }
         }
         acks.retain(|_, batches| !batches.is_empty());
+        // Their answers are listed even when nothing else happened there.
+        let acked: Vec<SharePartitionId> = acks.keys().copied().collect();
         let forgotten: Vec<SharePartitionId> = request
             .forgotten_topics_data
             .iter()
@@ -351,7 +349,7 @@ impl Handler for ShareFetchHandler {
             if r.acquired.is_empty()
                 && r.error.is_none()
                 && r.ack_error.is_none()
-                && !acked_here(&request, topic_id, partition)
+                && !acked.contains(&(topic_id, partition))
             {
                 continue;
             }
@@ -399,15 +397,4 @@ impl Handler for ShareFetchHandler {
                 ),
         )
     }
-}
-
-/// Whether the request acknowledged records of this partition (its answer is listed
-/// even when nothing else happened there).
-fn acked_here(request: &ShareFetchRequest, topic_id: Uuid, partition: i32) -> bool {
-    request.topics.iter().any(|t| {
-        t.topic_id == topic_id
-            && t.partitions
-                .iter()
-                .any(|p| p.partition_index == partition && !p.acknowledgement_batches.is_empty())
-    })
 }
