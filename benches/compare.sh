@@ -4,9 +4,11 @@
 # two brokers, the ratio A/B of the medians. Targets are those of the io_uring issue,
 # for a 2-vCPU machine running broker and load generator together.
 #
-#   benches/compare.sh [--rounds 3] [--pid-a PID] [--pid-b PID] A_BOOTSTRAP [B_BOOTSTRAP]
+#   benches/compare.sh [--rounds 3] [--pid-a PID] [--pid-b PID] [--cold] [--scenarios abcd] A_BOOTSTRAP [B_BOOTSTRAP]
 #
-# Each run deletes its topic at the end (a 15 s produce run writes ~5 GB).
+# Each run deletes its topic at the end (a 15 s produce run writes ~5 GB). --cold drops
+# the page cache (needs root) before each consume, so the backlog is read from the disk
+# whatever the broker's I/O mode; benches/direct-io.sh runs this for direct vs buffered.
 #
 # Scenarios (1 KiB records, one topic of 6 partitions):
 #   a  produce, acks=1                      target >= 600 MB/s
@@ -18,12 +20,16 @@ cd "$(dirname "$0")/.."
 rounds=3
 pid_a=""
 pid_b=""
+cold=0
+scenarios=abcd
 addrs=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --pid-a) pid_a=$2; shift 2 ;;
         --pid-b) pid_b=$2; shift 2 ;;
+        --cold) cold=1; shift ;;
+        --scenarios) scenarios=$2; shift 2 ;;
         *) addrs+=("$1"); shift ;;
     esac
 done
@@ -35,10 +41,16 @@ trap 'rm -f "$results" "${ddfile:-}"' EXIT
 
 # The disk's sequential write-and-fdatasync bandwidth, measured now, on this disk.
 ddfile=$(mktemp -p "${TMPDIR:-/tmp}" sluice-dd.XXXXXX)
-disk_mb=$(dd if=/dev/zero of="$ddfile" bs=1M count=512 conv=fdatasync 2>&1 | \
-    sed -n 's/.* copied, \([0-9.]*\) s, .*/\1/p' | awk '{ printf "%.1f", 536.870912 / $1 }')
-rm -f "$ddfile"
-echo "disk: ${disk_mb} MB/s sequential write with fdatasync"
+# Buffered (through the page cache) and direct (O_DIRECT): a direct-I/O broker is held
+# to the second.
+dd_rate() {
+    dd if=/dev/zero of="$ddfile" bs=1M count=512 conv=fdatasync "$@" 2>&1 | \
+        sed -n 's/.* copied, \([0-9.]*\) s, .*/\1/p' | awk '{ printf "%.1f", 536.870912 / $1 }'
+    rm -f "$ddfile"
+}
+disk_mb=$(dd_rate)
+disk_direct_mb=$(dd_rate oflag=direct)
+echo "disk: ${disk_mb} MB/s sequential write with fdatasync, ${disk_direct_mb} MB/s with O_DIRECT"
 b_target=$(awk -v d="$disk_mb" 'BEGIN { printf "%.1f", d * 0.75 }')
 
 run() { # label broker-index bootstrap pid scenario
@@ -50,6 +62,7 @@ run() { # label broker-index bootstrap pid scenario
         a) out=$($bench produce "${common[@]}" --topic "$topic" --acks 1 --duration 15 --target-mb 600 --delete-topic) ;;
         b) out=$($bench produce "${common[@]}" --topic "$topic" --acks all --duration 15 --target-mb "$b_target" --delete-topic) ;;
         c) $bench produce "${common[@]}" --topic "$topic" --acks 1 --count 2097152 >/dev/null
+           if [ "$cold" = 1 ]; then sync; echo 1 > /proc/sys/vm/drop_caches; fi
            out=$($bench consume "${common[@]}" --topic "$topic" --count 2097152 --target-mb 800 --delete-topic) ;;
         # linger.ms=0: latency is measured without librdkafka's default 5 ms batching wait.
         d) out=$($bench e2e "${common[@]}" --topic "$topic" --acks 1 --linger-ms 0 --rate-mb 50 --duration 20 --target-p99-ms 2 --delete-topic) ;;
@@ -59,7 +72,7 @@ run() { # label broker-index bootstrap pid scenario
 }
 
 for round in $(seq 1 "$rounds"); do
-    for scenario in a b c d; do
+    for scenario in $(echo "$scenarios" | fold -w1); do
         run A 0 "${addrs[0]}" "$pid_a" "$scenario"
         if [ ${#addrs[@]} -ge 2 ]; then
             run B 1 "${addrs[1]}" "$pid_b" "$scenario"
@@ -67,8 +80,9 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$disk_mb" "$disk_direct_mb" <<'PY'
 import json, statistics, sys
+print(f"disk write+fdatasync: buffered {sys.argv[2]} MB/s, O_DIRECT {sys.argv[3]} MB/s")
 rows = {}
 for line in open(sys.argv[1]):
     label, scenario, payload = line.split(" ", 2)

@@ -169,7 +169,7 @@ fn cleaner(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function("compact 64 MiB, 10k keys", |b| {
-        b.iter(|| sluice_storage::cleaner::clean(&sluice_storage::io::Positional, &job).expect("clean"))
+        b.iter(|| sluice_storage::cleaner::clean(&sluice_storage::io::Positional::new(), &job).expect("clean"))
     });
     g.finish();
 }

@@ -412,6 +412,46 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
     for engine in engines {
         f.gauge("sluice_storage_io_engine", help, &[("engine", engine.to_string())], 1.0);
     }
+    let help = "How segment log files are written and read (value 1): direct (O_DIRECT, the broker's own chunk cache) or buffered (the page cache).";
+    let modes: std::collections::BTreeSet<&str> = snapshots
+        .iter()
+        .map(|s| if s.direct_io { "direct" } else { "buffered" })
+        .collect();
+    for mode in modes {
+        f.gauge("sluice_storage_io_mode", help, &[("mode", mode.to_string())], 1.0);
+    }
+    let direct = &sluice_storage::io::direct::STATS;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    f.counter(
+        "sluice_storage_log_cache_hits_total",
+        "Direct-I/O reads answered from the chunk cache of recently written and read log data.",
+        &[],
+        load(&direct.cache_hits),
+    );
+    f.counter(
+        "sluice_storage_log_cache_misses_total",
+        "Direct-I/O reads that went to the disk.",
+        &[],
+        load(&direct.cache_misses),
+    );
+    f.gauge(
+        "sluice_storage_log_cache_bytes",
+        "Memory the direct-I/O chunk cache holds (bounded by --log-cache-bytes).",
+        &[],
+        load(&direct.cache_bytes),
+    );
+    f.counter(
+        "sluice_storage_direct_written_bytes_total",
+        "Bytes written to log files with O_DIRECT, block padding and rewritten partial blocks included.",
+        &[],
+        load(&direct.bytes_written),
+    );
+    f.counter(
+        "sluice_storage_direct_read_bytes_total",
+        "Bytes read from log files with O_DIRECT (cache misses, readahead included).",
+        &[],
+        load(&direct.bytes_read),
+    );
 
     f.gauge(
         "sluice_transactions_open",

@@ -182,6 +182,8 @@ pub struct GroupStats {
 pub struct ShardSnapshot {
     /// The storage engine the shard runs on.
     pub engine: &'static str,
+    /// Whether its log files use direct I/O.
+    pub direct_io: bool,
     pub metrics: ShardMetrics,
     pub partitions: Vec<PartitionStats>,
     pub groups: Vec<GroupStats>,

@@ -122,6 +122,7 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
             abort_check_interval_ms: config_for_groups.transaction_abort_timed_out_transaction_cleanup_interval_ms,
         },
         engine: choose_io_engine(&config_for_groups.io_engine)?,
+        io_options: choose_io_options(&config_for_groups),
         applied: (0..shards).map(|_| watch::channel(Applied::default()).0).collect(),
         cleaner: if config_for_groups.log_cleaner_enable {
             Some(
@@ -475,6 +476,36 @@ fn choose_io_engine(wanted: &str) -> Result<Engine, String> {
         (_, Err(e)) => {
             tracing::warn!("storage engine: pwrite (io_uring is unavailable here: {e})");
             Ok(Engine::Pwrite)
+        }
+    }
+}
+
+/// Direct I/O when asked for (the default) and the data directory's filesystem takes
+/// it; buffered otherwise. Which mode runs, and why, is logged.
+fn choose_io_options(config: &BrokerConfig) -> sluice_storage::io::IoOptions {
+    let buffered = sluice_storage::io::IoOptions::default();
+    if !config.io_direct {
+        tracing::info!("log files: buffered I/O (as configured)");
+        return buffered;
+    }
+    match sluice_storage::io::direct::probe(&config.data_dir) {
+        Ok(()) => {
+            let per_shard = (config.log_cache_bytes / config.shards.max(1) as u64) as usize;
+            tracing::info!(
+                cache_bytes = config.log_cache_bytes,
+                "log files: direct I/O (O_DIRECT), {} MiB chunk cache per shard",
+                per_shard >> 20
+            );
+            sluice_storage::io::IoOptions {
+                direct_cache_bytes: Some(per_shard),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(
+                data_dir = %config.data_dir.display(),
+                "log files: buffered I/O (the data directory's filesystem refuses O_DIRECT: {e})"
+            );
+            buffered
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Cluster {
     pub share_partitions: i32,
     /// The storage backend each shard starts its own instance of.
     pub engine: sluice_storage::Engine,
+    /// Direct I/O for log files (and each shard's chunk cache), or buffered.
+    pub io_options: sluice_storage::io::IoOptions,
     /// Each shard's applied metadata revision, so an admin change can answer once
     /// every shard has opened (or removed) its partitions.
     pub applied: Vec<watch::Sender<Applied>>,
@@ -190,13 +192,13 @@ impl Refusal {
 impl Shard {
     /// Must run inside the shard's runtime: an io_uring backend creates its ring there.
     pub fn new(id: usize, cluster: Arc<Cluster>) -> Shard {
-        let io = cluster.engine.start().unwrap_or_else(|e| {
+        let io = cluster.engine.start_with(cluster.io_options).unwrap_or_else(|e| {
             tracing::warn!(
                 shard = id,
                 "cannot start this shard's {} backend ({e}); using positional I/O",
                 cluster.engine.name()
             );
-            Rc::new(sluice_storage::io::Positional)
+            Rc::new(sluice_storage::io::Positional::new())
         });
         let logs = LogManager::new(io);
         let metrics = Rc::new(RefCell::new(ShardMetrics::default()));
@@ -784,6 +786,7 @@ impl Shard {
             .collect();
         ShardSnapshot {
             engine: self.logs.engine(),
+            direct_io: self.logs.direct_io(),
             metrics: self.metrics.borrow().clone(),
             partitions,
             groups: self.groups.stats(),

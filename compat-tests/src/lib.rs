@@ -32,6 +32,27 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
+/// The record batches of a segment file's contents: with direct I/O the file of an
+/// open segment ends in less than one 4 KiB block of zero padding (rewritten by the next
+/// append, cut when the segment is closed), which is not log data.
+pub fn log_bytes(file: &[u8]) -> &[u8] {
+    let mut end = 0usize;
+    while end + 12 <= file.len() {
+        let length = i32::from_be_bytes([file[end + 8], file[end + 9], file[end + 10], file[end + 11]]);
+        if length <= 0 || end + 12 + length as usize > file.len() {
+            break;
+        }
+        end += 12 + length as usize;
+    }
+    let rest = &file[end..];
+    assert!(
+        rest.len() < 4096 && rest.iter().all(|&b| b == 0),
+        "a segment file ends in {} bytes that are neither batches nor block padding",
+        rest.len()
+    );
+    &file[..end]
+}
+
 /// A running broker. Dropping it kills the process.
 pub struct Broker {
     child: Option<Child>,
@@ -87,19 +108,38 @@ impl Broker {
         broker
     }
 
+    /// Starts a broker whose data directory is made under `parent` (another
+    /// filesystem, such as a tmpfs), with `extra` flags.
+    pub fn start_with_data_in(parent: &Path, extra: &[&str]) -> Broker {
+        let data = tempfile::tempdir_in(parent).expect("temp dir");
+        let mut broker = Broker {
+            child: None,
+            addr: String::new(),
+            metrics_addr: String::new(),
+            data,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            netns: None,
+            wrapper: Vec::new(),
+        };
+        broker.spawn(&format!("127.0.0.1:{}", free_port()));
+        broker
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.data.path()
     }
 
-    /// Bytes of a partition's segment files (`<topic>-<partition>`) on disk now.
+    /// Bytes of a partition's segment files (`<topic>-<partition>`) on disk now: the
+    /// record batches they hold, without the zeros direct I/O pads an open segment's
+    /// last block with (see [`log_bytes`]).
     pub fn partition_log_bytes(&self, partition_dir: &str) -> u64 {
         std::fs::read_dir(self.data.path().join("data").join(partition_dir))
             .map(|entries| {
                 entries
                     .filter_map(|e| e.ok())
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .map(|bytes| log_bytes(&bytes).len() as u64)
                     .sum()
             })
             .unwrap_or(0)
@@ -186,6 +226,12 @@ impl Broker {
     }
 
     /// Starts the broker again on the same address and data.
+    /// Restarts with `extra` flags in place of the ones it was started with.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         let addr = self.addr.clone();

@@ -215,6 +215,123 @@ async fn acknowledged_messages_survive_kill_9_on_pwrite() {
     survives_kill_9(&["--io-engine", "pwrite"]).await;
 }
 
+/// Buffered log files (`--io-direct=false`) keep the same promise as direct I/O.
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9_with_buffered_io() {
+    survives_kill_9(&["--io-direct=false"]).await;
+}
+
+/// The value of an unlabelled series (or one whose labels are given) in a scrape.
+fn metric(broker: &Broker, series: &str) -> f64 {
+    let (_, body) = compat_tests::http_get(&broker.metrics_addr, "/metrics").expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the scrape"))
+}
+
+/// A mount of ramfs, which refuses O_DIRECT (EINVAL), unmounted when dropped. Since
+/// Linux 6.6 tmpfs takes O_DIRECT, so ramfs is the filesystem that shows the fallback.
+struct Ramfs(tempfile::TempDir);
+
+impl Ramfs {
+    /// None when this process may not mount (not root): the test then says so.
+    fn mount() -> Option<Ramfs> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "ramfs", "none"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Ramfs(dir))
+    }
+}
+
+impl Drop for Ramfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A data directory whose filesystem refuses O_DIRECT: the broker says so at start-up,
+/// reports buffered mode, and keeps every acknowledged message over a kill -9.
+#[tokio::test]
+async fn log_files_fall_back_to_buffered_io_where_o_direct_is_refused() {
+    let Some(ramfs) = Ramfs::mount() else {
+        eprintln!("skipped: cannot mount a ramfs here (needs root)");
+        return;
+    };
+    let mut broker = Broker::start_with_data_in(ramfs.0.path(), &[]);
+    assert!(
+        broker
+            .log()
+            .contains("the data directory's filesystem refuses O_DIRECT"),
+        "the fallback must be logged:\n{}",
+        broker.log()
+    );
+    assert_eq!(metric(&broker, "sluice_storage_io_mode{mode=\"buffered\"}"), 1.0);
+    create_topic(&broker, "on-ramfs", PARTITIONS).await;
+    let sent = produce_keyed(&broker, "on-ramfs", 20_000, "lz4");
+    broker.kill9();
+    broker.restart();
+    let got = consume_all(&broker, "on-ramfs", 20_000);
+    assert_round_trip(&sent, &got);
+    drop(broker);
+}
+
+/// Direct I/O: a consumer reading what was just produced is answered from memory (the
+/// chunk cache and the write-behind tail: not one byte read from the disk); restarted
+/// with a cache too small to hold a read, reading the whole topic again comes from the
+/// disk with O_DIRECT reads. Both reads return exactly what was produced.
+#[tokio::test]
+async fn direct_io_serves_the_tail_from_memory_and_the_backlog_from_disk() {
+    let mut broker = Broker::start(&[]);
+    assert_eq!(metric(&broker, "sluice_storage_io_mode{mode=\"direct\"}"), 1.0);
+    create_topic(&broker, "cached", PARTITIONS).await;
+    let sent = produce_keyed(&broker, "cached", 40_000, "none");
+    let got = consume_all(&broker, "cached", 40_000);
+    assert_round_trip(&sent, &got);
+    assert!(metric(&broker, "sluice_storage_log_cache_hits_total") > 0.0);
+    assert_eq!(
+        metric(&broker, "sluice_storage_direct_read_bytes_total"),
+        0.0,
+        "the tail came from memory"
+    );
+    assert!(broker.stop(), "SIGTERM must exit cleanly; log:\n{}", broker.log());
+    broker.restart_with(&["--log-cache-bytes", "65536"]);
+    let before = metric(&broker, "sluice_storage_direct_read_bytes_total");
+    let again = consume_all(&broker, "cached", 40_000);
+    assert_round_trip(&sent, &again);
+    assert!(
+        metric(&broker, "sluice_storage_direct_read_bytes_total") > before,
+        "the backlog came from the disk"
+    );
+    assert!(
+        metric(&broker, "sluice_storage_log_cache_bytes") <= 65536.0,
+        "the cache keeps to --log-cache-bytes"
+    );
+    // A clean stop leaves no block padding in any segment file.
+    assert!(broker.stop());
+    for p in 0..PARTITIONS {
+        let dir = broker.data_dir().join("data").join(format!("cached-{p}"));
+        for entry in std::fs::read_dir(&dir).expect("partition dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let bytes = std::fs::read(&path).expect("segment");
+                assert_eq!(
+                    compat_tests::log_bytes(&bytes).len(),
+                    bytes.len(),
+                    "{} is padded",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
 /// acks=1 answers come after the write round, not the append: a killed process must
 /// not lose them either (only a machine crash may, as with Kafka).
 #[tokio::test]
@@ -230,6 +347,13 @@ async fn acks_1_messages_survive_kill_9() {
 
 async fn survives_kill_9(flags: &[&str]) {
     let mut broker = Broker::start(flags);
+    let direct = !flags.contains(&"--io-direct=false");
+    assert_eq!(
+        broker.log().contains("log files: direct I/O"),
+        direct,
+        "the I/O mode this test is about:\n{}",
+        broker.log()
+    );
     create_topic(&broker, "durable", PARTITIONS).await;
     let sent = produce_keyed(&broker, "durable", 100_000, "lz4");
     broker.kill9();

@@ -324,7 +324,8 @@ async fn a_topics_compression_type_recompresses_what_producers_send() {
     let p = producer(&broker);
     produce(&p, "squeezed", 0, 50, 300);
     let dir = broker.data_dir().join("data").join("squeezed-0");
-    let segment = std::fs::read(dir.join(&segment_files(&dir)[0])).expect("segment");
+    let file = std::fs::read(dir.join(&segment_files(&dir)[0])).expect("segment");
+    let segment = compat_tests::log_bytes(&file);
     let (mut pos, mut batches) = (0usize, 0);
     while pos + 61 <= segment.len() {
         let length = i32::from_be_bytes(segment[pos + 8..pos + 12].try_into().unwrap()) as usize;

@@ -354,7 +354,7 @@ impl CleanerThread {
             .name("sluice-cleaner".into())
             .spawn(move || {
                 for (job, reply) in rx {
-                    let _ = reply.send(clean(&crate::io::Positional, &job));
+                    let _ = reply.send(clean(&crate::io::Positional::new(), &job));
                 }
             })?;
         Ok(CleanerThread { tx })

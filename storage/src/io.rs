@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
+pub mod direct;
 pub mod inline;
 pub mod sim;
 mod trash;
@@ -38,6 +39,16 @@ pub trait IoFile: Send + Sync {
     fn raw_fd(&self) -> Option<RawFd> {
         None
     }
+    /// The direct-I/O file behind this handle, when it is one: engines stage its
+    /// writes into aligned buffers and serve its reads from the shard's chunk cache.
+    fn direct(&self) -> Option<&direct::DirectFile> {
+        None
+    }
+    /// Gives back what the file holds past its end (direct I/O's padding and
+    /// preallocation) once it takes no more appends.
+    fn trim(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Files are shared: a write round holds them while the log goes on appending.
@@ -48,6 +59,10 @@ pub type FileRef = Arc<dyn IoFile>;
 pub trait Io {
     /// Opens `path` for reading and writing, creating it if `create`.
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef>;
+    /// Opens a segment's log file: with direct I/O where the backend runs it.
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        self.open(path, create)
+    }
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries of a directory.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -69,6 +84,10 @@ pub trait Io {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// The backend's name, for logs and metrics.
     fn name(&self) -> &'static str;
+    /// Whether segment log files are written and read with direct I/O.
+    fn direct_io(&self) -> bool {
+        false
+    }
 
     /// Runs a write round: every write in full, each file's sync after its write, and
     /// the directory syncs; one result per write and per directory. The default runs
@@ -198,9 +217,25 @@ impl WriteRound {
     }
 }
 
-/// Plain positional I/O on the page cache: works everywhere.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Positional;
+/// Plain positional I/O: works everywhere. Segment log files use direct I/O when
+/// the backend was started with it.
+#[derive(Default, Clone)]
+pub struct Positional {
+    direct: Option<Arc<direct::Shared>>,
+}
+
+impl Positional {
+    pub fn new() -> Positional {
+        Positional::default()
+    }
+
+    /// Positional I/O with direct-I/O log files and a chunk cache of `cache_bytes`.
+    pub fn direct(cache_bytes: usize) -> Positional {
+        Positional {
+            direct: Some(direct::Shared::new(cache_bytes)),
+        }
+    }
+}
 
 struct PositionalFile(File);
 
@@ -261,6 +296,9 @@ impl Io for Positional {
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
         Ok(Arc::new(PositionalFile(open_read_write(path, create)?)))
     }
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c))
+    }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
     }
@@ -278,6 +316,9 @@ impl Io for Positional {
     }
     fn name(&self) -> &'static str {
         "pwrite"
+    }
+    fn direct_io(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// Rounds that may wait for the disk run on tokio's blocking pool; small rounds
@@ -305,11 +346,41 @@ pub(crate) fn failed_round((writes, dirs): (usize, usize), why: &str) -> RoundOu
     }
 }
 
+/// Opens a log file with direct I/O when `direct` is set, buffered otherwise, and
+/// buffered too where this file's filesystem refuses `O_DIRECT` (EINVAL): the start-up
+/// probe covers the data directory, this covers a directory mounted differently.
+pub(crate) fn open_log_file(
+    direct: Option<&Arc<direct::Shared>>,
+    path: &Path,
+    create: bool,
+    buffered: impl FnOnce(&Path, bool) -> io::Result<FileRef>,
+) -> io::Result<FileRef> {
+    let Some(shared) = direct else {
+        return buffered(path, create);
+    };
+    match direct::open_direct(path, create) {
+        Ok(file) => Ok(Arc::new(direct::DirectFile::new(
+            Box::new(direct::DiskBlocks(file)),
+            shared.clone(),
+        )?)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => buffered(path, create),
+        Err(e) => Err(e),
+    }
+}
+
 /// Which backend the broker's shards run on (`--io-engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     IoUring,
     Pwrite,
+}
+
+/// How a shard's backend treats segment log files (`--io-direct`, `--log-cache-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoOptions {
+    /// Direct I/O for log files, with a chunk cache of this many bytes per shard;
+    /// None for buffered I/O through the page cache.
+    pub direct_cache_bytes: Option<usize>,
 }
 
 impl Engine {
@@ -323,9 +394,16 @@ impl Engine {
     /// The calling shard's own backend. io_uring creates the shard's ring, which must
     /// happen on the shard's tokio runtime.
     pub fn start(self) -> io::Result<Rc<dyn Io>> {
-        match self {
-            Engine::IoUring => Ok(Rc::new(uring::Uring::new()?)),
-            Engine::Pwrite => Ok(Rc::new(Positional)),
+        self.start_with(IoOptions::default())
+    }
+
+    /// The calling shard's backend with `options`.
+    pub fn start_with(self, options: IoOptions) -> io::Result<Rc<dyn Io>> {
+        match (self, options.direct_cache_bytes) {
+            (Engine::IoUring, None) => Ok(Rc::new(uring::Uring::new()?)),
+            (Engine::IoUring, Some(cache)) => Ok(Rc::new(uring::Uring::direct(cache)?)),
+            (Engine::Pwrite, None) => Ok(Rc::new(Positional::new())),
+            (Engine::Pwrite, Some(cache)) => Ok(Rc::new(Positional::direct(cache))),
         }
     }
 }

@@ -385,7 +385,7 @@ fn recover_producers(
 impl Log {
     /// Opens the log in `dir` (created if absent) on plain positional I/O.
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> io::Result<Log> {
-        Log::open_with(Rc::new(Positional), dir, config, now_ms)
+        Log::open_with(Rc::new(Positional::new()), dir, config, now_ms)
     }
 
     /// Opens the log in `dir` (created if absent) on `io`, recovering its active segment.
@@ -1235,6 +1235,14 @@ impl Log {
         // A clean shutdown leaves nothing to replay.
         let end = self.log_end().offset();
         snapshot::write(self.io.as_ref(), &self.dir, end, &self.producers, &self.txns)
+    }
+
+    /// At shutdown, after the final flush: the active segment's file gives back its
+    /// block padding and unused preallocation, so a stopped broker leaves plain files.
+    pub fn trim_active(&self) {
+        if let Some(segment) = self.segments.values().next_back() {
+            segment.trim();
+        }
     }
 
     /// Writes everything pending on the calling thread, without a sync.

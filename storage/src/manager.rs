@@ -187,6 +187,11 @@ impl LogManager {
         self.shared.io.name()
     }
 
+    /// Whether this shard's log files use direct I/O.
+    pub fn direct_io(&self) -> bool {
+        self.shared.io.direct_io()
+    }
+
     /// Calls `observe` after every write round.
     pub fn observe(&self, observe: impl Fn(RoundStats) + 'static) {
         *self.observer.borrow_mut() = Some(Box::new(observe));
@@ -341,8 +346,9 @@ impl LogManager {
                 continue;
             }
             let mut log = managed.log.borrow_mut();
-            if let Err(e) = log.flush_now(now) {
-                tracing::error!(log = %log.dir().display(), "final flush failed: {e}");
+            match log.flush_now(now) {
+                Ok(()) => log.trim_active(),
+                Err(e) => tracing::error!(log = %log.dir().display(), "final flush failed: {e}"),
             }
         }
     }

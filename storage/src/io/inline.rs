@@ -33,7 +33,10 @@ pub const INLINE_ROUND_BYTES_MAX: u64 = 64 << 10;
 pub fn fits(round: &WriteRound) -> bool {
     round.dirs.is_empty()
         && round.bytes() <= INLINE_ROUND_BYTES_MAX
-        && round.writes.iter().all(|w| !w.sync && w.file.raw_fd().is_some())
+        && round
+            .writes
+            .iter()
+            .all(|w| !w.sync && w.file.raw_fd().is_some() && w.file.direct().is_none())
 }
 
 /// Writes every part of a round that [`fits`] on the calling thread.

@@ -3,13 +3,22 @@
 //! generator injects faults (failed and short writes, failed syncs, failed reads) and
 //! [`SimIo::crash`] keeps only what was synced, plus, like a real crash, a random torn
 //! piece of what was not. The same seed replays the same faults exactly.
+//!
+//! [`SimIo::direct`] opens segment log files through [`DirectFile`], as direct I/O
+//! does: the simulated file then refuses any transfer that is not block-aligned, and a
+//! failed write or a crash keeps whole 512-byte sectors only (a disk writes a sector
+//! whole or not at all).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::direct::{self, DirectFile};
 use super::{FileRef, Io, IoFile};
+
+/// The unit a simulated direct-I/O file tears at.
+const SECTOR: usize = 512;
 
 /// Probabilities, in parts per million, of each fault on each call.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,6 +36,8 @@ struct SimFile {
     durable: Vec<u8>,
     /// Whether the directory entry survives a crash (its directory was synced).
     entry_durable: bool,
+    /// Written with direct I/O: tears at sector boundaries.
+    sectors: bool,
 }
 
 /// A rename whose directory has not been synced since: a crash may undo it (rename(2)
@@ -71,6 +82,7 @@ impl State {
 #[derive(Clone)]
 pub struct SimIo {
     state: Arc<Mutex<State>>,
+    direct: Option<Arc<direct::Shared>>,
 }
 
 fn injected(what: &str) -> io::Error {
@@ -93,6 +105,16 @@ impl SimIo {
         };
         SimIo {
             state: Arc::new(Mutex::new(state)),
+            direct: None,
+        }
+    }
+
+    /// A simulated disk whose segment log files are written with direct I/O, through
+    /// a chunk cache of `cache_bytes` (small, so tests also read from the disk).
+    pub fn direct(seed: u64, faults: Faults, cache_bytes: usize) -> SimIo {
+        SimIo {
+            direct: Some(direct::Shared::new(cache_bytes)),
+            ..SimIo::new(seed, faults)
         }
     }
 
@@ -126,10 +148,10 @@ impl SimIo {
         }
         let paths: Vec<PathBuf> = s.files.keys().cloned().collect();
         for path in paths {
-            let Some((keep_entry, durable_len, data_len)) = s
+            let Some((keep_entry, durable_len, data_len, sectors)) = s
                 .files
                 .get(&path)
-                .map(|f| (f.entry_durable, f.durable.len(), f.data.len()))
+                .map(|f| (f.entry_durable, f.durable.len(), f.data.len(), f.sectors))
             else {
                 continue;
             };
@@ -138,11 +160,15 @@ impl SimIo {
                 continue;
             }
             let unsynced = data_len.saturating_sub(durable_len);
-            let extra = if unsynced > 0 {
+            let mut extra = if unsynced > 0 {
                 (s.next() % (unsynced as u64 + 1)) as usize
             } else {
                 0
             };
+            if sectors && durable_len + extra < data_len {
+                // Whole sectors only (what is kept ends on a sector boundary).
+                extra = ((durable_len + extra) / SECTOR * SECTOR).saturating_sub(durable_len);
+            }
             let garble = extra > 0 && s.next().is_multiple_of(2);
             let garbage = s.next() as u8 | 1;
             if let Some(f) = s.files.get_mut(&path) {
@@ -241,6 +267,25 @@ impl IoFile for SimHandle {
 }
 
 impl Io for SimIo {
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        let Some(shared) = &self.direct else {
+            return self.open(path, create);
+        };
+        self.open(path, create)?;
+        if let Some(f) = self.lock().files.get_mut(path) {
+            f.sectors = true;
+        }
+        let blocks = SimBlocks(SimHandle {
+            io: self.clone(),
+            path: path.to_path_buf(),
+        });
+        Ok(Arc::new(DirectFile::new(Box::new(blocks), shared.clone())?))
+    }
+
+    fn direct_io(&self) -> bool {
+        self.direct.is_some()
+    }
+
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
         {
             let mut s = self.lock();
@@ -319,5 +364,72 @@ impl Io for SimIo {
 
     fn name(&self) -> &'static str {
         "simulated"
+    }
+}
+
+/// A simulated file seen through direct I/O: every transfer must be block-aligned in
+/// position and length (a misaligned one is refused as `O_DIRECT` refuses it), and a
+/// failed write keeps whole sectors only.
+struct SimBlocks(SimHandle);
+
+fn misaligned(pos: u64, len: usize) -> Option<io::Error> {
+    (!pos.is_multiple_of(direct::BLOCK as u64) || !len.is_multiple_of(direct::BLOCK))
+        .then(|| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+impl direct::Blocks for SimBlocks {
+    fn read_blocks(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        if let Some(e) = misaligned(pos, buf.len()) {
+            return Err(e);
+        }
+        self.0.with(|s, path| {
+            let fault = s.faults.read_error_ppm;
+            if s.roll(fault) {
+                return Err(injected("read"));
+            }
+            let f = s.files.get(path).ok_or_else(missing)?;
+            let start = (pos as usize).min(f.data.len());
+            let n = buf.len().min(f.data.len() - start);
+            buf[..n].copy_from_slice(&f.data[start..start + n]);
+            Ok(n)
+        })
+    }
+
+    fn write_blocks(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        if let Some(e) = misaligned(pos, buf.len()) {
+            return Err(e);
+        }
+        self.0.with(|s, path| {
+            let fault = s.faults.write_error_ppm;
+            let fail = s.roll(fault);
+            let written = if fail {
+                (s.next() % (buf.len() / SECTOR) as u64 + 1) as usize * SECTOR - SECTOR
+            } else {
+                buf.len()
+            };
+            let f = s.files.get_mut(path).ok_or_else(missing)?;
+            let start = pos as usize;
+            if f.data.len() < start + written {
+                f.data.resize(start + written, 0);
+            }
+            f.data[start..start + written].copy_from_slice(&buf[..written]);
+            if fail {
+                Err(injected("write"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        self.0.size()
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }

@@ -33,6 +33,7 @@ use io_uring::{opcode, squeue, types, IoUring, Probe};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::direct::{self, DirectFile, PlannedRead, Staged};
 use super::{iovecs, FileRef, Io, IoFile, RoundOutcome, RoundWrite, WriteRound, IOV_MAX};
 
 /// Entries per ring. One operation is in flight per call today; a few more leave room
@@ -47,12 +48,25 @@ thread_local! {
 /// (rare) go through plain syscalls.
 pub struct Uring {
     ring: Rc<Ring>,
+    /// Direct I/O for segment log files: the shard's chunk cache and buffer pool.
+    direct: Option<Arc<direct::Shared>>,
 }
 
 impl Uring {
     /// Creates the calling shard's ring; must run inside its tokio runtime.
     pub fn new() -> io::Result<Uring> {
-        Ok(Uring { ring: Ring::new()? })
+        Ok(Uring {
+            ring: Ring::new()?,
+            direct: None,
+        })
+    }
+
+    /// The shard's ring with direct-I/O log files and a chunk cache of `cache_bytes`.
+    pub fn direct(cache_bytes: usize) -> io::Result<Uring> {
+        Ok(Uring {
+            ring: Ring::new()?,
+            direct: Some(direct::Shared::new(cache_bytes)),
+        })
     }
 
     /// Checks that a ring can be created and supports every operation the log uses.
@@ -166,6 +180,12 @@ impl Io for Uring {
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {
         Ok(Arc::new(UringFile(super::open_read_write(path, create)?)))
     }
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        super::open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c))
+    }
+    fn direct_io(&self) -> bool {
+        self.direct.is_some()
+    }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)
     }
@@ -188,12 +208,15 @@ impl Io for Uring {
     /// The whole round in one submission on the shard's ring; directory syncs (once
     /// per new segment, rare) on the blocking pool after the writes. Small rounds
     /// without a sync are written in place instead (see [`super::inline`]).
-    fn write_round(&self, round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
+    fn write_round(&self, mut round: WriteRound) -> LocalBoxFuture<'_, RoundOutcome> {
         if super::inline::fits(&round) {
             return Box::pin(std::future::ready(super::inline::run(round)));
         }
+        let staged = stage_direct(&mut round.writes);
         Box::pin(async move {
-            let writes = self.ring.write_round(round.writes).await;
+            let files: Vec<FileRef> = round.writes.iter().map(|w| w.file.clone()).collect();
+            let mut writes = self.ring.write_round(round.writes).await;
+            commit_direct(&files, staged, &mut writes);
             let mut dirs = Vec::with_capacity(round.dirs.len());
             for dir in round.dirs {
                 dirs.push(
@@ -210,6 +233,20 @@ impl Io for Uring {
     /// Page-cache hits are copied out in place (see [`super::inline`]); the rest is
     /// read through the ring.
     fn read(&self, file: &FileRef, pos: u64, len: usize) -> LocalBoxFuture<'_, io::Result<Bytes>> {
+        if let Some(d) = file.direct() {
+            if let Some(hit) = d.cached(pos, len) {
+                return Box::pin(std::future::ready(Ok(hit)));
+            }
+            let file = file.clone();
+            return Box::pin(async move {
+                let Some(d) = file.direct() else {
+                    return Err(io::Error::other("a direct file stopped being one"));
+                };
+                let plan = d.plan_read(pos, len, 0)?;
+                let (n, plan) = self.ring.read_direct(&file, plan).await?;
+                d.finish_read(plan, n)
+            });
+        }
         if let Some(cached) = file.raw_fd().and_then(|fd| super::inline::read_cached(fd, pos, len)) {
             return Box::pin(std::future::ready(Ok(Bytes::from(cached))));
         }
@@ -244,6 +281,7 @@ struct Keep {
     bufs: Vec<Bytes>,
     iovecs: Vec<libc::iovec>,
     read: Vec<u8>,
+    direct: Option<PlannedRead>,
 }
 
 struct Op {
@@ -444,7 +482,7 @@ impl Ring {
                         file: Some(w.file.clone()),
                         bufs: chunk,
                         iovecs,
-                        read: Vec::new(),
+                        ..Keep::default()
                     };
                     entries.push((entry, keep));
                 }
@@ -534,6 +572,43 @@ impl Ring {
             .collect()
     }
 
+    /// A direct file's planned read: one aligned read into the plan's buffer; returns
+    /// how many bytes the kernel read, with the plan.
+    pub async fn read_direct(
+        self: &Rc<Self>,
+        file: &FileRef,
+        mut plan: PlannedRead,
+    ) -> io::Result<(usize, PlannedRead)> {
+        let Some(raw) = file.direct().and_then(DirectFile::fd) else {
+            return Err(io::Error::other("file has no direct descriptor for io_uring"));
+        };
+        let size = plan.size;
+        let target = plan.buf.as_mut_slice()[..size].as_mut_ptr();
+        let entry = opcode::Read::new(types::Fd(raw), target, size as u32)
+            .offset(plan.pos)
+            .build();
+        let keep = Keep {
+            file: Some(file.clone()),
+            direct: Some(plan),
+            ..Keep::default()
+        };
+        let ops = self.submit(vec![(entry, keep)]).await?;
+        let Some(op) = ops.into_iter().next() else {
+            return Err(io::Error::other("io_uring lost a read"));
+        };
+        let (n, keep) = op.await;
+        if n < 0 {
+            return Err(io::Error::from_raw_os_error(-n));
+        }
+        let plan = keep
+            .direct
+            .ok_or_else(|| io::Error::other("io_uring lost a read's buffer"))?;
+        if n as usize > plan.size {
+            return Err(io::Error::other("io_uring read reported more than it was given"));
+        }
+        Ok((n as usize, plan))
+    }
+
     /// Reads exactly `len` bytes at `pos`.
     pub async fn read_exact(self: &Rc<Self>, file: &FileRef, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let Some(raw) = file.raw_fd() else {
@@ -579,6 +654,46 @@ impl Ring {
             }
         }
         Ok(out)
+    }
+}
+
+/// Stages the round's writes to direct files into aligned buffers (see
+/// [`direct`]): each such write then goes out as its aligned chunks from the start of
+/// its partial block. A write that cannot be staged writes nothing and fails.
+pub(crate) fn stage_direct(writes: &mut [RoundWrite]) -> Vec<Option<io::Result<Staged>>> {
+    writes
+        .iter_mut()
+        .map(|w| {
+            // A write with no bytes only syncs (a file written by an earlier round).
+            let d = w.file.direct().filter(|_| !w.is_empty())?;
+            Some(match d.stage(w.pos, &w.bufs) {
+                Ok(staged) => {
+                    w.pos = staged.pos;
+                    w.bufs = staged.chunks.clone();
+                    Ok(staged)
+                }
+                Err(e) => {
+                    w.bufs.clear();
+                    Err(e)
+                }
+            })
+        })
+        .collect()
+}
+
+/// Commits what [`stage_direct`] staged, for the writes that succeeded; a write that
+/// could not be staged reports why.
+pub(crate) fn commit_direct(
+    files: &[FileRef],
+    staged: Vec<Option<io::Result<Staged>>>,
+    results: &mut [io::Result<()>],
+) {
+    for ((file, staged), result) in files.iter().zip(staged).zip(results.iter_mut()) {
+        match (staged, file.direct()) {
+            (Some(Ok(staged)), Some(d)) if result.is_ok() => d.commit(staged),
+            (Some(Err(e)), _) => *result = Err(e),
+            _ => {}
+        }
     }
 }
 

@@ -54,12 +54,15 @@ pub struct Segment {
     bytes_since_index_entry: u64,
     /// Wall-clock time of the first append (or of opening an older segment), for `segment.ms`.
     created_ms: i64,
+    /// The log rolled past this segment: once all of it is written, the file gives
+    /// back what it holds past its end (direct I/O's padding and preallocation).
+    sealed: bool,
 }
 
 impl Segment {
     pub fn create(io: &dyn Io, dir: &Path, base_offset: Offset, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = io.open(&log_path, true)?;
+        let log = io.open_log(&log_path, true)?;
         log.set_len(0)?;
         let mut offset_index = IndexFile::open(io, &dir.join(file_name(base_offset, "index")))?;
         offset_index.replace(Vec::new())?;
@@ -79,6 +82,7 @@ impl Segment {
             max_timestamp: None,
             bytes_since_index_entry: 0,
             created_ms: now_ms,
+            sealed: false,
         })
     }
 
@@ -95,7 +99,7 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = io.open(&log_path, false)?;
+        let log = io.open_log(&log_path, false)?;
         let offset_index = IndexFile::open(io, &dir.join(file_name(base_offset, "index")))?;
         let time_index = IndexFile::open(io, &dir.join(file_name(base_offset, "timeindex")))?;
         let file_len = log.size()?;
@@ -113,6 +117,7 @@ impl Segment {
             max_timestamp: None,
             bytes_since_index_entry: 0,
             created_ms: now_ms,
+            sealed: !is_active,
         };
         if is_active {
             segment.recover(index_interval_bytes)?;
@@ -226,6 +231,27 @@ impl Segment {
         if let Some((ts, offset)) = self.max_timestamp {
             self.maybe_add_time_entry(ts, offset);
         }
+        self.sealed = true;
+        self.trim_if_done();
+    }
+
+    /// A sealed segment whose every byte is in the file gives back what the file
+    /// holds past its end.
+    fn trim_if_done(&self) {
+        if self.sealed {
+            self.trim();
+        }
+    }
+
+    /// Gives back what the log file holds past the segment's end (direct I/O's block
+    /// padding and preallocation), once every appended byte is in the file. Failing to
+    /// is harmless: the padding is zeros, which a reopened log cuts off like a torn tail.
+    pub fn trim(&self) {
+        if self.written >= self.size {
+            if let Err(e) = self.log.trim() {
+                tracing::debug!(segment = %self.log_path.display(), error = %e, "could not trim a segment file");
+            }
+        }
     }
 
     /// Bytes appended but not yet known to be in the file.
@@ -299,6 +325,7 @@ impl Segment {
                 while self.tail.front().is_some_and(|b| b.end() <= self.written) {
                     self.tail.pop_front();
                 }
+                self.trim_if_done();
             }
             Target::OffsetIndex => self.offset_index.wrote(len),
             Target::TimeIndex => self.time_index.wrote(len),

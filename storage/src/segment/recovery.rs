@@ -24,12 +24,17 @@ impl Segment {
         let file_len = self.log.size()?;
         let scan = scan(&self.log, self.base_offset, file_len, index_interval_bytes)?;
         if scan.valid_len < file_len {
-            tracing::warn!(
-                segment = %self.log_path.display(),
-                kept = scan.valid_len,
-                dropped = file_len - scan.valid_len,
-                "truncating a torn or corrupt tail"
-            );
+            if self.is_block_padding(scan.valid_len, file_len) {
+                // Direct I/O pads the last block with zeros until the file is closed.
+                tracing::debug!(segment = %self.log_path.display(), "cutting the zero padding of the last block");
+            } else {
+                tracing::warn!(
+                    segment = %self.log_path.display(),
+                    kept = scan.valid_len,
+                    dropped = file_len - scan.valid_len,
+                    "truncating a torn or corrupt tail"
+                );
+            }
             self.log.set_len(scan.valid_len)?;
             self.log.sync_data()?;
         }
@@ -46,6 +51,14 @@ impl Segment {
         self.max_timestamp = scan.max_timestamp;
         self.bytes_since_index_entry = scan.bytes_since_index_entry;
         Ok(())
+    }
+
+    /// Whether the file's bytes from `from` to `to` are the zeros direct I/O pads a
+    /// partial last block with (less than a block, all zero).
+    fn is_block_padding(&self, from: u64, to: u64) -> bool {
+        let len = (to - from) as usize;
+        let mut buf = vec![0u8; len];
+        len < crate::io::direct::BLOCK && self.log.read_exact_at(&mut buf, from).is_ok() && buf.iter().all(|&b| b == 0)
     }
 
     /// A cheap plausibility check of a closed segment's indexes: entries ascend, point

@@ -75,7 +75,7 @@ fn fill(log: &mut Log, ts: i64) -> BTreeMap<String, (i64, Option<String>)> {
 
 fn run_pass(log: &mut Log, now: i64) -> Option<u64> {
     let job = log.cleaning_job(now, end(log), 1 << 20, None)?;
-    let cleaned = cleaner::clean(&Positional, &job).unwrap();
+    let cleaned = cleaner::clean(&Positional::new(), &job).unwrap();
     log.install_cleaned(cleaned, now).unwrap()
 }
 
@@ -134,9 +134,9 @@ fn a_crash_before_the_marker_keeps_the_old_segments_and_after_it_the_new_ones() 
         fill(&mut log, 100);
         let before = records(&log);
         let job = log.cleaning_job(200, end(&log), 1 << 20, None).unwrap();
-        cleaner::clean(&Positional, &job).unwrap();
+        cleaner::clean(&Positional::new(), &job).unwrap();
         if complete {
-            cleaner::mark_complete(&Positional, dir.path()).unwrap();
+            cleaner::mark_complete(&Positional::new(), dir.path()).unwrap();
         }
         // The broker dies here: nothing was swapped in.
         drop(log);

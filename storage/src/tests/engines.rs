@@ -17,8 +17,9 @@ use bytes::Bytes;
 use super::{batches, build_batch, read_all, small_config};
 use crate::io::sim::{Faults, SimIo};
 use crate::io::uring::{Ring, Uring};
-use crate::io::{Engine, Io, Positional, RoundWrite};
+use crate::io::{direct, Engine, Io, IoOptions, Positional, RoundWrite};
 use crate::{AppendError, BatchHeader, Durability, Log, LogConfig, LogManager, Offset, PartitionLog, ReadError};
+use std::sync::atomic::Ordering;
 
 /// Runs `test` on a current-thread runtime inside a LocalSet, as a shard runs.
 fn on_shard<F: Future>(test: impl FnOnce() -> F) -> F::Output {
@@ -58,10 +59,13 @@ async fn read_each(log: &PartitionLog, count: usize) -> Vec<Vec<u8>> {
 
 /// Rounds with and without syncs across segment rolls, reads through the backend from
 /// the files, a round cut off by stopping the manager, and a reopen at the end.
-fn rounds_through(engine: Engine) {
+fn rounds_through(engine: Engine, options: IoOptions) {
     on_shard(|| async move {
         let dir = tempfile::tempdir().unwrap();
-        let manager = LogManager::new(engine.start().unwrap());
+        let io = engine.start_with(options).unwrap();
+        assert_eq!(io.direct_io(), options.direct_cache_bytes.is_some());
+        let direct_before = direct::STATS.bytes_written.load(Ordering::Relaxed);
+        let manager = LogManager::new(io);
         assert_eq!(manager.engine(), engine.name());
         let running = tokio::task::spawn_local(manager.clone().run(std::future::pending()));
         let log = manager.open(dir.path(), small_config(), 0).unwrap();
@@ -103,25 +107,60 @@ fn rounds_through(engine: Engine) {
             stored.push(got.to_vec());
         }
         assert_eq!(stored, expected);
+        // Closed files hold their batches and nothing more (no direct-I/O padding).
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert_eq!(on_disk, expected.iter().map(|b| b.len() as u64).sum::<u64>());
+        if options.direct_cache_bytes.is_some() {
+            assert!(direct::STATS.bytes_written.load(Ordering::Relaxed) > direct_before);
+        }
     });
 }
+
+/// Direct I/O with a chunk cache smaller than one round, so reads go to the disk.
+const DIRECT_SMALL_CACHE: IoOptions = IoOptions {
+    direct_cache_bytes: Some(8 << 10),
+};
 
 #[test]
 fn rounds_through_the_io_uring_backend() {
     Uring::probe().expect("io_uring must be usable on this machine");
-    rounds_through(Engine::IoUring);
+    rounds_through(Engine::IoUring, IoOptions::default());
+}
+
+#[test]
+fn rounds_through_the_io_uring_backend_with_direct_io() {
+    Uring::probe().expect("io_uring must be usable on this machine");
+    direct::probe(&std::env::temp_dir()).expect("the test's temporary directory must take O_DIRECT");
+    rounds_through(Engine::IoUring, DIRECT_SMALL_CACHE);
+    rounds_through(
+        Engine::IoUring,
+        IoOptions {
+            direct_cache_bytes: Some(64 << 20),
+        },
+    );
 }
 
 #[test]
 fn rounds_through_the_positional_backend() {
-    rounds_through(Engine::Pwrite);
+    rounds_through(Engine::Pwrite, IoOptions::default());
+}
+
+#[test]
+fn rounds_through_the_positional_backend_with_direct_io() {
+    direct::probe(&std::env::temp_dir()).expect("the test's temporary directory must take O_DIRECT");
+    rounds_through(Engine::Pwrite, DIRECT_SMALL_CACHE);
 }
 
 #[test]
 fn reads_stop_at_their_upper_bound_and_refuse_offsets_outside_the_log() {
     on_shard(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let manager = start(Rc::new(Positional));
+        let manager = start(Rc::new(Positional::new()));
         let log = manager.open(dir.path(), LogConfig::default(), 0).unwrap();
         let mut expected = Vec::new();
         for _ in 0..4 {
@@ -158,7 +197,7 @@ fn reads_stop_at_their_upper_bound_and_refuse_offsets_outside_the_log() {
 fn one_round_covers_every_queued_partition() {
     on_shard(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let manager = LogManager::new(Rc::new(Positional));
+        let manager = LogManager::new(Rc::new(Positional::new()));
         let rounds = Rc::new(RefCell::new(Vec::new()));
         let seen = rounds.clone();
         manager.observe(move |stats| seen.borrow_mut().push((stats.logs, stats.synced)));
@@ -222,7 +261,7 @@ fn an_unwritten_tail_over_its_bound_makes_even_acks_0_wait() {
     on_shard(|| async {
         let dir = tempfile::tempdir().unwrap();
         // The manager does not run: nothing gets written.
-        let manager = LogManager::new(Rc::new(Positional));
+        let manager = LogManager::new(Rc::new(Positional::new()));
         let log = manager.open(dir.path(), LogConfig::default(), 0).unwrap();
         let value = vec![7u8; 1_000_000];
         let mut waited = 0;
@@ -278,7 +317,7 @@ fn ring_rounds_larger_than_one_writev_or_one_pass() {
     on_shard(|| async {
         let ring = Ring::new().unwrap();
         tokio::task::spawn_local(ring.clone().drive());
-        let data = Positional.open(&dir.path().join("data"), true).unwrap();
+        let data = Positional::new().open(&dir.path().join("data"), true).unwrap();
         let bufs: Vec<Bytes> = (0..3000u32).map(|i| Bytes::from(format!("{i:05};"))).collect();
         let expected: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
         let mut round = vec![RoundWrite {
@@ -289,7 +328,7 @@ fn ring_rounds_larger_than_one_writev_or_one_pass() {
         }];
         let mut others = Vec::new();
         for i in 0..300 {
-            let file = Positional.open(&dir.path().join(format!("f{i}")), true).unwrap();
+            let file = Positional::new().open(&dir.path().join(format!("f{i}")), true).unwrap();
             round.push(RoundWrite {
                 file: file.clone(),
                 pos: 0,
@@ -325,7 +364,7 @@ fn ring_rounds_larger_than_one_writev_or_one_pass() {
 fn small_rounds_are_written_in_place() {
     use crate::io::{inline, WriteRound};
     let dir = tempfile::tempdir().unwrap();
-    let file = Positional.open(&dir.path().join("small"), true).unwrap();
+    let file = Positional::new().open(&dir.path().join("small"), true).unwrap();
     let bufs: Vec<Bytes> = (0..3000u32).map(|i| Bytes::from(format!("{i:05};"))).collect();
     let expected: Vec<u8> = bufs.iter().flat_map(|b| b.to_vec()).collect();
     let round = WriteRound {

@@ -203,7 +203,7 @@ fn flush_jobs_cover_what_was_appended() {
     let job = log.take_writes(true).expect("unflushed data");
     log.append(build_batch(6, &[b"z"]), 0).unwrap();
     let receipt = job.receipt();
-    job.run_blocking(&crate::io::Positional).unwrap();
+    job.run_blocking(&crate::io::Positional::new()).unwrap();
     log.complete_writes(&receipt, 0);
     assert_eq!(log.flushed().offset(), Offset(2));
     assert_eq!(log.written().offset(), Offset(2));
@@ -520,7 +520,7 @@ fn producer_snapshots_carry_producers_and_open_transactions_across_many_segments
     log.flush_now(0).unwrap();
     let end_before = end(&log);
     drop(log);
-    let snapshots = crate::snapshot::list(&crate::io::Positional, dir.path()).unwrap();
+    let snapshots = crate::snapshot::list(&crate::io::Positional::new(), dir.path()).unwrap();
     assert_eq!(
         snapshots.last(),
         Some(&end_before),
