@@ -75,6 +75,27 @@ pub struct Cli {
     /// Largest record batch accepted (Kafka's message.max.bytes) [default: 1048588].
     #[arg(long, value_name = "BYTES")]
     pub message_max_bytes: Option<usize>,
+    /// Most client connections open at once across the broker (max.connections); a
+    /// connection over it is closed at once and counted [default: 2147483647].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most connections open at once from one IP address (max.connections.per.ip); a
+    /// connection over it is closed at once and counted [default: 2147483647].
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Per-address exceptions to --max-connections-per-ip, `ip:count` pairs separated
+    /// by commas (max.connections.per.ip.overrides) [default: none].
+    #[arg(long, value_name = "LIST")]
+    pub max_connections_per_ip_overrides: Option<String>,
+    /// Most new connections accepted per second across the broker
+    /// (max.connection.creation.rate); accepting waits beyond it [default: 2147483647].
+    #[arg(long, value_name = "N")]
+    pub max_connection_creation_rate: Option<u64>,
+    /// Most bytes of requests read but not yet answered across the broker
+    /// (queued.max.request.bytes); reading more waits, so clients feel backpressure.
+    /// -1 for no limit [default: 536870912; Kafka's default is -1].
+    #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
+    pub queued_max_request_bytes: Option<i64>,
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
     #[arg(long, value_name = "BYTES")]
     pub socket_request_max_bytes: Option<usize>,
@@ -264,7 +285,7 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub io_direct: Option<bool>,
     /// Memory for recently written and read log chunks with direct I/O, split between
-    /// the shards; consumers at the tail read from it [default: 67108864].
+    /// the shards; consumers at the tail read from it [default: 33554432].
     #[arg(long, value_name = "BYTES")]
     pub log_cache_bytes: Option<u64>,
     /// Log format: human or json [default: human].
@@ -294,6 +315,11 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     message_max_bytes: Option<usize>,
     socket_request_max_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_connections_per_ip_overrides: Option<String>,
+    max_connection_creation_rate: Option<u64>,
+    queued_max_request_bytes: Option<i64>,
     #[serde(alias = "log-segment-bytes")]
     segment_bytes: Option<u64>,
     #[serde(alias = "log-roll-ms")]
@@ -373,6 +399,13 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// As given (`ip:count,...`); parsed by `limits::parse_overrides`.
+    pub max_connections_per_ip_overrides: String,
+    pub max_connection_creation_rate: Option<u64>,
+    /// None: no limit (-1).
+    pub queued_max_request_bytes: Option<usize>,
     pub segment_bytes: u64,
     pub segment_ms: i64,
     pub flush_messages: u64,
@@ -429,10 +462,15 @@ pub struct BrokerConfig {
     pub log_json: bool,
 }
 
+/// The broker-wide budget of request bytes read and not yet answered: enough for
+/// hundreds of producers' 1 MB requests at once, while a flood of them cannot grow the
+/// broker's memory without bound (Kafka's default is no limit).
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: i64 = 512 << 20;
+
 /// The direct-I/O chunk cache: enough for a few seconds of a busy shard's appends
 /// (consumers at the tail read them from memory) while the broker's RSS under the
 /// standard benchmark stays well under 200 MiB.
-pub const DEFAULT_LOG_CACHE_BYTES: u64 = 64 << 20;
+pub const DEFAULT_LOG_CACHE_BYTES: u64 = 32 << 20;
 
 impl BrokerConfig {
     pub fn resolve(cli: Cli) -> Result<BrokerConfig, String> {
@@ -485,6 +523,30 @@ impl BrokerConfig {
                 .message_max_bytes
                 .or(file.message_max_bytes)
                 .unwrap_or(sluice_storage::log::MESSAGE_MAX_BYTES_DEFAULT),
+            max_connections: cli
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(i32::MAX as usize),
+            max_connections_per_ip: cli
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(i32::MAX as usize),
+            max_connections_per_ip_overrides: cli
+                .max_connections_per_ip_overrides
+                .or(file.max_connections_per_ip_overrides)
+                .unwrap_or_default(),
+            max_connection_creation_rate: cli
+                .max_connection_creation_rate
+                .or(file.max_connection_creation_rate)
+                .filter(|&r| r < i32::MAX as u64),
+            queued_max_request_bytes: match cli
+                .queued_max_request_bytes
+                .or(file.queued_max_request_bytes)
+                .unwrap_or(DEFAULT_QUEUED_MAX_REQUEST_BYTES)
+            {
+                n if n < 0 => None,
+                n => Some(n as usize),
+            },
             socket_request_max_bytes: cli
                 .socket_request_max_bytes
                 .or(file.socket_request_max_bytes)
@@ -711,6 +773,7 @@ impl BrokerConfig {
         if self.message_max_bytes < 64 || self.message_max_bytes > self.socket_request_max_bytes {
             return Err("--message-max-bytes must be between 64 and --socket-request-max-bytes".into());
         }
+        crate::limits::parse_overrides(&self.max_connections_per_ip_overrides)?;
         if self.socket_request_max_bytes > i32::MAX as usize {
             return Err("--socket-request-max-bytes must fit a Kafka frame length (2147483647)".into());
         }

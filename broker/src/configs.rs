@@ -87,6 +87,39 @@ fn static_broker_configs(b: &BrokerConfig) -> Vec<(&'static str, Option<String>,
             ConfigType::Int,
         ),
         (
+            "max.connections",
+            Some(b.max_connections.to_string()),
+            "2147483647",
+            ConfigType::Int,
+        ),
+        (
+            "max.connections.per.ip",
+            Some(b.max_connections_per_ip.to_string()),
+            "2147483647",
+            ConfigType::Int,
+        ),
+        (
+            "max.connections.per.ip.overrides",
+            Some(b.max_connections_per_ip_overrides.clone()),
+            "",
+            ConfigType::String,
+        ),
+        (
+            "max.connection.creation.rate",
+            Some(
+                b.max_connection_creation_rate
+                    .map_or(i32::MAX.to_string(), |r| r.to_string()),
+            ),
+            "2147483647",
+            ConfigType::Int,
+        ),
+        (
+            "queued.max.request.bytes",
+            Some(b.queued_max_request_bytes.map_or("-1".to_string(), |n| n.to_string())),
+            "-1",
+            ConfigType::Long,
+        ),
+        (
             "log.retention.check.interval.ms",
             Some(b.log_retention_check_interval_ms.to_string()),
             "300000",

@@ -71,6 +71,30 @@ fn warn_rejected(peer: SocketAddr, e: &dyn std::fmt::Display) {
     }
 }
 
+static REFUSE_LOGGED_AT_MS: AtomicU64 = AtomicU64::new(0);
+static REFUSALS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// Logs a connection closed at accept for a connection limit, at most once per
+/// interval (`sluice_connections_refused_total` counts each).
+pub fn note_refused(peer: SocketAddr, refusal: crate::limits::Refusal) {
+    let now = crate::now_ms().max(0) as u64;
+    let last = REFUSE_LOGGED_AT_MS.load(Ordering::Relaxed);
+    let due = now.saturating_sub(last) >= REJECT_LOG_INTERVAL_MS
+        && REFUSE_LOGGED_AT_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+    if due {
+        let unlogged = REFUSALS_UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::info!(%peer, limit = refusal.config(), unlogged_since_last = unlogged, "refused a connection over the limit");
+    } else {
+        REFUSALS_UNLOGGED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's read buffer starts this small and goes back to it between frames
+/// once it grew past it, so ten thousand idle connections cost little memory.
+const IDLE_BUFFER_BYTES: usize = 4 << 10;
+
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
@@ -78,14 +102,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES_MAX));
     let write_task = tokio::task::spawn_local(write_answers(answers, writer, peer));
     let max = shard.config().socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(IDLE_BUFFER_BYTES);
+    let limits = shard.cluster.limits.clone();
     let mut shutdown = shard.cluster.shutdown.clone();
     loop {
         let frame = tokio::select! {
-            frame = read_frame(&mut reader, &mut buf, max) => frame,
+            frame = read_frame(&mut reader, &mut buf, max, &limits) => frame,
             _ = shutdown.changed() => break,
         };
-        let frame = match frame {
+        let (frame, queued) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             // A client that resets or leaves mid-frame: what clients do, not news.
@@ -105,7 +130,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         };
         match handlers::dispatch(&shard, peer, frame) {
             Ok(pending) => {
-                if queue.send((tokio::task::spawn_local(pending), bytes)).await.is_err() {
+                if queue
+                    .send((tokio::task::spawn_local(pending), bytes, queued))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -122,7 +151,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 
 /// A request being answered, and its share of the connection's in-flight budget,
 /// held until its answer is written.
-type Answer = (tokio::task::JoinHandle<Option<BytesMut>>, OwnedSemaphorePermit);
+/// Also its share of the broker-wide budget (queued.max.request.bytes), when there is one.
+type Answer = (
+    tokio::task::JoinHandle<Option<BytesMut>>,
+    OwnedSemaphorePermit,
+    Option<OwnedSemaphorePermit>,
+);
 
 /// Writes answers in request order. Answers that are already done when the writer gets
 /// to them go out together in one write, rather than a syscall per ~100-byte answer.
@@ -141,7 +175,7 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
         let mut out = BytesMut::new();
         let mut written = Vec::new();
         // The oldest answer is awaited; the ones after it join only if already done.
-        while let Some((pending, bytes)) = queue.pop_front() {
+        while let Some((pending, bytes, queued)) = queue.pop_front() {
             match pending.await {
                 Ok(Some(frame)) if out.is_empty() => out = frame,
                 Ok(Some(frame)) if out.len() + frame.len() <= COALESCE_BYTES_MAX => out.extend_from_slice(&frame),
@@ -158,8 +192,8 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
                     break 'answers;
                 }
             }
-            written.push(bytes);
-            let next_done = queue.front().is_some_and(|(next, _)| next.is_finished());
+            written.push((bytes, queued));
+            let next_done = queue.front().is_some_and(|(next, _, _)| next.is_finished());
             if !next_done || out.len() >= COALESCE_BYTES_MAX {
                 break;
             }
@@ -172,18 +206,34 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
 }
 
 /// Reads one length-prefixed frame. The length is checked against the limit before
-/// any buffer grows for it. Ok(None) is a clean end of stream between frames.
-async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
+/// any buffer grows for it, and the frame's bytes are taken from the broker-wide
+/// request budget before its body is read (the permit comes back with the frame).
+/// Ok(None) is a clean end of stream between frames.
+async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    max: usize,
+    limits: &crate::limits::Limits,
+) -> Result<Option<(Bytes, Option<OwnedSemaphorePermit>)>, ReadError> {
+    if buf.is_empty() && buf.capacity() > IDLE_BUFFER_BYTES {
+        *buf = BytesMut::with_capacity(IDLE_BUFFER_BYTES);
+    }
+    let mut queued = None;
+    let mut budgeted = false;
     loop {
         if buf.len() >= 4 {
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if len < 0 || len as usize > max {
                 return Err(ReadError::FrameSize(len, max));
             }
+            if !budgeted {
+                queued = limits.request_bytes(len as usize).await;
+                budgeted = true;
+            }
             let need = 4 + len as usize;
             if buf.len() >= need {
                 buf.advance(4);
-                return Ok(Some(buf.split_to(len as usize).freeze()));
+                return Ok(Some((buf.split_to(len as usize).freeze(), queued)));
             }
             buf.reserve((need - buf.len()).min(READ_CHUNK_MAX.max(buf.len())));
         } else {

@@ -352,6 +352,30 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.accept_errors as f64,
     );
+    let help = "Connections closed at accept, before a byte was read, for being over a connection limit (max.connections or max.connections.per.ip).";
+    for (limit, n) in [
+        ("max.connections", total.connections_refused_total_limit),
+        ("max.connections.per.ip", total.connections_refused_ip_limit),
+    ] {
+        f.counter(
+            "sluice_connections_refused_total",
+            help,
+            &[("limit", limit.to_string())],
+            n as f64,
+        );
+    }
+    f.gauge(
+        "sluice_requests_queued_bytes",
+        "Bytes of requests read and not yet answered, of the broker-wide budget queued.max.request.bytes.",
+        &[],
+        snapshots.iter().map(|s| s.queued_request_bytes).max().unwrap_or(0) as f64,
+    );
+    f.counter(
+        "sluice_connections_throttled_total",
+        "New connections the acceptor made wait for max.connection.creation.rate.",
+        &[],
+        total.connections_throttled as f64,
+    );
     let help = "Connections closed for bytes that could not be framed or decoded.";
     f.counter(
         "sluice_connections_rejected_total",
@@ -445,6 +469,18 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         "Bytes written to log files with O_DIRECT, block padding and rewritten partial blocks included.",
         &[],
         load(&direct.bytes_written),
+    );
+    f.counter(
+        "sluice_storage_direct_buffers_mapped_total",
+        "Aligned buffers mapped afresh for direct I/O because the pool had none spare (each costs page faults).",
+        &[],
+        load(&direct.buffers_mapped),
+    );
+    f.counter(
+        "sluice_storage_direct_buffers_unmapped_total",
+        "Aligned buffers given back to the system because the pool was full.",
+        &[],
+        load(&direct.buffers_unmapped),
     );
     f.counter(
         "sluice_storage_direct_read_bytes_total",

@@ -79,6 +79,11 @@ pub struct ShardMetrics {
     pub connections_rejected: u64,
     /// Failed accepts (out of descriptors or memory, mostly).
     pub accept_errors: u64,
+    /// Connections closed at accept for max.connections and for max.connections.per.ip.
+    pub connections_refused_total_limit: u64,
+    pub connections_refused_ip_limit: u64,
+    /// Accepts that waited for max.connection.creation.rate.
+    pub connections_throttled: u64,
     pub fsync: Histogram,
     /// In-sync set changes this broker made as a leader (Kafka's IsrShrinksPerSec and
     /// IsrExpandsPerSec, counted apart).
@@ -95,6 +100,13 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
+    pub fn count_refused(&mut self, refusal: crate::limits::Refusal) {
+        match refusal {
+            crate::limits::Refusal::Total => self.connections_refused_total_limit += 1,
+            crate::limits::Refusal::PerIp => self.connections_refused_ip_limit += 1,
+        }
+    }
+
     pub fn request(&mut self, api: i16, elapsed: Duration) {
         *self.requests.entry(api).or_default() += 1;
         self.latency.entry(api).or_default().observe(elapsed);
@@ -137,6 +149,9 @@ impl ShardMetrics {
         self.connections_closed += other.connections_closed;
         self.connections_rejected += other.connections_rejected;
         self.accept_errors += other.accept_errors;
+        self.connections_refused_total_limit += other.connections_refused_total_limit;
+        self.connections_refused_ip_limit += other.connections_refused_ip_limit;
+        self.connections_throttled += other.connections_throttled;
         self.fsync.merge(&other.fsync);
         self.isr_shrinks += other.isr_shrinks;
         self.isr_expands += other.isr_expands;
@@ -184,6 +199,8 @@ pub struct ShardSnapshot {
     pub engine: &'static str,
     /// Whether its log files use direct I/O.
     pub direct_io: bool,
+    /// Bytes of the broker-wide request budget (queued.max.request.bytes) in use.
+    pub queued_request_bytes: usize,
     pub metrics: ShardMetrics,
     pub partitions: Vec<PartitionStats>,
     pub groups: Vec<GroupStats>,

@@ -123,6 +123,15 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
         },
         engine: choose_io_engine(&config_for_groups.io_engine)?,
         io_options: choose_io_options(&config_for_groups),
+        limits: crate::limits::Limits::new(crate::limits::LimitsConfig {
+            max_connections: config_for_groups.max_connections,
+            max_connections_per_ip: config_for_groups.max_connections_per_ip,
+            max_connections_per_ip_overrides: crate::limits::parse_overrides(
+                &config_for_groups.max_connections_per_ip_overrides,
+            )?,
+            max_connection_creation_rate: config_for_groups.max_connection_creation_rate,
+            queued_max_request_bytes: config_for_groups.queued_max_request_bytes,
+        }),
         applied: (0..shards).map(|_| watch::channel(Applied::default()).0).collect(),
         cleaner: if config_for_groups.log_cleaner_enable {
             Some(
@@ -356,12 +365,29 @@ fn run_shard(
                             tracing::info!(shard = id, failures = accept_failures, "accepting again");
                             accept_failures = 0;
                         }
+                        let slot = match cluster.limits.admit(peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(refusal) => {
+                                // Closed before a byte is read, as Kafka does.
+                                shard.metrics.borrow_mut().count_refused(refusal);
+                                connection::note_refused(peer, refusal);
+                                drop(stream);
+                                continue;
+                            }
+                        };
                         shard.metrics.borrow_mut().connections_accepted += 1;
                         let serving = shard.clone();
                         connections.spawn_local(async move {
+                            let _slot = slot;
                             connection::serve(serving.clone(), stream, peer).await;
                             serving.metrics.borrow_mut().connections_closed += 1;
                         });
+                        // max.connection.creation.rate: the acceptor waits for its turn.
+                        let wait = cluster.limits.creation_delay();
+                        if !wait.is_zero() {
+                            shard.metrics.borrow_mut().connections_throttled += 1;
+                            tokio::time::sleep(wait).await;
+                        }
                     }
                     Err(e) => {
                         // Out of descriptors (or memory) most likely: existing

@@ -69,6 +69,8 @@ pub struct Cluster {
     pub engine: sluice_storage::Engine,
     /// Direct I/O for log files (and each shard's chunk cache), or buffered.
     pub io_options: sluice_storage::io::IoOptions,
+    /// Connection limits and the request-bytes budget, across every shard.
+    pub limits: Arc<crate::limits::Limits>,
     /// Each shard's applied metadata revision, so an admin change can answer once
     /// every shard has opened (or removed) its partitions.
     pub applied: Vec<watch::Sender<Applied>>,
@@ -787,6 +789,7 @@ impl Shard {
         ShardSnapshot {
             engine: self.logs.engine(),
             direct_io: self.logs.direct_io(),
+            queued_request_bytes: self.cluster.limits.request_bytes_in_use(),
             metrics: self.metrics.borrow().clone(),
             partitions,
             groups: self.groups.stats(),

@@ -660,3 +660,96 @@ fn running_out_of_descriptors_for_connections_never_wedges_the_broker() {
     assert_eq!(versions(&mut fresh), 0);
     assert_eq!(versions(&mut existing), 0);
 }
+
+/// A raw client whose connection comes from `local` (any 127.x address is this
+/// machine), to be another IP address to the broker.
+fn connect_from(local: &str, addr: &str) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+        stream.into_std().unwrap()
+    })
+}
+
+fn scrape_value(broker: &Broker, series: &str) -> f64 {
+    let (_, body) = compat_tests::http_get(&broker.metrics_addr, "/metrics").expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Whether the broker answers ApiVersions on `stream` (false: it closed it).
+fn answers(stream: &std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let mut stream = stream;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // ApiVersions v0, correlation id 7, no client id.
+    let request = [0u8, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff];
+    if stream.write_all(&request).is_err() {
+        return false;
+    }
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).is_ok() && body[..4] == [0, 0, 0, 7]
+}
+
+/// `max.connections.per.ip=50`: the 51st connection from 127.0.0.1 is closed at once
+/// and counted while the 50 keep being answered; an address with an override of 60
+/// holds 60; a closed connection frees its place; `max.connections` caps the total.
+#[test]
+fn connections_over_the_per_ip_and_total_limits_are_closed_and_counted() {
+    let broker = Broker::start(&[
+        "--max-connections-per-ip",
+        "50",
+        "--max-connections-per-ip-overrides",
+        "127.0.0.2:60",
+        "--max-connections",
+        "115",
+    ]);
+    let mut first: Vec<std::net::TcpStream> = (0..50).map(|_| connect_from("127.0.0.1", &broker.addr)).collect();
+    assert!(first.iter().all(answers), "the first 50 are served");
+    let over = connect_from("127.0.0.1", &broker.addr);
+    assert!(!answers(&over), "the 51st from 127.0.0.1 must be closed");
+    assert_eq!(
+        scrape_value(
+            &broker,
+            "sluice_connections_refused_total{limit=\"max.connections.per.ip\"}"
+        ),
+        1.0
+    );
+    assert!(first.iter().all(answers), "the 50 keep working");
+    let second: Vec<std::net::TcpStream> = (0..60).map(|_| connect_from("127.0.0.2", &broker.addr)).collect();
+    assert!(second.iter().all(answers), "127.0.0.2's override lets it hold 60");
+    assert!(!answers(&connect_from("127.0.0.2", &broker.addr)), "but not 61");
+    // 110 open: five more from a third address fit under max.connections (115), the
+    // sixth does not.
+    let third: Vec<std::net::TcpStream> = (0..5).map(|_| connect_from("127.0.0.3", &broker.addr)).collect();
+    assert!(third.iter().all(answers));
+    assert!(
+        !answers(&connect_from("127.0.0.3", &broker.addr)),
+        "over max.connections"
+    );
+    assert_eq!(
+        scrape_value(&broker, "sluice_connections_refused_total{limit=\"max.connections\"}"),
+        1.0
+    );
+    // A connection that closes gives its place back.
+    drop(first.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = connect_from("127.0.0.1", &broker.addr);
+        if answers(&again) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a freed place was never taken again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

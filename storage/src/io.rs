@@ -360,7 +360,7 @@ pub(crate) fn open_log_file(
     };
     match direct::open_direct(path, create) {
         Ok(file) => Ok(Arc::new(direct::DirectFile::new(
-            Box::new(direct::DiskBlocks(file)),
+            Box::new(direct::DiskBlocks::new(file)),
             shared.clone(),
         )?)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => buffered(path, create),

@@ -65,7 +65,7 @@ pub const PREALLOCATE_MAX: u64 = 64 << 20;
 /// Memory the pool keeps in spare buffers per shard; more is unmapped. The cache's
 /// evictions hand buffers back about as fast as rounds take them, so a few MiB keep
 /// mapping (and the page faults of fresh memory) off the hot path.
-const SPARE_BYTES_MAX: usize = 16 << 20;
+const SPARE_BYTES_MAX: usize = 8 << 20;
 
 /// Spare buffers by size class.
 struct Spares {
@@ -91,6 +91,9 @@ pub struct Stats {
     pub cache_bytes: AtomicU64,
     pub bytes_written: AtomicU64,
     pub bytes_read: AtomicU64,
+    /// Buffers mapped afresh because the pool had no spare (each costs page faults).
+    pub buffers_mapped: AtomicU64,
+    pub buffers_unmapped: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -99,6 +102,8 @@ pub static STATS: Stats = Stats {
     cache_bytes: AtomicU64::new(0),
     bytes_written: AtomicU64::new(0),
     bytes_read: AtomicU64::new(0),
+    buffers_mapped: AtomicU64::new(0),
+    buffers_unmapped: AtomicU64::new(0),
 };
 
 /// Whether files under `dir` can be opened with `O_DIRECT` and written through an
@@ -133,6 +138,7 @@ pub fn open_direct(path: &Path, create: bool) -> io::Result<File> {
 type Memory = memmap2::MmapMut;
 
 fn map(len: usize) -> io::Result<Memory> {
+    STATS.buffers_mapped.fetch_add(1, Ordering::Relaxed);
     memmap2::MmapMut::map_anon(len)
 }
 
@@ -245,18 +251,20 @@ impl Shared {
         let Some(class) = class_of(len) else {
             return AlignedBuf::fresh(len);
         };
-        let cap = BLOCK << class;
+        // The smallest spare that is large enough: a larger one serves a small need
+        // (and counts at its own size in the cache) rather than a fresh mapping.
         let spare = {
             let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
-            let spare = spares.classes[class].pop();
-            if spare.is_some() {
-                spares.bytes -= cap;
-            }
-            spare
+            let found = (class..CLASSES).find(|&c| !spares.classes[c].is_empty());
+            found.and_then(|c| {
+                let memory = spares.classes[c].pop()?;
+                spares.bytes -= BLOCK << c;
+                Some((memory, BLOCK << c))
+            })
         };
-        let memory = match spare {
-            Some(memory) => memory,
-            None => map(cap)?,
+        let (memory, cap) = match spare {
+            Some(spare) => spare,
+            None => (map(BLOCK << class)?, BLOCK << class),
         };
         Ok(AlignedBuf::from_memory(memory, cap, self.me.clone()))
     }
@@ -266,9 +274,20 @@ impl Shared {
             return;
         };
         let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+        // Full: smaller spares go first, since a large one can serve any need.
+        while spares.bytes + cap > SPARE_BYTES_MAX {
+            let Some(c) = (0..class).find(|&c| !spares.classes[c].is_empty()) else {
+                break;
+            };
+            spares.classes[c].pop();
+            spares.bytes -= BLOCK << c;
+            STATS.buffers_unmapped.fetch_add(1, Ordering::Relaxed);
+        }
         if spares.bytes + cap <= SPARE_BYTES_MAX {
             spares.classes[class].push(memory);
             spares.bytes += cap;
+        } else {
+            STATS.buffers_unmapped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -402,6 +421,11 @@ pub trait Blocks: Send + Sync {
     fn read_blocks(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
     /// Writes all of `buf` at `pos` (both aligned).
     fn write_blocks(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// The same through the page cache: a small write that must not wait for the
+    /// device (see [`DirectFile::write_small`]).
+    fn write_buffered(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.write_blocks(buf, pos)
+    }
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn size(&self) -> io::Result<u64>;
     fn sync_data(&self) -> io::Result<()>;
@@ -415,13 +439,40 @@ pub trait Blocks: Send + Sync {
 }
 
 /// A real file opened with `O_DIRECT`.
-pub struct DiskBlocks(pub File);
+pub struct DiskBlocks {
+    direct: File,
+    /// The same file without `O_DIRECT`, opened at its first small write.
+    buffered: std::sync::OnceLock<File>,
+}
+
+impl DiskBlocks {
+    pub fn new(direct: File) -> DiskBlocks {
+        DiskBlocks {
+            direct,
+            buffered: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A second open of the same file (by its descriptor, so a rename does not
+    /// matter) without `O_DIRECT`.
+    fn buffered(&self) -> io::Result<&File> {
+        if let Some(file) = self.buffered.get() {
+            return Ok(file);
+        }
+        let path = format!("/proc/self/fd/{}", self.direct.as_raw_fd());
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(self.buffered.get_or_init(|| file))
+    }
+}
 
 impl Blocks for DiskBlocks {
+    fn write_buffered(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.buffered()?.write_all_at(buf, pos)
+    }
     fn read_blocks(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match self.0.read_at(&mut buf[done..], pos + done as u64) {
+            match self.direct.read_at(&mut buf[done..], pos + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -431,19 +482,19 @@ impl Blocks for DiskBlocks {
         Ok(done)
     }
     fn write_blocks(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, pos)
+        self.direct.write_all_at(buf, pos)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.direct.set_len(len)
     }
     fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.direct.metadata()?.len())
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.direct.sync_data()
     }
     fn allocate(&self, pos: u64, len: u64) -> io::Result<()> {
-        match rustix::fs::fallocate(&self.0, rustix::fs::FallocateFlags::KEEP_SIZE, pos, len) {
+        match rustix::fs::fallocate(&self.direct, rustix::fs::FallocateFlags::KEEP_SIZE, pos, len) {
             Ok(()) => Ok(()),
             // A filesystem without fallocate still takes the writes.
             Err(e) if e == rustix::io::Errno::OPNOTSUPP => Ok(()),
@@ -451,7 +502,7 @@ impl Blocks for DiskBlocks {
         }
     }
     fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.0.as_raw_fd())
+        Some(self.direct.as_raw_fd())
     }
 }
 
@@ -730,6 +781,23 @@ impl DirectFile {
         }
         let staged = self.stage(start, &[Bytes::from(whole)])?;
         self.write_staged_blocking(staged)
+    }
+
+    /// A small append written through the page cache on the calling thread: a round of
+    /// a few KiB that syncs nothing (acks=1 at a low rate) costs microseconds this way,
+    /// where a direct write waits for the device and, on ext4, for an io_uring worker
+    /// thread (profiled: p99 end-to-end latency 17 ms against 1.4 ms at 50 MB/s with
+    /// linger.ms=0). The staged layout is the same, so the file is the same either way;
+    /// the kernel writes a dirty page back before a later direct write or read of it.
+    pub fn write_small(&self, pos: u64, bufs: &[Bytes]) -> io::Result<()> {
+        let staged = self.stage(pos, bufs)?;
+        let mut at = staged.pos;
+        for chunk in &staged.chunks {
+            self.raw.write_buffered(chunk, at)?;
+            at += chunk.len() as u64;
+        }
+        self.commit(staged);
+        Ok(())
     }
 
     fn write_staged_blocking(&self, staged: Staged) -> io::Result<()> {

@@ -12,6 +12,9 @@
 //! waits for the disk) still go through the ring or the blocking pool. Direct I/O
 //! (a later step) makes writes asynchronous without this trade-off.
 //!
+//! Direct-I/O log files take small rounds the same way, through a second, buffered
+//! descriptor of the same file ([`super::direct::DirectFile::write_small`]).
+//!
 //! Reads are tried first with `preadv2(RWF_NOWAIT)`, which ext4 supports: data in the
 //! page cache (a consumer at the tail, the common case) is copied out at once with no
 //! completion to wait for; a read that would wait for the disk goes through the ring.
@@ -33,10 +36,7 @@ pub const INLINE_ROUND_BYTES_MAX: u64 = 64 << 10;
 pub fn fits(round: &WriteRound) -> bool {
     round.dirs.is_empty()
         && round.bytes() <= INLINE_ROUND_BYTES_MAX
-        && round
-            .writes
-            .iter()
-            .all(|w| !w.sync && w.file.raw_fd().is_some() && w.file.direct().is_none())
+        && round.writes.iter().all(|w| !w.sync && w.file.raw_fd().is_some())
 }
 
 /// Writes every part of a round that [`fits`] on the calling thread.
@@ -48,6 +48,13 @@ pub fn run(round: WriteRound) -> RoundOutcome {
 }
 
 fn write(w: &RoundWrite) -> io::Result<()> {
+    if let Some(d) = w.file.direct() {
+        return if w.is_empty() {
+            Ok(())
+        } else {
+            d.write_small(w.pos, &w.bufs)
+        };
+    }
     let Some(fd) = w.file.raw_fd() else {
         return w.run_blocking();
     };
