@@ -332,6 +332,45 @@ async fn direct_io_serves_the_tail_from_memory_and_the_backlog_from_disk() {
     }
 }
 
+/// `queued.max.request.bytes` far smaller than what four producers send at once (and
+/// smaller than one of their requests): they wait for the budget in turn, nothing
+/// fails, and every message reads back. The budget is back to zero afterwards.
+#[tokio::test]
+async fn a_small_request_budget_makes_producers_wait_and_loses_nothing() {
+    let broker = Broker::start(&["--queued-max-request-bytes", "262144"]);
+    for t in 0..4 {
+        create_topic(&broker, &format!("budget-{t}"), PARTITIONS).await;
+    }
+    let sent: Vec<HashMap<String, Vec<String>>> = std::thread::scope(|s| {
+        let producers: Vec<_> = (0..4)
+            .map(|t| {
+                let broker = &broker;
+                s.spawn(move || {
+                    produce_keyed_with(
+                        broker,
+                        &format!("budget-{t}"),
+                        30_000,
+                        "none",
+                        &[("linger.ms", "50"), ("batch.size", "1000000")],
+                    )
+                })
+            })
+            .collect();
+        producers.into_iter().map(|p| p.join().expect("producer")).collect()
+    });
+    for (t, sent) in sent.iter().enumerate() {
+        let got = consume_all(&broker, &format!("budget-{t}"), 30_000);
+        assert_round_trip(sent, &got);
+    }
+    // Once the clients are gone (a consumer's last long poll may still be waiting out
+    // its fetch.wait.max.ms), the whole budget is free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&broker, "sluice_requests_queued_bytes") != 0.0 {
+        assert!(Instant::now() < deadline, "request bytes stayed taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// acks=1 answers come after the write round, not the append: a killed process must
 /// not lose them either (only a machine crash may, as with Kafka).
 #[tokio::test]

@@ -671,8 +671,10 @@ fn connect_from(local: &str, addr: &str) -> std::net::TcpStream {
     rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
-        let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
-        stream.into_std().unwrap()
+        let stream = socket.connect(addr.parse().unwrap()).await.unwrap().into_std().unwrap();
+        // tokio hands the socket over in non-blocking mode.
+        stream.set_nonblocking(false).unwrap();
+        stream
     })
 }
 
@@ -714,6 +716,12 @@ fn connections_over_the_per_ip_and_total_limits_are_closed_and_counted() {
         "--max-connections",
         "115",
     ]);
+    // The start-up check's own connection must be gone before counting from zero.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrape_value(&broker, "sluice_connections_open") != 0.0 {
+        assert!(Instant::now() < deadline, "a connection stayed open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut first: Vec<std::net::TcpStream> = (0..50).map(|_| connect_from("127.0.0.1", &broker.addr)).collect();
     assert!(first.iter().all(answers), "the first 50 are served");
     let over = connect_from("127.0.0.1", &broker.addr);
