@@ -32,6 +32,27 @@ pub fn sluice_bin() -> PathBuf {
     bin
 }
 
+/// Whether files under `dir` take O_DIRECT, as the broker's start-up probe asks (an
+/// aligned 4 KiB write with O_DIRECT); tests of direct I/O say so and skip where not.
+pub fn direct_io_available(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(".compat-direct-probe");
+    let written = (|| -> std::io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)?;
+        // An aligned buffer without unsafe code: a 4 KiB-aligned window of a larger one.
+        let buf = vec![0u8; 8192];
+        let start = (4096 - buf.as_ptr() as usize % 4096) % 4096;
+        std::os::unix::fs::FileExt::write_all_at(&file, &buf[start..start + 4096], 0)
+    })();
+    let _ = std::fs::remove_file(&path);
+    written.is_ok()
+}
+
 /// The record batches of a segment file's contents: with direct I/O the file of an
 /// open segment ends in less than one 4 KiB block of zero padding (rewritten by the next
 /// append, cut when the segment is closed), which is not log data.
