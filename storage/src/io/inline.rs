@@ -32,11 +32,21 @@ use super::{iovecs, RoundOutcome, RoundWrite, WriteRound, IOV_MAX};
 /// worker's cost is the smaller share.
 pub const INLINE_ROUND_BYTES_MAX: u64 = 64 << 10;
 
+/// The same bound for a round to direct-I/O log files: their alternative is not an
+/// io-wq copy into the page cache but a wait for the device (plus the io-wq hop ext4
+/// needs for appends), so a larger round is still cheaper written through the page
+/// cache here, while the rounds of a busy producer (MBs) still go direct.
+pub const INLINE_DIRECT_ROUND_BYTES_MAX: u64 = 256 << 10;
+
 /// Whether `round` is small enough, and sync-free, to be written inline.
 pub fn fits(round: &WriteRound) -> bool {
-    round.dirs.is_empty()
-        && round.bytes() <= INLINE_ROUND_BYTES_MAX
-        && round.writes.iter().all(|w| !w.sync && w.file.raw_fd().is_some())
+    let direct = round.writes.iter().any(|w| w.file.direct().is_some());
+    let max = if direct {
+        INLINE_DIRECT_ROUND_BYTES_MAX
+    } else {
+        INLINE_ROUND_BYTES_MAX
+    };
+    round.dirs.is_empty() && round.bytes() <= max && round.writes.iter().all(|w| !w.sync && w.file.raw_fd().is_some())
 }
 
 /// Writes every part of a round that [`fits`] on the calling thread.
