@@ -53,41 +53,55 @@ enum ReadError {
 /// not), so a client (or a fuzzer) sending garbage in a loop cannot flood the log; the
 /// metric `sluice_connections_rejected_total` counts every one.
 const REJECT_LOG_INTERVAL_MS: u64 = 10_000;
-static REJECT_LOGGED_AT_MS: AtomicU64 = AtomicU64::new(0);
-static REJECTS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
 
-fn warn_rejected(peer: SocketAddr, e: &dyn std::fmt::Display) {
-    let now = crate::now_ms().max(0) as u64;
-    let last = REJECT_LOGGED_AT_MS.load(Ordering::Relaxed);
-    let due = now.saturating_sub(last) >= REJECT_LOG_INTERVAL_MS
-        && REJECT_LOGGED_AT_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-    if due {
-        let unlogged = REJECTS_UNLOGGED.swap(0, Ordering::Relaxed);
-        tracing::warn!(%peer, unlogged_since_last = unlogged, "closing connection: {e}");
-    } else {
-        REJECTS_UNLOGGED.fetch_add(1, Ordering::Relaxed);
+/// A log line allowed at most once per `REJECT_LOG_INTERVAL_MS`, with how many of its
+/// kind were not logged since.
+struct Sparse {
+    logged_at_ms: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl Sparse {
+    const fn new() -> Sparse {
+        Sparse {
+            logged_at_ms: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// Some(unlogged since the last line) when a line is due now; None (and counted)
+    /// when not.
+    fn due(&self) -> Option<u64> {
+        let now = crate::now_ms().max(0) as u64;
+        let last = self.logged_at_ms.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= REJECT_LOG_INTERVAL_MS
+            && self
+                .logged_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok();
+        if due {
+            Some(self.unlogged.swap(0, Ordering::Relaxed))
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            None
+        }
     }
 }
 
-static REFUSE_LOGGED_AT_MS: AtomicU64 = AtomicU64::new(0);
-static REFUSALS_UNLOGGED: AtomicU64 = AtomicU64::new(0);
+static REJECTED: Sparse = Sparse::new();
+static REFUSED: Sparse = Sparse::new();
+
+fn warn_rejected(peer: SocketAddr, e: &dyn std::fmt::Display) {
+    if let Some(unlogged) = REJECTED.due() {
+        tracing::warn!(%peer, unlogged_since_last = unlogged, "closing connection: {e}");
+    }
+}
 
 /// Logs a connection closed at accept for a connection limit, at most once per
 /// interval (`sluice_connections_refused_total` counts each).
 pub fn note_refused(peer: SocketAddr, refusal: crate::limits::Refusal) {
-    let now = crate::now_ms().max(0) as u64;
-    let last = REFUSE_LOGGED_AT_MS.load(Ordering::Relaxed);
-    let due = now.saturating_sub(last) >= REJECT_LOG_INTERVAL_MS
-        && REFUSE_LOGGED_AT_MS
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-    if due {
-        let unlogged = REFUSALS_UNLOGGED.swap(0, Ordering::Relaxed);
+    if let Some(unlogged) = REFUSED.due() {
         tracing::info!(%peer, limit = refusal.config(), unlogged_since_last = unlogged, "refused a connection over the limit");
-    } else {
-        REFUSALS_UNLOGGED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -188,6 +188,30 @@ impl SimIo {
     }
 }
 
+/// Writes `buf` at `pos`, or, when a write fault is rolled, a prefix of it in whole
+/// `unit`s (bytes for a buffered file, sectors for a direct one: a short write) and an
+/// error.
+fn faulty_write(s: &mut State, path: &Path, buf: &[u8], pos: u64, unit: usize) -> io::Result<()> {
+    let fault = s.faults.write_error_ppm;
+    let fail = s.roll(fault);
+    let written = if fail {
+        (s.next() % ((buf.len() / unit) as u64 + 1)) as usize * unit
+    } else {
+        buf.len()
+    };
+    let f = s.files.get_mut(path).ok_or_else(missing)?;
+    let start = pos as usize;
+    if f.data.len() < start + written {
+        f.data.resize(start + written, 0);
+    }
+    f.data[start..start + written].copy_from_slice(&buf[..written]);
+    if fail {
+        Err(injected("write"))
+    } else {
+        Ok(())
+    }
+}
+
 struct SimHandle {
     io: SimIo,
     path: PathBuf,
@@ -219,27 +243,7 @@ impl IoFile for SimHandle {
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.with(|s, path| {
-            // A failed write may still have written a prefix (a short write).
-            let fault = s.faults.write_error_ppm;
-            let fail = s.roll(fault);
-            let written = if fail {
-                (s.next() % (buf.len() as u64 + 1)) as usize
-            } else {
-                buf.len()
-            };
-            let f = s.files.get_mut(path).ok_or_else(missing)?;
-            let start = pos as usize;
-            if f.data.len() < start + written {
-                f.data.resize(start + written, 0);
-            }
-            f.data[start..start + written].copy_from_slice(&buf[..written]);
-            if fail {
-                Err(injected("write"))
-            } else {
-                Ok(())
-            }
-        })
+        self.with(|s, path| faulty_write(s, path, buf, pos, 1))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -399,26 +403,7 @@ impl direct::Blocks for SimBlocks {
         if let Some(e) = misaligned(pos, buf.len()) {
             return Err(e);
         }
-        self.0.with(|s, path| {
-            let fault = s.faults.write_error_ppm;
-            let fail = s.roll(fault);
-            let written = if fail {
-                (s.next() % (buf.len() / SECTOR) as u64 + 1) as usize * SECTOR - SECTOR
-            } else {
-                buf.len()
-            };
-            let f = s.files.get_mut(path).ok_or_else(missing)?;
-            let start = pos as usize;
-            if f.data.len() < start + written {
-                f.data.resize(start + written, 0);
-            }
-            f.data[start..start + written].copy_from_slice(&buf[..written]);
-            if fail {
-                Err(injected("write"))
-            } else {
-                Ok(())
-            }
-        })
+        self.0.with(|s, path| faulty_write(s, path, buf, pos, SECTOR))
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
