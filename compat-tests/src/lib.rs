@@ -98,52 +98,43 @@ impl Broker {
     /// `netns` when given.
     pub fn start_in(netns: Option<&str>, ip: &str, extra: &[&str]) -> Broker {
         let data = tempfile::tempdir().expect("temp dir");
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut broker = Broker {
-            child: None,
-            addr: String::new(),
-            metrics_addr: String::new(),
-            data,
-            args,
-            netns: netns.map(str::to_string),
-            wrapper: Vec::new(),
-        };
-        broker.spawn(&format!("{ip}:{}", free_port_on(ip)));
-        broker
+        Broker::launch(data, netns, &[], ip, extra)
     }
 
     /// Starts a broker under `wrapper` (a command that then runs sluice, such as
     /// `prlimit --nofile=300:300`), with `extra` flags.
     pub fn start_under(wrapper: &[&str], extra: &[&str]) -> Broker {
         let data = tempfile::tempdir().expect("temp dir");
-        let mut broker = Broker {
-            child: None,
-            addr: String::new(),
-            metrics_addr: String::new(),
-            data,
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            netns: None,
-            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
-        };
-        broker.spawn(&format!("127.0.0.1:{}", free_port()));
-        broker
+        Broker::launch(data, None, wrapper, "127.0.0.1", extra)
     }
 
     /// Starts a broker whose data directory is made under `parent` (another
-    /// filesystem, such as a tmpfs), with `extra` flags.
+    /// filesystem, such as a ramfs), with `extra` flags.
     pub fn start_with_data_in(parent: &Path, extra: &[&str]) -> Broker {
         let data = tempfile::tempdir_in(parent).expect("temp dir");
+        Broker::launch(data, None, &[], "127.0.0.1", extra)
+    }
+
+    fn launch(data: tempfile::TempDir, netns: Option<&str>, wrapper: &[&str], ip: &str, extra: &[&str]) -> Broker {
         let mut broker = Broker {
             child: None,
             addr: String::new(),
             metrics_addr: String::new(),
             data,
             args: extra.iter().map(|s| s.to_string()).collect(),
-            netns: None,
-            wrapper: Vec::new(),
+            netns: netns.map(str::to_string),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
-        broker.spawn(&format!("127.0.0.1:{}", free_port()));
+        broker.spawn(&format!("{ip}:{}", free_port_on(ip)));
         broker
+    }
+
+    /// The value of one series in the broker's scrape (`name` or `name{labels}`
+    /// exactly as exported), None when the scrape has no such line.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = http_get(&self.metrics_addr, "/metrics").ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     pub fn data_dir(&self) -> &Path {

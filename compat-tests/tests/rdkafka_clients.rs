@@ -221,11 +221,10 @@ async fn acknowledged_messages_survive_kill_9_with_buffered_io() {
     survives_kill_9(&["--io-direct=false"]).await;
 }
 
-/// The value of an unlabelled series (or one whose labels are given) in a scrape.
+/// A series of the broker's scrape, which must be there.
 fn metric(broker: &Broker, series: &str) -> f64 {
-    let (_, body) = compat_tests::http_get(&broker.metrics_addr, "/metrics").expect("metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    broker
+        .metric(series)
         .unwrap_or_else(|| panic!("no {series} in the scrape"))
 }
 

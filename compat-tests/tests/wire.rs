@@ -679,10 +679,7 @@ fn connect_from(local: &str, addr: &str) -> std::net::TcpStream {
 }
 
 fn scrape_value(broker: &Broker, series: &str) -> f64 {
-    let (_, body) = compat_tests::http_get(&broker.metrics_addr, "/metrics").expect("metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    broker.metric(series).unwrap_or(0.0)
 }
 
 /// Whether the broker answers ApiVersions on `stream` (false: it closed it).
