@@ -288,6 +288,12 @@ pub struct Cli {
     /// the shards; consumers at the tail read from it [default: 33554432].
     #[arg(long, value_name = "BYTES")]
     pub log_cache_bytes: Option<u64>,
+    /// Descriptors the shards' segment and index files may hold open at once (idle
+    /// partitions' files are closed and reopened on use); 0 derives it from the
+    /// open-file limit: half of it, the rest for connections and in-flight work
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub log_open_files_max: Option<usize>,
     /// Log format: human or json [default: human].
     #[arg(long, value_name = "FORMAT", value_parser = ["human", "json"])]
     pub log_format: Option<String>,
@@ -360,6 +366,7 @@ struct FileConfig {
     io_engine: Option<String>,
     io_direct: Option<bool>,
     log_cache_bytes: Option<u64>,
+    log_open_files_max: Option<usize>,
     group_share_max_size: Option<usize>,
     group_consumer_session_timeout_ms: Option<i32>,
     group_consumer_heartbeat_interval_ms: Option<i32>,
@@ -459,6 +466,8 @@ pub struct BrokerConfig {
     pub io_direct: bool,
     /// The direct-I/O chunk cache of the whole broker (each shard has its share).
     pub log_cache_bytes: u64,
+    /// Descriptors for segment files across the shards; 0 for a share of the limit.
+    pub log_open_files_max: usize,
     pub log_json: bool,
 }
 
@@ -725,6 +734,7 @@ impl BrokerConfig {
                 .log_cache_bytes
                 .or(file.log_cache_bytes)
                 .unwrap_or(DEFAULT_LOG_CACHE_BYTES),
+            log_open_files_max: cli.log_open_files_max.or(file.log_open_files_max).unwrap_or(0),
             log_json: cli.log_format.or(file.log_format).is_some_and(|f| f == "json"),
         };
         config.validate()?;

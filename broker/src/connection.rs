@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -54,42 +53,10 @@ enum ReadError {
 /// metric `sluice_connections_rejected_total` counts every one.
 const REJECT_LOG_INTERVAL_MS: u64 = 10_000;
 
-/// A log line allowed at most once per `REJECT_LOG_INTERVAL_MS`, with how many of its
-/// kind were not logged since.
-struct Sparse {
-    logged_at_ms: AtomicU64,
-    unlogged: AtomicU64,
-}
+use sluice_storage::sparse::Sparse;
 
-impl Sparse {
-    const fn new() -> Sparse {
-        Sparse {
-            logged_at_ms: AtomicU64::new(0),
-            unlogged: AtomicU64::new(0),
-        }
-    }
-
-    /// Some(unlogged since the last line) when a line is due now; None (and counted)
-    /// when not.
-    fn due(&self) -> Option<u64> {
-        let now = crate::now_ms().max(0) as u64;
-        let last = self.logged_at_ms.load(Ordering::Relaxed);
-        let due = now.saturating_sub(last) >= REJECT_LOG_INTERVAL_MS
-            && self
-                .logged_at_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok();
-        if due {
-            Some(self.unlogged.swap(0, Ordering::Relaxed))
-        } else {
-            self.unlogged.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    }
-}
-
-static REJECTED: Sparse = Sparse::new();
-static REFUSED: Sparse = Sparse::new();
+static REJECTED: Sparse = Sparse::new(REJECT_LOG_INTERVAL_MS);
+static REFUSED: Sparse = Sparse::new(REJECT_LOG_INTERVAL_MS);
 
 fn warn_rejected(peer: SocketAddr, e: &dyn std::fmt::Display) {
     if let Some(unlogged) = REJECTED.due() {

@@ -352,10 +352,11 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         &[],
         total.accept_errors as f64,
     );
-    let help = "Connections closed at accept, before a byte was read, for being over a connection limit (max.connections or max.connections.per.ip).";
+    let help = "Connections closed at accept, before a byte was read, for being over a connection limit: max.connections, max.connections.per.ip, or the connections' share of the open-file limit (descriptors).";
     for (limit, n) in [
         ("max.connections", total.connections_refused_total_limit),
         ("max.connections.per.ip", total.connections_refused_ip_limit),
+        ("descriptors", total.connections_refused_descriptors),
     ] {
         f.counter(
             "sluice_connections_refused_total",
@@ -481,6 +482,31 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
         "Aligned buffers given back to the system because the pool was full.",
         &[],
         load(&direct.buffers_unmapped),
+    );
+    let files = &sluice_storage::io::handles::STATS;
+    f.gauge(
+        "sluice_storage_open_file_descriptors",
+        "Descriptors segment and index files hold open now (idle partitions' files are closed; see --log-open-files-max).",
+        &[],
+        load(&files.descriptors),
+    );
+    f.gauge(
+        "sluice_storage_open_file_descriptors_budget",
+        "Descriptors segment and index files may hold outside in-flight work, every shard's budget together.",
+        &[],
+        load(&files.budget),
+    );
+    f.counter(
+        "sluice_storage_files_opened_total",
+        "Segment and index files opened, reopens of files the budget had closed included.",
+        &[],
+        load(&files.opened),
+    );
+    f.counter(
+        "sluice_storage_files_closed_total",
+        "Idle segment and index files closed to stay inside the descriptor budget.",
+        &[],
+        load(&files.closed),
     );
     f.counter(
         "sluice_storage_direct_read_bytes_total",

@@ -18,6 +18,35 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// How the process's open-file limit is shared out: segment and index files get a
+/// budget (half of the limit unless `--log-open-files-max` says otherwise), an eighth
+/// (at least 64) is kept for what is in flight (files a write round or a read holds
+/// past the budget, listeners, rings, the controller's connections), and connections
+/// get the rest. So idle connections cannot take the descriptors produce needs, and
+/// 10,000 partitions cannot take the ones connections need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptors {
+    pub limit: usize,
+    pub files: usize,
+    pub reserved: usize,
+    pub connections: usize,
+}
+
+impl Descriptors {
+    pub fn share(limit: usize, files_asked: usize) -> Descriptors {
+        let reserved = (limit / 8).max(64).min(limit);
+        let files = if files_asked > 0 { files_asked } else { limit / 2 };
+        let files = files.min(limit - reserved).max(1);
+        let connections = limit.saturating_sub(files + reserved).max(1);
+        Descriptors {
+            limit,
+            files,
+            reserved,
+            connections,
+        }
+    }
+}
+
 /// Why a connection was closed at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -25,6 +54,8 @@ pub enum Refusal {
     Total,
     /// `max.connections.per.ip` (or the address's override).
     PerIp,
+    /// The connections' share of the open-file limit (see [`Descriptors`]).
+    Descriptors,
 }
 
 impl Refusal {
@@ -32,12 +63,15 @@ impl Refusal {
         match self {
             Refusal::Total => "max.connections",
             Refusal::PerIp => "max.connections.per.ip",
+            Refusal::Descriptors => "descriptors",
         }
     }
 }
 
 pub struct Limits {
     max_total: usize,
+    /// The connections' share of the descriptor budget.
+    max_descriptors: usize,
     max_per_ip: usize,
     overrides: HashMap<IpAddr, usize>,
     /// New connections per second; None for no limit.
@@ -59,6 +93,8 @@ struct State {
 /// The settings, as configured.
 pub struct LimitsConfig {
     pub max_connections: usize,
+    /// Connections the descriptor budget leaves room for.
+    pub connection_descriptors: usize,
     pub max_connections_per_ip: usize,
     pub max_connections_per_ip_overrides: HashMap<IpAddr, usize>,
     pub max_connection_creation_rate: Option<u64>,
@@ -89,6 +125,7 @@ impl Limits {
         let rate = config.max_connection_creation_rate.map(|r| r as f64);
         Arc::new(Limits {
             max_total: config.max_connections,
+            max_descriptors: config.connection_descriptors,
             max_per_ip: config.max_connections_per_ip,
             overrides: config.max_connections_per_ip_overrides,
             rate,
@@ -123,6 +160,9 @@ impl Limits {
         }
         if state.total >= self.max_total {
             return Err(Refusal::Total);
+        }
+        if state.total >= self.max_descriptors {
+            return Err(Refusal::Descriptors);
         }
         state.total += 1;
         *state.per_ip.entry(ip).or_insert(0) += 1;
@@ -196,6 +236,7 @@ mod tests {
     fn limits(total: usize, per_ip: usize, overrides: &str) -> Arc<Limits> {
         Limits::new(LimitsConfig {
             max_connections: total,
+            connection_descriptors: usize::MAX,
             max_connections_per_ip: per_ip,
             max_connections_per_ip_overrides: parse_overrides(overrides).unwrap(),
             max_connection_creation_rate: None,
@@ -227,6 +268,7 @@ mod tests {
     fn the_creation_rate_spaces_out_new_connections() {
         let l = Limits::new(LimitsConfig {
             max_connections: usize::MAX,
+            connection_descriptors: usize::MAX,
             max_connections_per_ip: usize::MAX,
             max_connections_per_ip_overrides: HashMap::new(),
             max_connection_creation_rate: Some(10),

@@ -82,6 +82,7 @@ pub struct ShardMetrics {
     /// Connections closed at accept for max.connections and for max.connections.per.ip.
     pub connections_refused_total_limit: u64,
     pub connections_refused_ip_limit: u64,
+    pub connections_refused_descriptors: u64,
     /// Accepts that waited for max.connection.creation.rate.
     pub connections_throttled: u64,
     pub fsync: Histogram,
@@ -104,6 +105,7 @@ impl ShardMetrics {
         match refusal {
             crate::limits::Refusal::Total => self.connections_refused_total_limit += 1,
             crate::limits::Refusal::PerIp => self.connections_refused_ip_limit += 1,
+            crate::limits::Refusal::Descriptors => self.connections_refused_descriptors += 1,
         }
     }
 
@@ -151,6 +153,7 @@ impl ShardMetrics {
         self.accept_errors += other.accept_errors;
         self.connections_refused_total_limit += other.connections_refused_total_limit;
         self.connections_refused_ip_limit += other.connections_refused_ip_limit;
+        self.connections_refused_descriptors += other.connections_refused_descriptors;
         self.connections_throttled += other.connections_throttled;
         self.fsync.merge(&other.fsync);
         self.isr_shrinks += other.isr_shrinks;

@@ -29,22 +29,41 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Raises the soft limit on open files to the hard limit: partitions hold files and
 /// connections hold sockets, and the usual soft default (1024) is far below what a
 /// broker needs, while the hard limit is what the administrator allowed.
-fn raise_descriptor_limit() {
+/// Returns the limit now in force.
+fn raise_descriptor_limit() -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let limit = getrlimit(Resource::Nofile);
+    let as_count = |n: Option<u64>| n.map_or(usize::MAX, |n| n.min(usize::MAX as u64) as usize);
     let mut raised = limit;
     raised.current = limit.maximum;
     if raised.current != limit.current {
         if let Err(e) = setrlimit(Resource::Nofile, raised) {
             tracing::warn!(soft = ?limit.current, hard = ?limit.maximum, "cannot raise the open-file limit: {e}");
-            return;
+            return as_count(limit.current);
         }
     }
     tracing::info!(was = ?limit.current, now = ?raised.current, hard = ?limit.maximum, "open-file limit");
+    as_count(raised.current)
+}
+
+/// The descriptor budget (see [`crate::limits::Descriptors`]), logged once.
+fn share_descriptors(limit: usize, config: &BrokerConfig) -> crate::limits::Descriptors {
+    // An unlimited open-file limit still gets finite budgets.
+    let limit = limit.min(1 << 24);
+    let share = crate::limits::Descriptors::share(limit, config.log_open_files_max);
+    tracing::info!(
+        limit = share.limit,
+        segment_files = share.files,
+        per_shard = share.files / config.shards.max(1),
+        connections = share.connections,
+        reserved = share.reserved,
+        "descriptor budget"
+    );
+    share
 }
 
 pub fn run(config: BrokerConfig) -> Result<(), String> {
-    raise_descriptor_limit();
+    let descriptors = share_descriptors(raise_descriptor_limit(), &config);
     let data_dir = DataDir::lock(&config.data_dir)?;
     let previous = data_dir.identity(config.node_id)?;
     let listeners = bind(config.listen, config.shards)?;
@@ -122,9 +141,13 @@ pub fn run(config: BrokerConfig) -> Result<(), String> {
             abort_check_interval_ms: config_for_groups.transaction_abort_timed_out_transaction_cleanup_interval_ms,
         },
         engine: choose_io_engine(&config_for_groups.io_engine)?,
-        io_options: choose_io_options(&config_for_groups),
+        io_options: sluice_storage::io::IoOptions {
+            open_files: Some((descriptors.files / shards.max(1)).max(1)),
+            ..choose_io_options(&config_for_groups)
+        },
         limits: crate::limits::Limits::new(crate::limits::LimitsConfig {
             max_connections: config_for_groups.max_connections,
+            connection_descriptors: descriptors.connections,
             max_connections_per_ip: config_for_groups.max_connections_per_ip,
             max_connections_per_ip_overrides: crate::limits::parse_overrides(
                 &config_for_groups.max_connections_per_ip_overrides,
@@ -524,6 +547,7 @@ fn choose_io_options(config: &BrokerConfig) -> sluice_storage::io::IoOptions {
             );
             sluice_storage::io::IoOptions {
                 direct_cache_bytes: Some(per_shard),
+                ..buffered
             }
         }
         Err(e) => {

@@ -32,6 +32,7 @@ use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
 use crate::compression;
+use crate::io::handles::Handle;
 use crate::io::{FileRef, Io};
 use crate::log::DECOMPRESSED_BATCH_MAX;
 use crate::offset::Offset;
@@ -74,7 +75,7 @@ impl Default for CompactionConfig {
 #[derive(Clone)]
 pub struct SourceSegment {
     pub base: Offset,
-    pub file: FileRef,
+    pub file: Handle,
     pub size: u64,
     pub next: Offset,
 }
@@ -121,8 +122,9 @@ fn key_hash(key: &[u8]) -> u128 {
 }
 
 /// Reads a segment's batches in order, a chunk at a time.
-struct BatchReader<'a> {
-    file: &'a FileRef,
+struct BatchReader {
+    /// Held open for the pass over the segment.
+    file: FileRef,
     size: u64,
     pos: u64,
 }
@@ -130,7 +132,7 @@ struct BatchReader<'a> {
 /// A batch is read whole; larger ones than this are not Kafka batches.
 const BATCH_READ_MAX: usize = 64 << 20;
 
-impl BatchReader<'_> {
+impl BatchReader {
     fn next_batch(&mut self) -> io::Result<Option<Bytes>> {
         if self.pos + BATCH_HEADER_LEN as u64 > self.size {
             return Ok(None);
@@ -183,7 +185,7 @@ pub fn clean(io: &dyn Io, job: &CleanJob) -> io::Result<Cleaned> {
             break;
         }
         let mut reader = BatchReader {
-            file: &segment.file,
+            file: segment.file.file()?,
             size: segment.size,
             pos: 0,
         };
@@ -217,7 +219,7 @@ pub fn clean(io: &dyn Io, job: &CleanJob) -> io::Result<Cleaned> {
     for source in &sources {
         let mut out = Segment::create(io, &out_dir, source.base, job.now_ms)?;
         let mut reader = BatchReader {
-            file: &source.file,
+            file: source.file.file()?,
             size: source.size,
             pos: 0,
         };
@@ -272,7 +274,7 @@ pub fn clean(io: &dyn Io, job: &CleanJob) -> io::Result<Cleaned> {
         }
         out.seal();
         out.write_blocking()?;
-        for file in out.sync_handles(true) {
+        for file in out.sync_handles(true)? {
             file.sync_data()?;
         }
         bytes_before += source.size;

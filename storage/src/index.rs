@@ -11,6 +11,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::io::handles::Handle;
 use crate::io::{FileRef, Io};
 
 /// One fixed-size entry of an index file.
@@ -67,7 +68,7 @@ impl Entry for TimeEntry {
 /// An index file and its in-memory copy.
 pub struct IndexFile<E: Entry> {
     entries: Vec<E>,
-    file: FileRef,
+    file: Handle,
     /// Entries handed to a write round, and entries known to be in the file.
     submitted: usize,
     written: usize,
@@ -77,10 +78,11 @@ impl<E: Entry> IndexFile<E> {
     /// Opens (creating if absent) and reads every whole entry. A trailing partial entry
     /// is dropped; whether the entries agree with the log is for the caller to judge.
     pub fn open(io: &dyn Io, path: &Path) -> io::Result<Self> {
-        let file = io.open(path, true)?;
-        let len = file.size()? as usize;
+        let file = io.handle(path, false, true)?;
+        let open = file.file()?;
+        let len = open.size()? as usize;
         let mut raw = vec![0u8; len - len % E::LEN];
-        file.read_exact_at(&mut raw, 0)?;
+        open.read_exact_at(&mut raw, 0)?;
         let entries = raw.chunks_exact(E::LEN).map(E::decode).collect();
         let count = raw.len() / E::LEN;
         Ok(IndexFile {
@@ -134,8 +136,9 @@ impl<E: Entry> IndexFile<E> {
         for e in &entries {
             e.encode(&mut raw);
         }
-        self.file.set_len(0)?;
-        self.file.write_all_at(&raw, 0)?;
+        let file = self.file.file()?;
+        file.set_len(0)?;
+        file.write_all_at(&raw, 0)?;
         self.submitted = entries.len();
         self.written = entries.len();
         self.entries = entries;
@@ -143,8 +146,16 @@ impl<E: Entry> IndexFile<E> {
     }
 
     /// The file, for a flush job to sync.
-    pub fn file(&self) -> FileRef {
-        self.file.clone()
+    pub fn file(&self) -> io::Result<FileRef> {
+        self.file.file()
+    }
+
+    /// The file when entries wait to be written (see [`IndexFile::take_unwritten`]).
+    pub fn file_if_unwritten(&self) -> io::Result<Option<FileRef>> {
+        if self.submitted >= self.entries.len() {
+            return Ok(None);
+        }
+        self.file.file().map(Some)
     }
 }
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 
 pub mod direct;
+pub mod handles;
 pub mod inline;
 pub mod sim;
 mod trash;
@@ -62,6 +63,24 @@ pub trait Io {
     /// Opens a segment's log file: with direct I/O where the backend runs it.
     fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
         self.open(path, create)
+    }
+    /// The shard's descriptor budget, for backends that run one (see [`handles`]).
+    fn budget(&self) -> Option<&handles::Budget> {
+        None
+    }
+    /// A handle to a file (a segment's log file when `log`) through the shard's
+    /// descriptor budget: it is open now, and may be closed while idle and reopened on
+    /// use. Backends without a budget keep it open.
+    fn handle(&self, path: &Path, log: bool, create: bool) -> io::Result<handles::Handle> {
+        if let Some(budget) = self.budget() {
+            return budget.handle(path, log, create);
+        }
+        let file = if log {
+            self.open_log(path, create)?
+        } else {
+            self.open(path, create)?
+        };
+        Ok(handles::Handle::fixed(path, file))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Names of the entries of a directory.
@@ -222,6 +241,7 @@ impl WriteRound {
 #[derive(Default, Clone)]
 pub struct Positional {
     direct: Option<Arc<direct::Shared>>,
+    budget: Option<Arc<handles::Budget>>,
 }
 
 impl Positional {
@@ -233,8 +253,33 @@ impl Positional {
     pub fn direct(cache_bytes: usize) -> Positional {
         Positional {
             direct: Some(direct::Shared::new(cache_bytes)),
+            budget: None,
         }
     }
+
+    /// The same with segment files opened through a budget of `descriptors`.
+    pub fn with_open_files(mut self, descriptors: usize) -> Positional {
+        self.budget = Some(Arc::new(budget_for(descriptors, self.direct.clone(), |p, c| {
+            Ok(Arc::new(PositionalFile(open_read_write(p, c)?)))
+        })));
+        self
+    }
+}
+
+/// A descriptor budget whose files are opened by `plain`, and log files with direct
+/// I/O when `direct` is set (see [`open_log_file`]).
+pub(crate) fn budget_for(
+    descriptors: usize,
+    direct: Option<Arc<direct::Shared>>,
+    plain: fn(&Path, bool) -> io::Result<FileRef>,
+) -> handles::Budget {
+    let log_cost = if direct.is_some() { 2 } else { 1 };
+    handles::Budget::new(
+        descriptors,
+        Arc::new(plain),
+        Arc::new(move |p: &Path, c: bool| open_log_file(direct.as_ref(), p, c, plain)),
+        log_cost,
+    )
 }
 
 struct PositionalFile(File);
@@ -298,6 +343,9 @@ impl Io for Positional {
     }
     fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
         open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c))
+    }
+    fn budget(&self) -> Option<&handles::Budget> {
+        self.budget.as_deref()
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
@@ -381,6 +429,9 @@ pub struct IoOptions {
     /// Direct I/O for log files, with a chunk cache of this many bytes per shard;
     /// None for buffered I/O through the page cache.
     pub direct_cache_bytes: Option<usize>,
+    /// Descriptors a shard's segment files may hold (see [`handles`]); None keeps
+    /// every file open.
+    pub open_files: Option<usize>,
 }
 
 impl Engine {
@@ -399,12 +450,23 @@ impl Engine {
 
     /// The calling shard's backend with `options`.
     pub fn start_with(self, options: IoOptions) -> io::Result<Rc<dyn Io>> {
-        match (self, options.direct_cache_bytes) {
-            (Engine::IoUring, None) => Ok(Rc::new(uring::Uring::new()?)),
-            (Engine::IoUring, Some(cache)) => Ok(Rc::new(uring::Uring::direct(cache)?)),
-            (Engine::Pwrite, None) => Ok(Rc::new(Positional::new())),
-            (Engine::Pwrite, Some(cache)) => Ok(Rc::new(Positional::direct(cache))),
-        }
+        let (cache, files) = (options.direct_cache_bytes, options.open_files);
+        Ok(match self {
+            Engine::IoUring => {
+                let io = cache.map_or_else(uring::Uring::new, uring::Uring::direct)?;
+                match files {
+                    Some(n) => Rc::new(io.with_open_files(n)),
+                    None => Rc::new(io),
+                }
+            }
+            Engine::Pwrite => {
+                let io = cache.map_or_else(Positional::new, Positional::direct);
+                Rc::new(match files {
+                    Some(n) => io.with_open_files(n),
+                    None => io,
+                })
+            }
+        })
     }
 }
 

@@ -22,6 +22,7 @@ pub mod producer;
 pub mod retention;
 pub mod segment;
 pub mod snapshot;
+pub mod sparse;
 pub mod txn;
 
 pub use batch::{BatchError, BatchHeader, TimestampType};

@@ -1028,7 +1028,11 @@ impl Log {
             let first = self.read_start(from, room, first_only, upto)?;
             let read_file = |read: &DiskRead| {
                 let mut buf = vec![0u8; read.len];
-                let result = read.file.read_exact_at(&mut buf, read.pos).map(|()| Bytes::from(buf));
+                let result = read
+                    .file
+                    .file()
+                    .and_then(|f| f.read_exact_at(&mut buf, read.pos))
+                    .map(|()| Bytes::from(buf));
                 std::future::ready(result)
             };
             let done = finish_read(first, read_file, |read, data| self.read_continue(read, data));
@@ -1148,8 +1152,18 @@ impl Log {
     }
 
     /// A round writing everything appended since the last one, and with `sync` making
-    /// all of it durable; None when there is nothing to do.
-    pub fn take_writes(&mut self, sync: bool) -> Option<WriteJob> {
+    /// all of it durable; None when there is nothing to do. An error (a file that
+    /// cannot be opened: out of descriptors) hands out nothing: the next round asks
+    /// again for the same bytes.
+    pub fn take_writes(&mut self, sync: bool) -> io::Result<Option<WriteJob>> {
+        let taken = self.take_writes_or_fail(sync);
+        if taken.is_err() {
+            self.rewind_writes();
+        }
+        taken
+    }
+
+    fn take_writes_or_fail(&mut self, sync: bool) -> io::Result<Option<WriteJob>> {
         let upto = self.log_end().offset();
         let mut writes = Vec::new();
         let active_base = self.active().map(Segment::base_offset);
@@ -1157,38 +1171,38 @@ impl Log {
             // Every round takes everything, so behind the first segment that had
             // nothing left to give, every segment was given all it had.
             let done = segment.fully_submitted();
-            segment.take_writes(&mut writes);
+            segment.take_writes(&mut writes)?;
             if done && Some(segment.base_offset()) != active_base {
                 break;
             }
         }
         let sync = sync && (self.flushed.offset() < upto || self.dir_dirty);
         if writes.is_empty() && !sync {
-            return None;
+            return Ok(None);
         }
         let mut syncs = Vec::new();
         if sync {
-            syncs = self.sync_files();
+            syncs = self.sync_files()?;
         }
         let dir = (sync && std::mem::take(&mut self.dir_dirty)).then(|| self.dir.clone());
         if sync {
             self.records_since_flush = 0;
         }
-        Some(WriteJob {
+        Ok(Some(WriteJob {
             writes,
             syncs,
             dir,
             upto,
             sync,
-        })
+        }))
     }
 
     /// Files holding data that is not durable yet.
-    fn sync_files(&mut self) -> Vec<FileRef> {
+    fn sync_files(&mut self) -> io::Result<Vec<FileRef>> {
         let mut files = Vec::new();
-        for base in self.sealed_since_flush.drain(..) {
-            if let Some(segment) = self.segments.get(&base) {
-                files.extend(segment.sync_handles(true));
+        for base in &self.sealed_since_flush {
+            if let Some(segment) = self.segments.get(base) {
+                files.extend(segment.sync_handles(true)?);
             }
         }
         // The segment holding `flushed` and every later one (the active one among them).
@@ -1199,9 +1213,10 @@ impl Log {
             .map(|(base, _)| *base)
             .unwrap_or(self.log_start.offset());
         for (_, segment) in self.segments.range(from..) {
-            files.extend(segment.sync_handles(false));
+            files.extend(segment.sync_handles(false)?);
         }
-        files
+        self.sealed_since_flush.clear();
+        Ok(files)
     }
 
     /// Records that a round finished without error.
@@ -1251,7 +1266,7 @@ impl Log {
     }
 
     fn run_now(&mut self, sync: bool, now_ms: i64) -> io::Result<()> {
-        if let Some(job) = self.take_writes(sync) {
+        if let Some(job) = self.take_writes(sync)? {
             let receipt = job.receipt();
             job.run_blocking(self.io.as_ref())?;
             self.complete_writes(&receipt, now_ms);

@@ -47,6 +47,9 @@ const UNWRITTEN_BYTES_MAX: u64 = 16 << 20;
 /// `flush.ms` honest at no measurable cost.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Write rounds that could not open a file are logged at most once per 10 s.
+static OPEN_FAILURES: crate::sparse::Sparse = crate::sparse::Sparse::new(10_000);
+
 /// How safe an appended batch must be before its receipt resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -131,6 +134,11 @@ struct Managed {
 struct Shared {
     io: Rc<dyn Io>,
     queue: RefCell<Vec<Rc<Managed>>>,
+    /// Logs whose round could not be handed out (a file would not open): queued again
+    /// by the flush timer.
+    deferred: RefCell<Vec<Rc<Managed>>>,
+    /// Reads from the files in flight at once: a quarter of the descriptor budget.
+    reads: tokio::sync::Semaphore,
     wake: Notify,
 }
 
@@ -171,10 +179,15 @@ fn now_ms() -> i64 {
 impl LogManager {
     /// A manager for the logs of one shard, on the shard's own backend.
     pub fn new(io: Rc<dyn Io>) -> Rc<LogManager> {
+        let reads = io.budget().map_or(tokio::sync::Semaphore::MAX_PERMITS, |b| {
+            (b.files().stats().budget / 4).max(1)
+        });
         Rc::new(LogManager {
             shared: Rc::new(Shared {
+                reads: tokio::sync::Semaphore::new(reads),
                 io,
                 queue: RefCell::new(Vec::new()),
+                deferred: RefCell::new(Vec::new()),
                 wake: Notify::new(),
             }),
             logs: RefCell::new(Vec::new()),
@@ -255,7 +268,16 @@ impl LogManager {
         let now = now_ms();
         let mut round = WriteRound::default();
         let mut jobs: Vec<(Rc<Managed>, WriteReceipt, RoundParts)> = Vec::new();
-        let queued = std::mem::take(&mut *self.shared.queue.borrow_mut());
+        let queued = {
+            let mut queue = self.shared.queue.borrow_mut();
+            // A round holds the files it writes open until it completes: with a
+            // descriptor budget, a round takes only so many logs, and the rest go next.
+            let take = queue.len().min(self.logs_per_round());
+            if take < queue.len() {
+                self.shared.wake.notify_one();
+            }
+            queue.drain(..take).collect::<Vec<_>>()
+        };
         for managed in queued {
             managed.queued.set(false);
             if managed.deleted.get() || managed.progress.borrow().failed {
@@ -264,7 +286,19 @@ impl LogManager {
             let job = {
                 let mut log = managed.log.borrow_mut();
                 let sync = managed.sync_wanted.take() || log.flush_due(now);
-                log.take_writes(sync)
+                match log.take_writes(sync) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        // Out of descriptors, most likely: nothing was handed out, and
+                        // the flush timer brings the log back for another try.
+                        if let Some(unlogged) = OPEN_FAILURES.due() {
+                            tracing::warn!(log = %log.dir().display(), unlogged_since_last = unlogged, "cannot open a segment file to write it, will retry: {e}");
+                        }
+                        managed.sync_wanted.set(sync);
+                        self.shared.deferred.borrow_mut().push(managed.clone());
+                        None
+                    }
+                }
             };
             if let Some(job) = job {
                 managed.in_flight.set(true);
@@ -323,7 +357,20 @@ impl LogManager {
         }
     }
 
+    /// How many logs one round takes: all of them, unless a descriptor budget bounds
+    /// the files a round may hold open (each log's round holds about three: its log
+    /// file and two indexes), to an eighth of it.
+    fn logs_per_round(&self) -> usize {
+        self.shared
+            .io
+            .budget()
+            .map_or(usize::MAX, |b| (b.files().stats().budget / 8).max(1))
+    }
+
     fn queue_due_flushes(&self) {
+        for managed in std::mem::take(&mut *self.shared.deferred.borrow_mut()) {
+            self.shared.enqueue(&managed);
+        }
         let now = now_ms();
         let mut logs = self.logs.borrow_mut();
         logs.retain(|l| l.strong_count() > 0);
@@ -448,7 +495,16 @@ impl PartitionLog {
             let first = self.log.log.borrow().read_start(from, room, first_only, upto)?;
             let bytes = finish_read(
                 first,
-                |read| io.read(&read.file, read.pos, read.len),
+                |read| {
+                    let (handle, pos, len) = (read.file.clone(), read.pos, read.len);
+                    async move {
+                        // A read holds its file open until it completes: with a
+                        // descriptor budget, only so many reads run at once.
+                        let _permit = self.shared.reads.acquire().await;
+                        let file = handle.file()?;
+                        io.read(&file, pos, len).await
+                    }
+                },
                 |read, data| self.log.log.borrow().read_continue(read, data),
             )
             .await?;

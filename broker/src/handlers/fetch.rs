@@ -26,6 +26,9 @@ use crate::partition::{ReadBound, TopicPartition};
 use crate::router::{self, PartitionOp};
 use crate::shard::Shard;
 
+/// A failing disk fails every fetch of its partitions: logged at most once per 10 s.
+static READ_FAILURES: sluice_storage::sparse::Sparse = sluice_storage::sparse::Sparse::new(10_000);
+
 pub(crate) struct FetchHandler;
 
 /// Kafka's broker-side `fetch.max.bytes` (55 MiB): the most one fetch returns, whatever
@@ -137,7 +140,9 @@ impl PartitionOp for FetchOp {
                     }
                     Err(ReadError::OffsetOutOfRange { .. }) => out.error = Some(ResponseError::OffsetOutOfRange),
                     Err(ReadError::Io(e)) => {
-                        tracing::error!(topic = %tp.topic, partition = tp.partition, "read failed: {e}");
+                        if let Some(unlogged) = READ_FAILURES.due() {
+                            tracing::error!(topic = %tp.topic, partition = tp.partition, unlogged_since_last = unlogged, "read failed: {e}");
+                        }
                         out.error = Some(ResponseError::KafkaStorageError);
                     }
                 }

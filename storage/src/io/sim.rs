@@ -83,6 +83,7 @@ impl State {
 pub struct SimIo {
     state: Arc<Mutex<State>>,
     direct: Option<Arc<direct::Shared>>,
+    budget: Option<Arc<super::handles::Budget>>,
 }
 
 fn injected(what: &str) -> io::Error {
@@ -106,6 +107,7 @@ impl SimIo {
         SimIo {
             state: Arc::new(Mutex::new(state)),
             direct: None,
+            budget: None,
         }
     }
 
@@ -116,6 +118,20 @@ impl SimIo {
             direct: Some(direct::Shared::new(cache_bytes)),
             ..SimIo::new(seed, faults)
         }
+    }
+
+    /// The same disk with segment files opened through a budget of `descriptors`, so
+    /// tests see files closed and reopened under them.
+    pub fn with_open_files(mut self, descriptors: usize) -> SimIo {
+        let (plain, log) = (self.clone(), self.clone());
+        let log_cost = if self.direct.is_some() { 2 } else { 1 };
+        self.budget = Some(Arc::new(super::handles::Budget::new(
+            descriptors,
+            Arc::new(move |p: &Path, c: bool| plain.open(p, c)),
+            Arc::new(move |p: &Path, c: bool| log.open_log(p, c)),
+            log_cost,
+        )));
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -288,6 +304,10 @@ impl Io for SimIo {
 
     fn direct_io(&self) -> bool {
         self.direct.is_some()
+    }
+
+    fn budget(&self) -> Option<&super::handles::Budget> {
+        self.budget.as_deref()
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<FileRef> {

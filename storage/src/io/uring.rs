@@ -50,6 +50,7 @@ pub struct Uring {
     ring: Rc<Ring>,
     /// Direct I/O for segment log files: the shard's chunk cache and buffer pool.
     direct: Option<Arc<direct::Shared>>,
+    budget: Option<super::handles::Budget>,
 }
 
 impl Uring {
@@ -58,6 +59,7 @@ impl Uring {
         Ok(Uring {
             ring: Ring::new()?,
             direct: None,
+            budget: None,
         })
     }
 
@@ -66,7 +68,16 @@ impl Uring {
         Ok(Uring {
             ring: Ring::new()?,
             direct: Some(direct::Shared::new(cache_bytes)),
+            budget: None,
         })
+    }
+
+    /// The same with segment files opened through a budget of `descriptors`.
+    pub fn with_open_files(mut self, descriptors: usize) -> Uring {
+        self.budget = Some(super::budget_for(descriptors, self.direct.clone(), |p, c| {
+            Ok(Arc::new(UringFile(super::open_read_write(p, c)?)))
+        }));
+        self
     }
 
     /// Checks that a ring can be created and supports every operation the log uses.
@@ -185,6 +196,9 @@ impl Io for Uring {
     }
     fn direct_io(&self) -> bool {
         self.direct.is_some()
+    }
+    fn budget(&self) -> Option<&super::handles::Budget> {
+        self.budget.as_ref()
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::io::handles::Handle;
 use crate::io::{FileRef, Io, RoundWrite};
 
 use crate::batch::{for_each_record, BatchHeader, BATCH_HEADER_LEN};
@@ -37,7 +38,8 @@ pub const DELETED_SUFFIX: &str = ".deleted";
 
 pub struct Segment {
     base_offset: Offset,
-    log: FileRef,
+    /// Opened on use and closed while idle (the shard's descriptor budget).
+    log: Handle,
     log_path: PathBuf,
     offset_index: IndexFile<OffsetEntry>,
     time_index: IndexFile<TimeEntry>,
@@ -62,8 +64,8 @@ pub struct Segment {
 impl Segment {
     pub fn create(io: &dyn Io, dir: &Path, base_offset: Offset, now_ms: i64) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = io.open_log(&log_path, true)?;
-        log.set_len(0)?;
+        let log = io.handle(&log_path, true, true)?;
+        log.file()?.set_len(0)?;
         let mut offset_index = IndexFile::open(io, &dir.join(file_name(base_offset, "index")))?;
         offset_index.replace(Vec::new())?;
         let mut time_index = IndexFile::open(io, &dir.join(file_name(base_offset, "timeindex")))?;
@@ -99,10 +101,10 @@ impl Segment {
         now_ms: i64,
     ) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base_offset, "log"));
-        let log = io.open_log(&log_path, false)?;
+        let log = io.handle(&log_path, true, false)?;
         let offset_index = IndexFile::open(io, &dir.join(file_name(base_offset, "index")))?;
         let time_index = IndexFile::open(io, &dir.join(file_name(base_offset, "timeindex")))?;
-        let file_len = log.size()?;
+        let file_len = log.file()?.size()?;
         let mut segment = Segment {
             base_offset,
             log,
@@ -159,13 +161,13 @@ impl Segment {
     }
 
     /// The log file's handle (the cleaner reads closed segments through it).
-    pub fn log_file(&self) -> FileRef {
+    pub fn log_file(&self) -> Handle {
         self.log.clone()
     }
 
     /// Whether `file` is this segment's log file (and not one it replaced).
-    pub fn holds(&self, file: &FileRef) -> bool {
-        crate::io::same_file(&self.log, file)
+    pub fn holds(&self, file: &Handle) -> bool {
+        self.log.same(file)
     }
 
     pub fn next_offset(&self) -> Offset {
@@ -247,8 +249,10 @@ impl Segment {
     /// padding and preallocation), once every appended byte is in the file. Failing to
     /// is harmless: the padding is zeros, which a reopened log cuts off like a torn tail.
     pub fn trim(&self) {
+        // A file the budget closed gave back its padding then.
+        let Some(log) = self.log.if_open() else { return };
         if self.written >= self.size {
-            if let Err(e) = self.log.trim() {
+            if let Err(e) = log.trim() {
                 tracing::debug!(segment = %self.log_path.display(), error = %e, "could not trim a segment file");
             }
         }
@@ -260,9 +264,17 @@ impl Segment {
     }
 
     /// Hands everything not yet given to a write round to one: the tail as one
-    /// vectored write, and the new entries of both indexes.
-    pub fn take_writes(&mut self, out: &mut Vec<FileWrite>) {
-        if self.submitted < self.size {
+    /// vectored write, and the new entries of both indexes. Fails, giving nothing,
+    /// when a file cannot be opened (out of descriptors): the next round tries again.
+    pub fn take_writes(&mut self, out: &mut Vec<FileWrite>) -> io::Result<()> {
+        let log = if self.submitted < self.size {
+            Some(self.log.file()?)
+        } else {
+            None
+        };
+        let offset_index = self.offset_index.file_if_unwritten()?;
+        let time_index = self.time_index.file_if_unwritten()?;
+        if let Some(log) = log {
             let first = self.tail.partition_point(|b| b.pos < self.submitted);
             let mut bufs = Vec::with_capacity(2 * (self.tail.len() - first));
             for batch in self.tail.iter().skip(first) {
@@ -272,7 +284,7 @@ impl Segment {
                 }
             }
             out.push(FileWrite {
-                file: self.log.clone(),
+                file: log,
                 pos: self.submitted,
                 bufs,
                 segment: self.base_offset,
@@ -280,30 +292,31 @@ impl Segment {
             });
             self.submitted = self.size;
         }
-        if let Some((pos, bytes)) = self.offset_index.take_unwritten() {
+        if let (Some(file), Some((pos, bytes))) = (offset_index, self.offset_index.take_unwritten()) {
             out.push(FileWrite {
-                file: self.offset_index.file(),
+                file,
                 pos,
                 bufs: vec![bytes],
                 segment: self.base_offset,
                 target: Target::OffsetIndex,
             });
         }
-        if let Some((pos, bytes)) = self.time_index.take_unwritten() {
+        if let (Some(file), Some((pos, bytes))) = (time_index, self.time_index.take_unwritten()) {
             out.push(FileWrite {
-                file: self.time_index.file(),
+                file,
                 pos,
                 bufs: vec![bytes],
                 segment: self.base_offset,
                 target: Target::TimeIndex,
             });
         }
+        Ok(())
     }
 
     /// Writes everything pending on the calling thread (start-up and tests).
     pub fn write_blocking(&mut self) -> io::Result<()> {
         let mut writes = Vec::new();
-        self.take_writes(&mut writes);
+        self.take_writes(&mut writes)?;
         for w in writes {
             let (target, len) = (w.target, w.len());
             w.into_round(false).run_blocking()?;
@@ -351,7 +364,7 @@ impl Segment {
         }
         let from_file = end.min(self.written).saturating_sub(pos) as usize;
         if from_file > 0 {
-            self.log.read_exact_at(&mut buf[..from_file], pos)?;
+            self.log.file()?.read_exact_at(&mut buf[..from_file], pos)?;
         }
         let mut at = pos + from_file as u64;
         let first = self.tail.partition_point(|b| b.end() <= at);
@@ -373,14 +386,15 @@ impl Segment {
         }
         Ok(())
     }
-    /// File handles whose data a flush must make durable.
-    pub fn sync_handles(&self, with_indexes: bool) -> Vec<FileRef> {
-        let mut files = vec![self.log.clone()];
+    /// The files whose data a flush must make durable (opened again if the budget
+    /// closed them: fdatasync through a new descriptor covers what an old one wrote).
+    pub fn sync_handles(&self, with_indexes: bool) -> io::Result<Vec<FileRef>> {
+        let mut files = vec![self.log.file()?];
         if with_indexes {
-            files.push(self.offset_index.file());
-            files.push(self.time_index.file());
+            files.push(self.offset_index.file()?);
+            files.push(self.time_index.file()?);
         }
-        files
+        Ok(files)
     }
 
     /// Calls `visit` with the header of every batch, in order.
@@ -473,8 +487,9 @@ impl Segment {
         if self.written < self.size {
             return Err(io::Error::other("truncating a segment with unwritten appends"));
         }
-        self.log.set_len(len)?;
-        self.log.sync_data()
+        let log = self.log.file()?;
+        log.set_len(len)?;
+        log.sync_data()
     }
 
     /// Removes the segment's files off the hot path (retention, DeleteRecords): each is

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Segment, TailBatch};
 use crate::batch::{BatchHeader, BATCH_HEADER_LEN};
-use crate::io::FileRef;
+use crate::io::handles::Handle;
 use crate::offset::Offset;
 
 /// The most one read step takes from the file. A fetch may answer with less than its
@@ -148,7 +148,8 @@ pub enum ReadStep {
 }
 
 pub struct DiskRead {
-    pub file: FileRef,
+    /// The segment's log file: its open file is taken (and held) for the read only.
+    pub file: Handle,
     pub pos: u64,
     pub len: usize,
     pub(crate) cursor: ReadCursor,

@@ -21,8 +21,9 @@ struct Scan {
 
 impl Segment {
     pub(super) fn recover(&mut self, index_interval_bytes: u64) -> io::Result<()> {
-        let file_len = self.log.size()?;
-        let scan = scan(&self.log, self.base_offset, file_len, index_interval_bytes)?;
+        let log = self.log.file()?;
+        let file_len = log.size()?;
+        let scan = scan(&log, self.base_offset, file_len, index_interval_bytes)?;
         if scan.valid_len < file_len {
             if self.is_block_padding(scan.valid_len, file_len) {
                 // Direct I/O pads the last block with zeros until the file is closed.
@@ -35,8 +36,8 @@ impl Segment {
                     "truncating a torn or corrupt tail"
                 );
             }
-            self.log.set_len(scan.valid_len)?;
-            self.log.sync_data()?;
+            log.set_len(scan.valid_len)?;
+            log.sync_data()?;
         }
         if self.offset_index.entries() != scan.offset_entries.as_slice() {
             self.offset_index.replace(scan.offset_entries)?;
@@ -58,7 +59,9 @@ impl Segment {
     fn is_block_padding(&self, from: u64, to: u64) -> bool {
         let len = (to - from) as usize;
         let mut buf = vec![0u8; len];
-        len < crate::io::direct::BLOCK && self.log.read_exact_at(&mut buf, from).is_ok() && buf.iter().all(|&b| b == 0)
+        len < crate::io::direct::BLOCK
+            && self.log.file().and_then(|f| f.read_exact_at(&mut buf, from)).is_ok()
+            && buf.iter().all(|&b| b == 0)
     }
 
     /// A cheap plausibility check of a closed segment's indexes: entries ascend, point

@@ -132,9 +132,11 @@ fn direct_io_here() -> bool {
     }
 }
 
-/// Direct I/O with a chunk cache smaller than one round, so reads go to the disk.
+/// Direct I/O with a chunk cache smaller than one round, so reads go to the disk, and
+/// a descriptor budget so small that files are closed and reopened between rounds.
 const DIRECT_SMALL_CACHE: IoOptions = IoOptions {
     direct_cache_bytes: Some(8 << 10),
+    open_files: Some(4),
 };
 
 #[test]
@@ -154,6 +156,7 @@ fn rounds_through_the_io_uring_backend_with_direct_io() {
         Engine::IoUring,
         IoOptions {
             direct_cache_bytes: Some(64 << 20),
+            open_files: None,
         },
     );
 }

@@ -198,9 +198,9 @@ fn flush_jobs_cover_what_was_appended() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), LogConfig::default(), 0).unwrap();
     log.flush_now(0).unwrap();
-    assert!(log.take_writes(true).is_none());
+    assert!(log.take_writes(true).expect("files open").is_none());
     log.append(build_batch(5, &[b"x", b"y"]), 0).unwrap();
-    let job = log.take_writes(true).expect("unflushed data");
+    let job = log.take_writes(true).expect("files open").expect("unflushed data");
     log.append(build_batch(6, &[b"z"]), 0).unwrap();
     let receipt = job.receipt();
     job.run_blocking(&crate::io::Positional::new()).unwrap();
@@ -208,7 +208,7 @@ fn flush_jobs_cover_what_was_appended() {
     assert_eq!(log.flushed().offset(), Offset(2));
     assert_eq!(log.written().offset(), Offset(2));
     // The next round takes only what came after the first.
-    let next = log.take_writes(true).expect("the third record");
+    let next = log.take_writes(true).expect("files open").expect("the third record");
     assert_eq!(next.receipt().upto(), Offset(3));
     assert_eq!(next.bytes(), build_batch(6, &[b"z"]).len() as u64);
 }

@@ -26,6 +26,16 @@ fn disk(seed: u64, faults: Faults, direct: bool) -> SimIo {
     }
 }
 
+/// The same with a descriptor budget of `open_files` when set, so segment files are
+/// closed and reopened under the log.
+fn disk_with(seed: u64, faults: Faults, direct: bool, open_files: Option<usize>) -> SimIo {
+    let sim = disk(seed, faults, direct);
+    match open_files {
+        Some(n) => sim.with_open_files(n),
+        None => sim,
+    }
+}
+
 fn open(sim: &SimIo) -> Log {
     // Recovery runs without injected faults: the disk came back after the crash.
     let faults = Faults::default();
@@ -73,10 +83,11 @@ proptest! {
     fn flushed_batches_survive_faults_and_crashes(
         seed in any::<u64>(),
         direct in any::<bool>(),
+        open_files in prop_oneof![Just(None), (1usize..6).prop_map(Some)],
         ops in prop::collection::vec(op(), 1..80),
     ) {
         let faults = Faults { write_error_ppm: 50_000, sync_error_ppm: 100_000, read_error_ppm: 0 };
-        let sim = disk(seed, faults, direct);
+        let sim = disk_with(seed, faults, direct, open_files);
         let mut log = open(&sim);
         sim.set_faults(faults);
         // Durable batches as the log stored them, and appended ones not yet flushed.
@@ -102,7 +113,7 @@ proptest! {
                     }
                 }
                 Op::Append(_) => {}
-                Op::Flush if !refusing => match log.take_writes(true) {
+                Op::Flush if !refusing => match log.take_writes(true).expect("the simulated disk opens files") {
                     None => prop_assert!(pending.is_empty()),
                     Some(job) => {
                         let receipt = job.receipt();
@@ -157,7 +168,7 @@ fn a_failed_sync_is_never_reported_as_durable_on(sim: SimIo) {
         sync_error_ppm: 1_000_000,
         ..Faults::default()
     });
-    let job = log.take_writes(true).expect("something to flush");
+    let job = log.take_writes(true).expect("files open").expect("something to flush");
     assert!(
         job.run_blocking(&sim).is_err(),
         "the injected sync failure must surface"
