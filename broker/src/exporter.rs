@@ -585,6 +585,16 @@ fn render(cluster: &Cluster, snapshots: Vec<ShardSnapshot>) -> Vec<u8> {
                 ratio,
             );
         }
+        if let Some(reason) = p.refusing {
+            let mut labels = l.to_vec();
+            labels.push(("reason", reason.to_string()));
+            f.gauge(
+                "sluice_partition_refusing_writes",
+                "A partition that refuses produce (KAFKA_STORAGE_ERROR), with why: disk_full (until a write finds room again, without a restart) or io_error (a failed write or fdatasync: until the broker restarts).",
+                &labels,
+                1.0,
+            );
+        }
         if let Some(lag) = p.follower_lag {
             f.gauge(
                 "sluice_partition_follower_lag_records",

@@ -182,6 +182,8 @@ pub struct PartitionStats {
     pub follower_lag: Option<i64>,
     /// For a compacted partition: the share of its closed segments' bytes not yet cleaned.
     pub dirty_ratio: Option<f64>,
+    /// Why the partition's log refuses writes, if it does (`disk_full`, `io_error`).
+    pub refusing: Option<&'static str>,
 }
 
 /// A consumer group at scrape time.

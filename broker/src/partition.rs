@@ -484,6 +484,6 @@ pub fn append_error(e: &AppendError) -> ResponseError {
         AppendError::Sequence(SequenceError::OutOfOrder { .. }) => ResponseError::OutOfOrderSequenceNumber,
         AppendError::NotTransactional(_) => ResponseError::InvalidTxnState,
         AppendError::KeylessRecords(_) => ResponseError::InvalidRecord,
-        AppendError::Io(_) | AppendError::Failed => ResponseError::KafkaStorageError,
+        AppendError::Io(_) | AppendError::Failed | AppendError::NoSpace => ResponseError::KafkaStorageError,
     }
 }

@@ -783,6 +783,7 @@ impl Shard {
                     segments: p.log().segment_count(),
                     follower_lag: p.follower_lag(),
                     dirty_ratio: p.log().config().cleanup_compact.then(|| p.log().dirty_ratio()),
+                    refusing: p.log().refusing(),
                 }
             })
             .collect();

@@ -75,6 +75,39 @@ pub fn log_bytes(file: &[u8]) -> &[u8] {
 }
 
 /// A running broker. Dropping it kills the process.
+/// A filesystem mounted for one test (ramfs, a small tmpfs), unmounted when dropped.
+pub struct Mount(tempfile::TempDir);
+
+impl Mount {
+    /// Mounts `fstype` (with `-o options` when given) on a fresh directory; None when
+    /// this process may not mount (not root): the test then says so and skips.
+    pub fn new(fstype: &str, options: Option<&str>) -> Option<Mount> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut mount = Command::new("mount");
+        mount.args(["-t", fstype]);
+        if let Some(options) = options {
+            mount.args(["-o", options]);
+        }
+        let mounted = mount
+            .arg("none")
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Mount(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
 pub struct Broker {
     child: Option<Child>,
     pub addr: String,

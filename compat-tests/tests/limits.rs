@@ -2,19 +2,22 @@
 //! a full disk that an operator frees through Kafka's own APIs.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compat_tests::{Broker, RawClient};
+use compat_tests::{Broker, Mount, RawClient};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
@@ -145,5 +148,196 @@ async fn ten_thousand_partitions_fit_in_4096_descriptors() {
     assert!(
         after < LIMIT - 256,
         "the restarted broker holds {after} descriptors of {LIMIT}"
+    );
+}
+
+/// Every delivery report: topic, payload, and the error if it failed.
+#[derive(Default, Clone)]
+struct Reports(Arc<Mutex<Vec<(String, Vec<u8>, Option<RDKafkaErrorCode>)>>>);
+
+impl ClientContext for Reports {}
+impl ProducerContext for Reports {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let (message, error) = match result {
+            Ok(m) => (m, None),
+            Err((e, m)) => (m, Some(e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown))),
+        };
+        let report = (
+            message.topic().to_string(),
+            message.payload().unwrap_or_default().to_vec(),
+            error,
+        );
+        self.0.lock().expect("reports").push(report);
+    }
+}
+
+impl Reports {
+    fn taken(&self) -> Vec<(String, Vec<u8>, Option<RDKafkaErrorCode>)> {
+        std::mem::take(&mut *self.0.lock().expect("reports"))
+    }
+}
+
+/// Sends `payloads` to `topic` and waits for every report.
+fn send_all(producer: &BaseProducer<Reports>, topic: &str, payloads: &[Vec<u8>]) {
+    for payload in payloads {
+        loop {
+            match producer.send(BaseRecord::<(), _>::to(topic).payload(payload)) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("send failed: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("every message reported");
+}
+
+/// Fills what is left of the filesystem at `dir` with a file (another tenant of the
+/// disk), so that nothing has room; returns the file.
+fn fill_up(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut file = std::fs::File::create(&path).expect("ballast");
+    let block = vec![0xbbu8; 64 << 10];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+/// The data directory on a 64 MiB tmpfs. One topic fills it (its producer gets
+/// KAFKA_STORAGE_ERROR), someone else takes the last bytes, and a second topic's
+/// partition then finds no room either: it refuses writes and the metrics say why.
+/// DeleteTopics of the filler still works on the full disk (the metadata write uses
+/// the space kept aside for it), the second partition takes writes again without a
+/// restart, and after a restart every acknowledged record is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_freed_by_deleting_a_topic_and_writes_resume_without_a_restart() {
+    let Some(disk) = Mount::new("tmpfs", Some("size=64m")) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut broker = Broker::start_with_data_in(disk.path(), &[]);
+    let admin = admin(&broker);
+    let topics = [
+        NewTopic::new("filler", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("keeper", 1, TopicReplication::Fixed(1)),
+    ];
+    let created = admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("create");
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    let reports = Reports::default();
+    let producer: BaseProducer<Reports> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("retries", "0")
+        .set("message.timeout.ms", "20000")
+        .create_with_context(reports.clone())
+        .expect("producer");
+    let small = |tag: &str, n: usize| -> Vec<Vec<u8>> { (0..n).map(|i| format!("{tag}-{i}").into_bytes()).collect() };
+    let mut acked_keeper: Vec<Vec<u8>> = Vec::new();
+    let mut sent_keeper: Vec<Vec<u8>> = Vec::new();
+    let mut keep = |payloads: Vec<Vec<u8>>, producer: &BaseProducer<Reports>| -> usize {
+        send_all(producer, "keeper", &payloads);
+        sent_keeper.extend(payloads);
+        let mut failed = 0;
+        for (_, payload, error) in reports.taken() {
+            match error {
+                None => acked_keeper.push(payload),
+                Some(code) => {
+                    assert_eq!(code, RDKafkaErrorCode::KafkaStorageError);
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    };
+    assert_eq!(keep(small("before", 100), &producer), 0);
+
+    let big: Vec<Vec<u8>> = (0..1000).map(|i| vec![b'a' + (i % 26) as u8; 100_000]).collect();
+    send_all(&producer, "filler", &big);
+    let filler = reports.taken();
+    let refused = filler.iter().filter(|(_, _, e)| e.is_some()).count();
+    assert!(refused > 0, "100 MB into a 64 MiB disk must fail");
+    assert!(
+        filler
+            .iter()
+            .all(|(_, _, e)| e.is_none_or(|c| c == RDKafkaErrorCode::KafkaStorageError)),
+        "a full disk is KAFKA_STORAGE_ERROR"
+    );
+    let ballast = fill_up(disk.path());
+    // More than the keeper's preallocated room: its write finds the disk full.
+    let large: Vec<Vec<u8>> = (0..3).map(|i| vec![b'k' + i as u8; 900_000]).collect();
+    assert!(keep(large, &producer) > 0, "the keeper must find the disk full");
+    let refusing = "sluice_partition_refusing_writes{topic=\"keeper\",partition=\"0\",reason=\"disk_full\"}";
+    assert_eq!(
+        broker.metric(refusing),
+        Some(1.0),
+        "the metrics say which partition refuses and why"
+    );
+
+    let deleted = admin
+        .delete_topics(&["filler"], &AdminOptions::new())
+        .await
+        .expect("delete topics");
+    assert!(
+        deleted.iter().all(|r| r.is_ok()),
+        "DeleteTopics on a full disk: {deleted:?}"
+    );
+    assert!(
+        broker.log().contains("used the space kept aside for metadata"),
+        "{}",
+        broker.log()
+    );
+
+    // The keeper takes writes again by itself once the filler's space is back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut round = 0;
+    while keep(small(&format!("retry{round}"), 1), &producer) > 0 {
+        assert!(Instant::now() < deadline, "the keeper never took writes again");
+        round += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        keep(small("after", 50), &producer),
+        0,
+        "writes resume without a restart"
+    );
+    assert_eq!(broker.metric(refusing), None);
+    std::fs::remove_file(ballast).expect("ballast");
+
+    broker.restart();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "full")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("keeper", 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !acked_keeper.iter().all(|a| got.contains(a)) && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            got.push(m.expect("consume").payload().expect("payload").to_vec());
+        }
+    }
+    let lost = acked_keeper.iter().filter(|a| !got.contains(a)).count();
+    assert_eq!(lost, 0, "acknowledged records lost across the full disk and a restart");
+    assert!(got.iter().all(|g| sent_keeper.contains(g)), "a record nobody sent");
+    let order: Vec<usize> = acked_keeper
+        .iter()
+        .map(|a| got.iter().position(|g| g == a).expect("read"))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "acknowledged records out of order"
     );
 }

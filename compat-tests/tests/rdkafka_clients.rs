@@ -228,42 +228,17 @@ fn metric(broker: &Broker, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {series} in the scrape"))
 }
 
-/// A mount of ramfs, which refuses O_DIRECT (EINVAL), unmounted when dropped. Since
-/// Linux 6.6 tmpfs takes O_DIRECT, so ramfs is the filesystem that shows the fallback.
-struct Ramfs(tempfile::TempDir);
-
-impl Ramfs {
-    /// None when this process may not mount (not root): the test then says so.
-    fn mount() -> Option<Ramfs> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "ramfs", "none"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(Ramfs(dir))
-    }
-}
-
-impl Drop for Ramfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 /// A data directory whose filesystem refuses O_DIRECT: the broker says so at start-up,
 /// reports buffered mode, and keeps every acknowledged message over a kill -9.
 #[tokio::test]
 async fn log_files_fall_back_to_buffered_io_where_o_direct_is_refused() {
-    let Some(ramfs) = Ramfs::mount() else {
+    // Since Linux 6.6 tmpfs takes O_DIRECT, so ramfs is the filesystem that shows the
+    // fallback.
+    let Some(ramfs) = compat_tests::Mount::new("ramfs", None) else {
         eprintln!("skipped: cannot mount a ramfs here (needs root)");
         return;
     };
-    let mut broker = Broker::start_with_data_in(ramfs.0.path(), &[]);
+    let mut broker = Broker::start_with_data_in(ramfs.path(), &[]);
     assert!(
         broker
             .log()

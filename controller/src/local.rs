@@ -17,6 +17,14 @@ use crate::{
 
 const FILE_NAME: &str = "metadata.json";
 
+/// Space kept aside for the metadata file: when the disk fills up, this file is
+/// removed to make room for the next metadata write, so that DeleteTopics (how an
+/// operator frees space through Kafka's APIs) still works on a full disk. It is made
+/// again once a metadata write finds room for it.
+const RESERVE_NAME: &str = "metadata.reserve";
+/// The reserve holds this much, or twice the metadata file when that is larger.
+const RESERVE_BYTES_MIN: usize = 1 << 20;
+
 pub struct LocalController {
     path: PathBuf,
     /// Writers take turns here, so two concurrent CreateTopics for one name cannot
@@ -53,6 +61,7 @@ impl LocalController {
             Err(e) => return Err(e.into()),
         };
         let metadata = single_node(metadata, me);
+        keep_reserve(&path);
         let (current, _) = watch::channel(Arc::new(metadata));
         Ok(LocalController {
             path,
@@ -74,7 +83,7 @@ impl LocalController {
         next.revision += 1;
         let next = Arc::new(next);
         let (path, written) = (self.path.clone(), next.clone());
-        match tokio::task::spawn_blocking(move || write_atomically(&path, &written)).await {
+        match tokio::task::spawn_blocking(move || write_with_reserve(&path, &written)).await {
             Ok(result) => result?,
             Err(e) => return Err(ControllerError::Storage(std::io::Error::other(e))),
         }
@@ -308,6 +317,51 @@ fn single_node(mut metadata: ClusterMetadata, me: BrokerInfo) -> ClusterMetadata
     metadata.controller_id = me.id;
     metadata.brokers = [(me.id, me)].into();
     metadata
+}
+
+fn reserve_path(path: &Path) -> PathBuf {
+    path.with_file_name(RESERVE_NAME)
+}
+
+/// Makes the reserve file if it is missing or too small for the metadata file at `path`
+/// (best effort: on a full disk it waits for the next write).
+fn keep_reserve(path: &Path) {
+    let reserve = reserve_path(path);
+    let metadata_len = fs::metadata(path).map_or(0, |m| m.len() as usize);
+    let want = RESERVE_BYTES_MIN.max(2 * metadata_len);
+    if fs::metadata(&reserve).is_ok_and(|m| m.len() as usize >= want) {
+        return;
+    }
+    // Written, not just sized: a sparse file would reserve nothing.
+    let made = File::create(&reserve).and_then(|mut f| f.write_all(&vec![0u8; want]).and_then(|()| f.sync_all()));
+    if let Err(e) = made {
+        let _ = fs::remove_file(&reserve);
+        tracing::debug!(reserve = %reserve.display(), "cannot make the metadata reserve yet: {e}");
+    }
+}
+
+fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Writes the metadata; on a full disk, gives up the reserve and tries once more.
+fn write_with_reserve(path: &Path, metadata: &ClusterMetadata) -> std::io::Result<()> {
+    match write_atomically(path, metadata) {
+        Err(e) if out_of_space(&e) && fs::remove_file(reserve_path(path)).is_ok() => {
+            tracing::warn!(
+                "the disk holding {} is full: used the space kept aside for metadata",
+                path.display()
+            );
+            let _ = fs::remove_file(path.with_extension("json.tmp"));
+            write_atomically(path, metadata)?;
+        }
+        other => other?,
+    }
+    keep_reserve(path);
+    Ok(())
 }
 
 /// Write to a temporary file, fsync it, rename it over the old one, fsync the

@@ -52,6 +52,25 @@ pub trait IoFile: Send + Sync {
     }
 }
 
+/// A failed fdatasync, kept apart from a failed write: after one the page cache may
+/// have dropped data the log no longer holds in memory, so it stays fatal for the
+/// partition, while a write refused for want of space is tried again.
+#[derive(Debug, thiserror::Error)]
+#[error("fdatasync failed: {0}")]
+pub struct SyncFailed(pub io::Error);
+
+/// `e` as the failure of a sync (see [`SyncFailed`]).
+pub fn sync_failed(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), SyncFailed(e))
+}
+
+/// Whether a write failed for want of space (ENOSPC, EDQUOT): the log keeps what it
+/// holds in memory and writes it again once there is room. A failed sync never is.
+pub fn out_of_space(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        && !e.get_ref().is_some_and(|inner| inner.is::<SyncFailed>())
+}
+
 /// Files are shared: a write round holds them while the log goes on appending.
 pub type FileRef = Arc<dyn IoFile>;
 
@@ -189,7 +208,7 @@ impl RoundWrite {
             self.file.write_all_at(&staging, pos)?;
         }
         if self.sync {
-            self.file.sync_data()?;
+            self.file.sync_data().map_err(sync_failed)?;
         }
         Ok(())
     }

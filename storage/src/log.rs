@@ -123,6 +123,9 @@ pub enum AppendError {
     /// it takes no more writes rather than acknowledge data it cannot vouch for.
     #[error("an earlier write or sync of this log failed; it takes no more writes")]
     Failed,
+    /// The disk is full: the log takes writes again once a write finds room.
+    #[error("the disk holding this log is full")]
+    NoSpace,
 }
 
 #[derive(Debug, Error)]
@@ -1007,12 +1010,14 @@ impl Log {
         let base = header.base_offset;
         // Everything below the new segment, so the next open replays from here.
         snapshot::write(self.io.as_ref(), &self.dir, base, &self.producers, &self.txns)?;
+        // Made before the old one is sealed, so a failure (a full disk) leaves the
+        // log as it was and the next append tries the roll again.
+        let next = Segment::create(self.io.as_ref(), &self.dir, base, now_ms)?;
         if let Some(active) = self.segments.values_mut().next_back() {
             active.seal();
             self.sealed_since_flush.push(active.base_offset());
         }
-        self.segments
-            .insert(base, Segment::create(self.io.as_ref(), &self.dir, base, now_ms)?);
+        self.segments.insert(base, next);
         self.dir_dirty = true;
         Ok(())
     }

@@ -50,6 +50,13 @@ const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Write rounds that could not open a file are logged at most once per 10 s.
 static OPEN_FAILURES: crate::sparse::Sparse = crate::sparse::Sparse::new(10_000);
 
+/// How often a log that found the disk full tries its write again.
+const NO_SPACE_RETRY: Duration = Duration::from_millis(500);
+
+/// Free space below which a log that found the disk full, with nothing left to
+/// write, still refuses appends.
+const NO_SPACE_FREE_MIN: u64 = 4 << 20;
+
 /// How safe an appended batch must be before its receipt resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -70,6 +77,9 @@ struct Progress {
     flushed: Flushed,
     /// A write or sync failed: the log takes no more writes.
     failed: bool,
+    /// Bumped each time a round finds the disk full: receipts waiting then fail (the
+    /// log keeps their batches and writes them once there is room).
+    refused: u64,
 }
 
 /// A receipt resolved with this error: the write or sync behind it failed.
@@ -82,13 +92,16 @@ pub struct AppendReceipt {
     progress: watch::Receiver<Progress>,
     target: Offset,
     synced: bool,
+    /// [`Progress::refused`] when the batch was appended.
+    refused: u64,
 }
 
 impl AppendReceipt {
     pub async fn wait(mut self) -> Result<(), WriteFailed> {
-        let (target, synced) = (self.target, self.synced);
+        let (target, synced, refused) = (self.target, self.synced, self.refused);
         let covered = |p: &Progress| {
             p.failed
+                || p.refused != refused
                 || if synced {
                     p.flushed.offset() >= target
                 } else {
@@ -96,7 +109,7 @@ impl AppendReceipt {
                 }
         };
         match self.progress.wait_for(covered).await {
-            Ok(p) if !p.failed => Ok(()),
+            Ok(p) if !p.failed && p.refused == refused => Ok(()),
             _ => Err(WriteFailed),
         }
     }
@@ -128,6 +141,18 @@ struct Managed {
     deleted: Cell<bool>,
     /// A round holding this log's writes is under way.
     in_flight: Cell<bool>,
+    /// The disk was full at the last write: appends are refused until a write (tried
+    /// again every [`NO_SPACE_RETRY`]) finds room.
+    no_space: Cell<Option<Instant>>,
+}
+
+impl Managed {
+    /// The disk had no room for this log: appends are refused until a retry finds some.
+    fn mark_full(&self, log: &Log, e: &dyn std::fmt::Display) {
+        if self.no_space.replace(Some(Instant::now())).is_none() {
+            tracing::warn!(log = %log.dir().display(), "the disk is full, the partition refuses writes until there is room: {e}");
+        }
+    }
 }
 
 /// What the manager and its logs' handles share.
@@ -217,6 +242,7 @@ impl LogManager {
             written: log.written(),
             flushed: log.flushed(),
             failed: false,
+            refused: 0,
         });
         let managed = Rc::new(Managed {
             log: RefCell::new(log),
@@ -225,6 +251,7 @@ impl LogManager {
             sync_wanted: Cell::new(false),
             deleted: Cell::new(false),
             in_flight: Cell::new(false),
+            no_space: Cell::new(None),
         });
         let mut logs = self.logs.borrow_mut();
         logs.retain(|l| l.strong_count() > 0);
@@ -324,23 +351,29 @@ impl LogManager {
         let now = now_ms();
         for (managed, receipt, parts) in jobs {
             managed.in_flight.set(false);
-            let failure = parts
+            let write_errors: Vec<&io::Error> = parts
                 .writes
                 .clone()
                 .filter_map(|i| outcome.writes.get(i).and_then(|r| r.as_ref().err()))
-                .chain(
-                    parts
-                        .dir
-                        .and_then(|d| outcome.dirs.get(d).and_then(|r| r.as_ref().err())),
-                )
-                .next()
-                .map(|e| e.to_string());
+                .collect();
+            let dir_error = parts
+                .dir
+                .and_then(|d| outcome.dirs.get(d).and_then(|r| r.as_ref().err()));
             if managed.deleted.get() {
                 continue;
             }
             let missing = parts.writes.end > outcome.writes.len() || parts.dir.is_some_and(|d| d >= outcome.dirs.len());
             let mut log = managed.log.borrow_mut();
-            match failure.or_else(|| missing.then(|| "the backend lost part of a round".to_string())) {
+            let full = !write_errors.is_empty()
+                && dir_error.is_none()
+                && write_errors.iter().all(|e| crate::io::out_of_space(e));
+            let failure = write_errors
+                .first()
+                .copied()
+                .or(dir_error)
+                .map(|e| e.to_string())
+                .or_else(|| missing.then(|| "the backend lost part of a round".to_string()));
+            match failure {
                 None => {
                     log.complete_writes(&receipt, now);
                     let (written, flushed) = (log.written(), log.flushed());
@@ -348,6 +381,21 @@ impl LogManager {
                         p.written = written;
                         p.flushed = flushed;
                     });
+                    if managed.no_space.take().is_some() {
+                        tracing::info!(log = %log.dir().display(), "the disk has room again: the partition takes writes");
+                    }
+                }
+                Some(e) if full => {
+                    // Nothing is lost: the batches stay in memory and the next try
+                    // writes them from where the file's whole batches end. Waiting
+                    // producers are told now (KAFKA_STORAGE_ERROR) rather than at
+                    // their timeout, and appends are refused until there is room.
+                    log.rewind_writes();
+                    managed.mark_full(&log, &e);
+                    managed.progress.send_modify(|p| p.refused += 1);
+                    if receipt.synced() {
+                        managed.sync_wanted.set(true);
+                    }
                 }
                 Some(e) => {
                     tracing::error!(log = %log.dir().display(), "write or fdatasync failed, the partition now refuses writes: {e}");
@@ -375,11 +423,40 @@ impl LogManager {
         let mut logs = self.logs.borrow_mut();
         logs.retain(|l| l.strong_count() > 0);
         for managed in logs.iter().filter_map(Weak::upgrade) {
-            if managed.deleted.get() || !managed.log.borrow().flush_due(now) {
+            if managed.deleted.get() {
+                continue;
+            }
+            if let Some(since) = managed.no_space.get() {
+                if since.elapsed() >= NO_SPACE_RETRY {
+                    self.retry_after_no_space(&managed);
+                }
+                continue;
+            }
+            if !managed.log.borrow().flush_due(now) {
                 continue;
             }
             managed.sync_wanted.set(true);
             self.shared.enqueue(&managed);
+        }
+    }
+
+    /// A log that found the disk full: its held-back batches are written again (the
+    /// round's outcome says whether there was room); with none, it takes appends
+    /// again once the filesystem has room.
+    fn retry_after_no_space(&self, managed: &Rc<Managed>) {
+        let log = managed.log.borrow();
+        if log.unwritten_bytes() > 0 || managed.sync_wanted.get() {
+            managed.no_space.set(Some(Instant::now()));
+            drop(log);
+            self.shared.enqueue(managed);
+            return;
+        }
+        match crate::io::disk_space(log.dir()) {
+            Ok((_, free)) if free >= NO_SPACE_FREE_MIN => {
+                managed.no_space.set(None);
+                tracing::info!(log = %log.dir().display(), "the disk has room again: the partition takes writes");
+            }
+            _ => managed.no_space.set(Some(Instant::now())),
         }
     }
 
@@ -427,21 +504,11 @@ impl PartitionLog {
         durability: Durability,
         append: impl FnOnce(&mut Log) -> Result<crate::log::AppendInfo, AppendError>,
     ) -> Result<Appended, AppendError> {
-        if self.log.progress.borrow().failed || self.log.deleted.get() {
-            return Err(AppendError::Failed);
-        }
+        self.takes_appends()?;
         let mut log = self.log.log.borrow_mut();
         let info = match append(&mut log) {
             Ok(info) => info,
-            Err(e) => {
-                if let AppendError::Io(io) = &e {
-                    // The file's tail is now unknown; like a failed fsync, the log takes
-                    // no more writes rather than build on it.
-                    tracing::error!(log = %log.dir().display(), "append failed, the partition now refuses writes: {io}");
-                    self.log.progress.send_modify(|p| p.failed = true);
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.append_failed(&log, e)),
         };
         let synced = durability == Durability::Synced;
         if synced || log.flush_due(now_ms) {
@@ -454,8 +521,50 @@ impl PartitionLog {
             progress: self.log.progress.subscribe(),
             target: info.last_offset.plus(1),
             synced,
+            refused: self.log.progress.borrow().refused,
         });
         Ok(Appended { info, receipt })
+    }
+
+    /// Why the log refuses appends, if it does: `disk_full` (until a write finds
+    /// room) or `io_error` (a failed write or sync: until the broker restarts).
+    pub fn refusing(&self) -> Option<&'static str> {
+        if self.log.progress.borrow().failed {
+            Some("io_error")
+        } else if self.log.no_space.get().is_some() {
+            Some("disk_full")
+        } else {
+            None
+        }
+    }
+
+    /// Whether the log takes appends: not after a failed write or sync, not once
+    /// deleted, and not while its disk is full.
+    fn takes_appends(&self) -> Result<(), AppendError> {
+        if self.log.progress.borrow().failed || self.log.deleted.get() {
+            return Err(AppendError::Failed);
+        }
+        if self.log.no_space.get().is_some() {
+            return Err(AppendError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// What an append that failed means for the log. A disk too full for a segment
+    /// roll changed nothing: appends are refused until there is room. Any other I/O
+    /// error leaves the file's tail unknown, and like a failed fsync the log takes no
+    /// more writes rather than build on it.
+    fn append_failed(&self, log: &Log, e: AppendError) -> AppendError {
+        let AppendError::Io(io) = &e else {
+            return e;
+        };
+        if crate::io::out_of_space(io) {
+            self.log.mark_full(log, io);
+            return AppendError::NoSpace;
+        }
+        tracing::error!(log = %log.dir().display(), "append failed, the partition now refuses writes: {io}");
+        self.log.progress.send_modify(|p| p.failed = true);
+        e
     }
 
     /// See [`Log::first_unstable_offset`].
@@ -541,16 +650,13 @@ impl PartitionLog {
         now_ms: i64,
         durability: Durability,
     ) -> Result<Option<AppendReceipt>, AppendError> {
-        if self.log.progress.borrow().failed || self.log.deleted.get() {
-            return Err(AppendError::Failed);
-        }
+        self.takes_appends()?;
         let mut log = self.log.log.borrow_mut();
-        let appended = log.append_replicated(records, now_ms);
-        if let Err(AppendError::Io(e)) = &appended {
-            tracing::error!(log = %log.dir().display(), "replicated append failed, the partition now refuses writes: {e}");
-            self.log.progress.send_modify(|p| p.failed = true);
-        }
-        if appended? == 0 {
+        let appended = match log.append_replicated(records, now_ms) {
+            Ok(n) => n,
+            Err(e) => return Err(self.append_failed(&log, e)),
+        };
+        if appended == 0 {
             return Ok(None);
         }
         let synced = durability == Durability::Synced;
@@ -565,6 +671,7 @@ impl PartitionLog {
             progress: self.log.progress.subscribe(),
             target,
             synced,
+            refused: self.log.progress.borrow().refused,
         }))
     }
 

@@ -613,9 +613,16 @@ impl DirectFile {
         let want_allocated = start + align_up(total) as u64;
         if want_allocated > state.allocated {
             let step = state.allocated.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX);
-            let to = want_allocated.max(state.allocated + step);
+            let ahead = want_allocated.max(state.allocated + step);
             drop(state);
-            self.raw.allocate(0, to)?;
+            // Near a full disk the step ahead may not fit while the write itself does.
+            let to = match self.raw.allocate(0, ahead) {
+                Err(e) if crate::io::out_of_space(&e) && ahead > want_allocated => {
+                    self.raw.allocate(0, want_allocated)?;
+                    want_allocated
+                }
+                other => other.map(|()| ahead)?,
+            };
             self.lock().allocated = to;
         } else {
             drop(state);

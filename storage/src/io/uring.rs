@@ -557,7 +557,7 @@ impl Ring {
                             let result = op.await.0;
                             // After a short write the linked sync reports -ECANCELED: retried.
                             if whole && result < 0 && failure.is_none() {
-                                failure = Some(io::Error::from_raw_os_error(-result));
+                                failure = Some(super::sync_failed(io::Error::from_raw_os_error(-result)));
                             }
                         }
                     }
