@@ -85,26 +85,37 @@ pub async fn create(shard: &Rc<Shard>, topic: NewTopic) -> Result<TopicMetadata,
     let (name, partitions, internal) = (topic.name.clone(), topic.partitions, topic.internal);
     let change = shard.controller().create_topic(topic).await?;
     if let Err(e) = applied_everywhere(shard, change.revision).await {
-        if e.code == ResponseError::KafkaStorageError {
-            // A shard could not create a partition's storage (out of descriptors or
-            // disk): the topic is removed again, so that Metadata never lists a
-            // partition that does not exist and the shards drop what they made.
-            tracing::warn!(
-                topic = name,
-                "creating the topic's storage failed, removing it again: {}",
-                e.message
-            );
-            match shard.controller().delete_topic(&name).await {
-                Ok(undone) => {
-                    let _ = applied_everywhere(shard, undone.revision).await;
-                }
-                Err(undo) => tracing::error!(topic = name, "cannot remove the half-created topic: {undo}"),
-            }
-        }
+        undo_if_storage_failed(shard, &name, &e, "the topic", shard.controller().delete_topic(&name)).await;
         return Err(e);
     }
     tracing::info!(topic = name, partitions, internal, "created topic");
     Ok(change.value)
+}
+
+/// After a change whose storage a shard could not create (out of descriptors or
+/// disk), writes `undo` (removing what the change added), so that Metadata never
+/// lists a partition that does not exist and the shards drop what they made.
+async fn undo_if_storage_failed(
+    shard: &Rc<Shard>,
+    topic: &str,
+    failure: &AdminError,
+    what: &str,
+    undo: sluice_controller::ControllerFuture<'_, sluice_controller::Change<TopicMetadata>>,
+) {
+    if failure.code != ResponseError::KafkaStorageError {
+        return;
+    }
+    tracing::warn!(
+        topic,
+        "creating the storage of {what} failed, removing it again: {}",
+        failure.message
+    );
+    match undo.await {
+        Ok(undone) => {
+            let _ = applied_everywhere(shard, undone.revision).await;
+        }
+        Err(e) => tracing::error!(topic, "cannot remove {what} again: {e}"),
+    }
 }
 
 /// Adds partitions to a topic; the shards that own the new ones open their logs.
@@ -114,11 +125,18 @@ pub async fn create_partitions(
     partitions: i32,
     assignments: Option<Vec<Vec<i32>>>,
 ) -> Result<TopicMetadata, AdminError> {
+    // What the undo goes back to, should the new partitions' storage fail. (Another
+    // CreatePartitions of the same topic racing this one is not told apart.)
+    let before = shard.controller().metadata().topic(name).map_or(0, |t| t.partitions);
     let change = shard
         .controller()
         .create_partitions(name, partitions, assignments)
         .await?;
-    applied_everywhere(shard, change.revision).await?;
+    if let Err(e) = applied_everywhere(shard, change.revision).await {
+        let undo = shard.controller().remove_partitions(name, before);
+        undo_if_storage_failed(shard, name, &e, "the new partitions", undo).await;
+        return Err(e);
+    }
     tracing::info!(topic = name, partitions, "added partitions");
     Ok(change.value)
 }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use compat_tests::{batch_offsets, record_batch, Broker, RawClient};
 use kafka_protocol::messages::api_versions_response::ApiVersionsResponse;
+use kafka_protocol::messages::create_partitions_request::{CreatePartitionsRequest, CreatePartitionsTopic};
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsResponse;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::create_topics_response::CreateTopicsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
@@ -560,7 +562,8 @@ fn a_second_broker_on_the_same_port_or_data_directory_is_refused() {
 /// A CreateTopics the broker cannot satisfy (here: one partition's directory cannot
 /// be made, because a file of that name is in the way) leaves no trace: the client
 /// gets the error, Metadata does not list the topic, the directories it made are
-/// gone, a smaller topic still works, and a restart agrees.
+/// gone, a smaller topic still works, and a restart agrees. The same for a
+/// CreatePartitions.
 #[test]
 fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
     let mut broker = Broker::start(&[]);
@@ -605,6 +608,40 @@ fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
     );
     create(&mut client, "fits", 4, &[]);
     assert!(listed(&mut client).contains(&"fits".to_string()));
+    // CreatePartitions the same way: a new partition's directory cannot be made, so
+    // the topic keeps its 4 partitions and none of the new directories stay.
+    std::fs::write(broker.data_dir().join("data").join("fits-7"), b"in the way").expect("plant a file");
+    let grow = CreatePartitionsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(name("fits"))
+            .with_count(10)
+            .with_assignments(None)]);
+    let grown: CreatePartitionsResponse = client.call(ApiKey::CreatePartitions, 3, &grow);
+    assert_eq!(
+        grown.results[0].error_code,
+        kafka_protocol::ResponseError::KafkaStorageError.code(),
+        "{:?}",
+        grown.results[0].error_message
+    );
+    let partitions_of = |client: &mut RawClient, topic: &str| -> usize {
+        let m: MetadataResponse = client.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
+        m.topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
+            .map_or(0, |t| t.partitions.len())
+    };
+    assert_eq!(
+        partitions_of(&mut client, "fits"),
+        4,
+        "Metadata lists partitions that do not exist"
+    );
+    let grown_dirs = |b: &Broker| {
+        (4..10)
+            .filter(|p| b.data_dir().join("data").join(format!("fits-{p}")).is_dir())
+            .count()
+    };
+    assert_eq!(grown_dirs(&broker), 0, "directories of the refused partitions remain");
     broker.restart();
     let mut client = RawClient::connect(&broker.addr);
     let topics = listed(&mut client);
@@ -612,7 +649,9 @@ fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
         topics.contains(&"fits".to_string()) && !topics.contains(&"too-big".to_string()),
         "{topics:?}"
     );
+    assert_eq!(partitions_of(&mut client, "fits"), 4);
     assert_eq!(leftovers(&broker), 0);
+    assert_eq!(grown_dirs(&broker), 0);
 }
 
 /// Idle connections use up the connections' share of the descriptors (under

@@ -1069,6 +1069,24 @@ impl Controller for EtcdController {
         })
     }
 
+    fn remove_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        self.run(async move {
+            update_topic(&inner, &name, |_, topic| {
+                let keep = partitions.clamp(1, topic.partitions);
+                let deletes = (keep..topic.partitions)
+                    .map(|p| TxnOp::delete(inner.keys.partition(&name, p), None))
+                    .collect();
+                let mut shrunk = topic.clone();
+                shrunk.partitions = keep;
+                shrunk.assignments.truncate(keep as usize);
+                Ok((shrunk, deletes))
+            })
+            .await
+        })
+    }
+
     fn alter_topic_configs(
         &self,
         name: &str,

@@ -487,6 +487,11 @@ pub trait Controller: Send + Sync {
         partitions: i32,
         assignments: Option<Vec<Vec<i32>>>,
     ) -> ControllerFuture<'_, Change<TopicMetadata>>;
+    /// Shrinks a topic back to `partitions` partitions: the undo of a
+    /// [`Controller::create_partitions`] whose storage could not be made, so that
+    /// Metadata never lists a partition that does not exist. Never a client's request
+    /// (Kafka never shrinks a topic).
+    fn remove_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>>;
     /// Replaces a topic's config overrides (AlterConfigs, IncrementalAlterConfigs);
     /// the caller has validated them.
     fn alter_topic_configs(

@@ -164,6 +164,23 @@ impl Controller for LocalController {
         })
     }
 
+    fn remove_partitions(&self, name: &str, partitions: i32) -> ControllerFuture<'_, Change<TopicMetadata>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            self.update(|meta| {
+                let topic = meta
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+                let keep = partitions.clamp(1, topic.partitions);
+                topic.partitions = keep;
+                topic.assignments.truncate(keep as usize);
+                Ok(topic.clone())
+            })
+            .await
+        })
+    }
+
     fn alter_topic_configs(
         &self,
         name: &str,
