@@ -290,7 +290,7 @@ pub struct Cli {
     pub log_cache_bytes: Option<u64>,
     /// Descriptors the shards' segment and index files may hold open at once (idle
     /// partitions' files are closed and reopened on use); 0 derives it from the
-    /// open-file limit: half of it, the rest for connections and in-flight work
+    /// open-file limit: a quarter of it, the rest for connections and in-flight work
     /// [default: 0].
     #[arg(long, value_name = "N")]
     pub log_open_files_max: Option<usize>,

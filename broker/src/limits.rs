@@ -19,11 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How the process's open-file limit is shared out: segment and index files get a
-/// budget (half of the limit unless `--log-open-files-max` says otherwise), an eighth
-/// (at least 64) is kept for what is in flight (files a write round or a read holds
-/// past the budget, listeners, rings, the controller's connections), and connections
-/// get the rest. So idle connections cannot take the descriptors produce needs, and
-/// 10,000 partitions cannot take the ones connections need.
+/// budget (a quarter of the limit unless `--log-open-files-max` says otherwise: only
+/// the files of busy partitions stay open, three or four each), an eighth (at least
+/// 64) is kept for what is in flight (files a write round or a read holds past the
+/// budget, listeners, rings, the controller's connections), and connections get the
+/// rest (10,000 of them under the common limit of 20,000). So idle connections cannot
+/// take the descriptors produce needs, and 10,000 partitions cannot take the ones
+/// connections need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Descriptors {
     pub limit: usize,
@@ -35,7 +37,7 @@ pub struct Descriptors {
 impl Descriptors {
     pub fn share(limit: usize, files_asked: usize) -> Descriptors {
         let reserved = (limit / 8).max(64).min(limit);
-        let files = if files_asked > 0 { files_asked } else { limit / 2 };
+        let files = if files_asked > 0 { files_asked } else { limit / 4 };
         let files = files.min(limit - reserved).max(1);
         let connections = limit.saturating_sub(files + reserved).max(1);
         Descriptors {
@@ -262,6 +264,25 @@ mod tests {
             "an override of 0"
         );
         assert!(parse_overrides("localhost:3").is_err());
+    }
+
+    #[test]
+    fn the_open_file_limit_is_shared_between_files_connections_and_a_reserve() {
+        let common = Descriptors::share(20_000, 0);
+        assert_eq!(
+            (common.files, common.reserved, common.connections),
+            (5_000, 2_500, 12_500)
+        );
+        let small = Descriptors::share(256, 0);
+        assert_eq!((small.files, small.reserved, small.connections), (64, 64, 128));
+        let asked = Descriptors::share(4096, 3000);
+        assert_eq!((asked.files, asked.connections), (3000, 4096 - 3000 - 512));
+        // Asking for more than there is still leaves the reserve and one connection.
+        let greedy = Descriptors::share(1024, 5000);
+        assert_eq!(
+            (greedy.files, greedy.reserved, greedy.connections),
+            (1024 - 128, 128, 1)
+        );
     }
 
     #[test]
