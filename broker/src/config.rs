@@ -93,7 +93,7 @@ pub struct Cli {
     pub max_connection_creation_rate: Option<u64>,
     /// Most bytes of requests read but not yet answered across the broker
     /// (queued.max.request.bytes); reading more waits, so clients feel backpressure.
-    /// -1 for no limit [default: 536870912; Kafka's default is -1].
+    /// -1 for no limit [default: 67108864; Kafka's default is -1].
     #[arg(long, value_name = "BYTES", allow_hyphen_values = true)]
     pub queued_max_request_bytes: Option<i64>,
     /// Largest request frame accepted (socket.request.max.bytes) [default: 104857600].
@@ -471,10 +471,12 @@ pub struct BrokerConfig {
     pub log_json: bool,
 }
 
-/// The broker-wide budget of request bytes read and not yet answered: enough for
-/// hundreds of producers' 1 MB requests at once, while a flood of them cannot grow the
-/// broker's memory without bound (Kafka's default is no limit).
-pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: i64 = 512 << 20;
+/// The broker-wide budget of request bytes read and not yet answered: 64 requests of
+/// 1 MB at once, which keeps a shard's write rounds full (100 producers beside 9,900
+/// idle connections: 269 MB/s at 64 MiB, 247-270 MB/s at 512 MiB, broker RSS peak
+/// 272 MiB against 1 GiB; `benches/limits.sh`), while a flood of producers cannot grow
+/// the broker's memory without bound (Kafka's default is no limit).
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: i64 = 64 << 20;
 
 /// The direct-I/O chunk cache: enough for a few seconds of a busy shard's appends
 /// (consumers at the tail read them from memory) while the broker's RSS under the

@@ -122,6 +122,28 @@ pub struct Partition {
 /// shard's partitions apart).
 const HIGH_WATERMARK_CHECKPOINT: &str = "high-watermark";
 
+/// The checkpoint's one line: the mark in 20 digits and the CRC-32C of those digits.
+fn checkpoint_line(mark: i64) -> String {
+    let digits = format!("{:020}", mark.max(0));
+    format!("{digits} {:08x}\n", crc32c::crc32c(digits.as_bytes()))
+}
+
+/// The mark of a checkpoint line, when it checks out; a bare number (the format before
+/// the checksum) is taken as it is.
+fn parse_checkpoint(text: &str) -> Option<i64> {
+    let mut fields = text.split_whitespace();
+    let digits = fields.next()?;
+    match fields.next() {
+        None => digits.parse().ok(),
+        Some(crc) => {
+            let crc = u32::from_str_radix(crc, 16).ok()?;
+            (crc == crc32c::crc32c(digits.as_bytes()))
+                .then(|| digits.parse().ok())
+                .flatten()
+        }
+    }
+}
+
 impl Partition {
     pub fn new(topic_id: Uuid, log: PartitionLog, me: i32) -> Partition {
         // The high watermark last checkpointed (within the log), else the log start:
@@ -130,7 +152,7 @@ impl Partition {
         let offsets = log.offsets();
         let checkpoint = std::fs::read_to_string(log.dir().join(HIGH_WATERMARK_CHECKPOINT))
             .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok())
+            .and_then(|t| parse_checkpoint(&t))
             .map(Offset);
         let high_watermark = HighWatermark(
             checkpoint
@@ -446,18 +468,29 @@ impl Partition {
     }
 
     /// Writes the high watermark checkpoint if the mark moved since the last one (Kafka's
-    /// `replica.high.watermark.checkpoint.interval.ms` task): to a temporary file, then
-    /// renamed over the old one. Not synced: a checkpoint older than the truth is only
-    /// a lower mark, which is safe.
+    /// `replica.high.watermark.checkpoint.interval.ms` task), in place: one line of a
+    /// fixed width with its checksum, so the file never changes length and no new file
+    /// is made. (A temporary file renamed over it cost a new inode per partition every
+    /// 5 s: with 10,000 partitions, ext4's inode allocation was a third of the broker's
+    /// CPU.) Not synced: a checkpoint older than the truth is only a lower mark, which
+    /// is safe, and one that does not check out is ignored (the log start then).
     pub fn checkpoint_high_watermark(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let mark = self.high_watermark.offset();
         if mark == self.checkpointed {
             return Ok(());
         }
-        let dir = self.log.dir();
-        let tmp = dir.join(format!("{HIGH_WATERMARK_CHECKPOINT}.tmp"));
-        std::fs::write(&tmp, format!("{}\n", mark.value()))?;
-        std::fs::rename(&tmp, dir.join(HIGH_WATERMARK_CHECKPOINT))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.log.dir().join(HIGH_WATERMARK_CHECKPOINT))?;
+        let line = checkpoint_line(mark.value());
+        file.write_all_at(line.as_bytes(), 0)?;
+        // A file from before the fixed width may be longer.
+        if file.metadata()?.len() != line.len() as u64 {
+            file.set_len(line.len() as u64)?;
+        }
         self.checkpointed = mark;
         Ok(())
     }
@@ -485,5 +518,24 @@ pub fn append_error(e: &AppendError) -> ResponseError {
         AppendError::NotTransactional(_) => ResponseError::InvalidTxnState,
         AppendError::KeylessRecords(_) => ResponseError::InvalidRecord,
         AppendError::Io(_) | AppendError::Failed | AppendError::NoSpace => ResponseError::KafkaStorageError,
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::{checkpoint_line, parse_checkpoint};
+
+    #[test]
+    fn a_checkpoint_reads_back_and_a_damaged_one_is_ignored() {
+        for mark in [0, 7, 123_456_789, i64::MAX] {
+            assert_eq!(parse_checkpoint(&checkpoint_line(mark)), Some(mark));
+        }
+        assert_eq!(checkpoint_line(5).len(), checkpoint_line(i64::MAX).len(), "fixed width");
+        // A digit changed (a torn write mixing an old line and a new one) fails its check.
+        let damaged = checkpoint_line(100_000).replacen("100000", "199999", 1);
+        assert_eq!(parse_checkpoint(&damaged), None);
+        assert_eq!(parse_checkpoint("garbage"), None);
+        // The format before the checksum.
+        assert_eq!(parse_checkpoint("42\n"), Some(42));
     }
 }

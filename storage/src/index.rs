@@ -150,9 +150,14 @@ impl<E: Entry> IndexFile<E> {
         self.file.file()
     }
 
+    /// Whether every entry was handed to a write round.
+    pub fn fully_submitted(&self) -> bool {
+        self.submitted >= self.entries.len()
+    }
+
     /// The file when entries wait to be written (see [`IndexFile::take_unwritten`]).
     pub fn file_if_unwritten(&self) -> io::Result<Option<FileRef>> {
-        if self.submitted >= self.entries.len() {
+        if self.fully_submitted() {
             return Ok(None);
         }
         self.file.file().map(Some)

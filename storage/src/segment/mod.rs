@@ -264,16 +264,26 @@ impl Segment {
     }
 
     /// Hands everything not yet given to a write round to one: the tail as one
-    /// vectored write, and the new entries of both indexes. Fails, giving nothing,
-    /// when a file cannot be opened (out of descriptors): the next round tries again.
+    /// vectored write, and, once the segment is sealed, the entries of both indexes
+    /// not yet in their files. An active segment's indexes stay in memory: opening a
+    /// log always rebuilds its active segment's indexes from the log, so writing them
+    /// earlier would only cost two more files open and two more writes a round per
+    /// partition. Fails, giving nothing, when a file cannot be opened (out of
+    /// descriptors): the next round tries again.
     pub fn take_writes(&mut self, out: &mut Vec<FileWrite>) -> io::Result<()> {
         let log = if self.submitted < self.size {
             Some(self.log.file()?)
         } else {
             None
         };
-        let offset_index = self.offset_index.file_if_unwritten()?;
-        let time_index = self.time_index.file_if_unwritten()?;
+        let (offset_index, time_index) = if self.sealed {
+            (
+                self.offset_index.file_if_unwritten()?,
+                self.time_index.file_if_unwritten()?,
+            )
+        } else {
+            (None, None)
+        };
         if let Some(log) = log {
             let first = self.tail.partition_point(|b| b.pos < self.submitted);
             let mut bufs = Vec::with_capacity(2 * (self.tail.len() - first));
@@ -325,9 +335,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Whether everything appended was already handed to a write round.
+    /// Whether everything appended was already handed to a write round (a sealed
+    /// segment's index entries too).
     pub fn fully_submitted(&self) -> bool {
         self.submitted >= self.size
+            && (!self.sealed || (self.offset_index.fully_submitted() && self.time_index.fully_submitted()))
     }
 
     /// A write round put `len` bytes into one of this segment's files.

@@ -85,6 +85,40 @@ fn segments_roll_and_survive_reopening() {
     assert_eq!(batches(&before).len(), 40);
     log.flush_now(0).unwrap();
     log.write_now(0).unwrap();
+    // Several rolls between two rounds: every sealed segment's indexes reached their
+    // files; the active one's stay in memory (recovery rebuilds them).
+    let mut bases: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()?
+                .strip_suffix(".log")
+                .map(str::to_string)
+        })
+        .collect();
+    bases.sort();
+    let index_len = |base: &str, ext: &str| {
+        std::fs::metadata(dir.path().join(format!("{base}.{ext}")))
+            .unwrap()
+            .len()
+    };
+    let active = bases.pop().unwrap();
+    for base in &bases {
+        assert!(
+            index_len(base, "index") > 0 && index_len(base, "index") % 8 == 0,
+            "{base}.index"
+        );
+        assert!(
+            index_len(base, "timeindex") > 0 && index_len(base, "timeindex") % 12 == 0,
+            "{base}.timeindex"
+        );
+    }
+    assert_eq!(
+        index_len(&active, "index"),
+        0,
+        "the active segment's index is written when sealed"
+    );
     drop(log);
     let log = Log::open(dir.path(), small_config(), 0).unwrap();
     assert_eq!(end(&log), Offset(40));
