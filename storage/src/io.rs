@@ -50,6 +50,11 @@ pub trait IoFile: Send + Sync {
     fn trim(&self) -> io::Result<()> {
         Ok(())
     }
+    /// What opening this file again needs beyond its path (a direct-I/O file's end
+    /// and last block), when the descriptor budget closes it.
+    fn suspend(&self) -> Option<direct::Resume> {
+        None
+    }
 }
 
 /// A failed fdatasync, kept apart from a failed write: after one the page cache may
@@ -295,8 +300,8 @@ pub(crate) fn budget_for(
     let log_cost = if direct.is_some() { 2 } else { 1 };
     handles::Budget::new(
         descriptors,
-        Arc::new(plain),
-        Arc::new(move |p: &Path, c: bool| open_log_file(direct.as_ref(), p, c, plain)),
+        Arc::new(move |p: &Path, c: bool, _| plain(p, c)),
+        Arc::new(move |p: &Path, c: bool, resume| open_log_file(direct.as_ref(), p, c, plain, resume)),
         log_cost,
     )
 }
@@ -361,7 +366,7 @@ impl Io for Positional {
         Ok(Arc::new(PositionalFile(open_read_write(path, create)?)))
     }
     fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
-        open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c))
+        open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c), None)
     }
     fn budget(&self) -> Option<&handles::Budget> {
         self.budget.as_deref()
@@ -421,15 +426,19 @@ pub(crate) fn open_log_file(
     path: &Path,
     create: bool,
     buffered: impl FnOnce(&Path, bool) -> io::Result<FileRef>,
+    resume: Option<direct::Resume>,
 ) -> io::Result<FileRef> {
     let Some(shared) = direct else {
         return buffered(path, create);
     };
     match direct::open_direct(path, create) {
-        Ok(file) => Ok(Arc::new(direct::DirectFile::new(
-            Box::new(direct::DiskBlocks::new(file)),
-            shared.clone(),
-        )?)),
+        Ok(file) => {
+            let blocks = Box::new(direct::DiskBlocks::new(file));
+            Ok(Arc::new(match resume {
+                Some(resume) => direct::DirectFile::resume(blocks, shared.clone(), resume),
+                None => direct::DirectFile::new(blocks, shared.clone())?,
+            }))
+        }
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => buffered(path, create),
         Err(e) => Err(e),
     }

@@ -525,6 +525,18 @@ struct FileState {
     generation: u64,
 }
 
+/// What a direct-I/O file closed by the descriptor budget needs to be opened again as
+/// it was: its logical end, its partial last block, and how far it reaches on disk.
+/// So closing cuts nothing (the padding and the preallocation stay) and opening again
+/// reads nothing; a crash meanwhile leaves the padding recovery always cuts.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    len: u64,
+    tail: Vec<u8>,
+    physical: u64,
+    allocated: u64,
+}
+
 /// A segment log file written and read with direct I/O; see the module comment.
 pub struct DirectFile {
     raw: Box<dyn Blocks>,
@@ -574,6 +586,33 @@ impl DirectFile {
         let tail = file.read_tail_block(len)?;
         file.lock().tail = tail;
         Ok(file)
+    }
+
+    /// The file as it was when [`DirectFile::suspend`] gave `resume`.
+    pub fn resume(raw: Box<dyn Blocks>, shared: Arc<Shared>, resume: Resume) -> DirectFile {
+        DirectFile {
+            raw,
+            id: shared.new_file_id(),
+            shared,
+            state: Mutex::new(FileState {
+                len: resume.len,
+                tail: resume.tail,
+                physical: resume.physical,
+                allocated: resume.allocated,
+                generation: 0,
+            }),
+        }
+    }
+
+    /// What opening the file again needs (see [`Resume`]).
+    pub fn suspend(&self) -> Resume {
+        let state = self.lock();
+        Resume {
+            len: state.len,
+            tail: state.tail.clone(),
+            physical: state.physical,
+            allocated: state.allocated,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, FileState> {
@@ -870,6 +909,10 @@ impl IoFile for DirectFile {
 
     fn direct(&self) -> Option<&DirectFile> {
         Some(self)
+    }
+
+    fn suspend(&self) -> Option<Resume> {
+        Some(DirectFile::suspend(self))
     }
 
     /// Cuts the zero padding and the unused preallocation off a file that takes no

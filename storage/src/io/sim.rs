@@ -127,8 +127,8 @@ impl SimIo {
         let log_cost = if self.direct.is_some() { 2 } else { 1 };
         self.budget = Some(Arc::new(super::handles::Budget::new(
             descriptors,
-            Arc::new(move |p: &Path, c: bool| plain.open(p, c)),
-            Arc::new(move |p: &Path, c: bool| log.open_log(p, c)),
+            Arc::new(move |p: &Path, c: bool, _| plain.open(p, c)),
+            Arc::new(move |p: &Path, c: bool, resume| log.open_log_resumed(p, c, resume)),
             log_cost,
         )));
         self
@@ -286,8 +286,10 @@ impl IoFile for SimHandle {
     }
 }
 
-impl Io for SimIo {
-    fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+impl SimIo {
+    /// A log file, direct when the disk was made so, opened again as `resume` says
+    /// when given (see [`direct::Resume`]).
+    fn open_log_resumed(&self, path: &Path, create: bool, resume: Option<direct::Resume>) -> io::Result<FileRef> {
         let Some(shared) = &self.direct else {
             return self.open(path, create);
         };
@@ -295,11 +297,20 @@ impl Io for SimIo {
         if let Some(f) = self.lock().files.get_mut(path) {
             f.sectors = true;
         }
-        let blocks = SimBlocks(SimHandle {
+        let blocks = Box::new(SimBlocks(SimHandle {
             io: self.clone(),
             path: path.to_path_buf(),
-        });
-        Ok(Arc::new(DirectFile::new(Box::new(blocks), shared.clone())?))
+        }));
+        Ok(Arc::new(match resume {
+            Some(resume) => DirectFile::resume(blocks, shared.clone(), resume),
+            None => DirectFile::new(blocks, shared.clone())?,
+        }))
+    }
+}
+
+impl Io for SimIo {
+    fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
+        self.open_log_resumed(path, create, None)
     }
 
     fn direct_io(&self) -> bool {

@@ -192,7 +192,7 @@ impl Io for Uring {
         Ok(Arc::new(UringFile(super::open_read_write(path, create)?)))
     }
     fn open_log(&self, path: &Path, create: bool) -> io::Result<FileRef> {
-        super::open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c))
+        super::open_log_file(self.direct.as_ref(), path, create, |p, c| self.open(p, c), None)
     }
     fn direct_io(&self) -> bool {
         self.direct.is_some()

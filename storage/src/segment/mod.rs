@@ -249,10 +249,9 @@ impl Segment {
     /// padding and preallocation), once every appended byte is in the file. Failing to
     /// is harmless: the padding is zeros, which a reopened log cuts off like a torn tail.
     pub fn trim(&self) {
-        // A file the budget closed gave back its padding then.
-        let Some(log) = self.log.if_open() else { return };
         if self.written >= self.size {
-            if let Err(e) = log.trim() {
+            // Opened again if the budget closed it (which cuts nothing).
+            if let Err(e) = self.log.file().and_then(|log| log.trim()) {
                 tracing::debug!(segment = %self.log_path.display(), error = %e, "could not trim a segment file");
             }
         }
