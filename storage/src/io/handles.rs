@@ -21,7 +21,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::direct::Resume;
@@ -51,6 +51,10 @@ pub type Opener = Arc<dyn Fn(&Path, bool, Option<Resume>) -> io::Result<FileRef>
 pub struct OpenFiles {
     /// Descriptors the shard's files may hold (outside of in-flight work).
     budget: usize,
+    /// Descriptors the open files hold: outside the clock's lock, because a slot
+    /// dropped on another thread (the cleaner's) while the sweep holds the lock and
+    /// the last reference to it takes its descriptors off here.
+    descriptors: AtomicUsize,
     clock: Mutex<Clock>,
     opened: AtomicU64,
     closed: AtomicU64,
@@ -61,8 +65,6 @@ struct Clock {
     /// Every open file's slot (dead or closed ones are dropped as the hand meets them).
     ring: Vec<Weak<Slot>>,
     hand: usize,
-    /// Descriptors the open files hold.
-    descriptors: usize,
 }
 
 /// How a backend opens files through its budget.
@@ -126,6 +128,7 @@ impl OpenFiles {
         STATS.budget.fetch_add(budget.max(1) as u64, Ordering::Relaxed);
         Arc::new(OpenFiles {
             budget: budget.max(1),
+            descriptors: AtomicUsize::new(0),
             clock: Mutex::new(Clock::default()),
             opened: AtomicU64::new(0),
             closed: AtomicU64::new(0),
@@ -139,7 +142,7 @@ impl OpenFiles {
     pub fn stats(&self) -> OpenFilesStats {
         OpenFilesStats {
             budget: self.budget,
-            descriptors: self.lock().descriptors,
+            descriptors: self.descriptors.load(Ordering::Relaxed),
             opened: self.opened.load(Ordering::Relaxed),
             closed: self.closed.load(Ordering::Relaxed),
         }
@@ -150,13 +153,13 @@ impl OpenFiles {
         self.opened.fetch_add(1, Ordering::Relaxed);
         STATS.opened.fetch_add(1, Ordering::Relaxed);
         STATS.descriptors.fetch_add(slot.cost as u64, Ordering::Relaxed);
+        self.descriptors.fetch_add(slot.cost, Ordering::Relaxed);
         let mut clock = self.lock();
         clock.ring.push(Arc::downgrade(slot));
-        clock.descriptors += slot.cost;
         // Two turns of the hand: the first may only clear use bits. Past that, every
         // file left is pinned by work in flight and the count stays over for now.
         let mut steps = 2 * clock.ring.len();
-        while clock.descriptors > self.budget && steps > 0 && !clock.ring.is_empty() {
+        while self.descriptors.load(Ordering::Relaxed) > self.budget && steps > 0 && !clock.ring.is_empty() {
             steps -= 1;
             let at = clock.hand % clock.ring.len();
             let Some(other) = clock.ring[at].upgrade() else {
@@ -171,7 +174,7 @@ impl OpenFiles {
             }
             match other.try_close() {
                 Closing::Closed => {
-                    clock.descriptors -= other.cost;
+                    self.descriptors.fetch_sub(other.cost, Ordering::Relaxed);
                     clock.ring.swap_remove(at);
                     self.closed.fetch_add(1, Ordering::Relaxed);
                     STATS.closed.fetch_add(1, Ordering::Relaxed);
@@ -187,8 +190,7 @@ impl OpenFiles {
 
     /// A slot that held an open file went away (its segment was deleted or reopened).
     fn dropped(&self, cost: usize) {
-        let mut clock = self.lock();
-        clock.descriptors = clock.descriptors.saturating_sub(cost);
+        self.descriptors.fetch_sub(cost, Ordering::Relaxed);
         STATS.descriptors.fetch_sub(cost as u64, Ordering::Relaxed);
     }
 }
