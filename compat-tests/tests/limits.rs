@@ -26,6 +26,16 @@ fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
         .expect("admin client")
 }
 
+/// A consumer for assign() (rdkafka needs a group id even then; nothing is committed).
+fn assigning_consumer(broker: &Broker) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "limits")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
 /// Descriptors the process holds now.
 fn descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
@@ -100,12 +110,7 @@ async fn ten_thousand_partitions_fit_in_4096_descriptors() {
     assert!(answers_api_versions(&broker), "a new connection after producing");
 
     let read_back = |broker: &Broker| {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &broker.addr)
-            .set("group.id", "many")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
+        let consumer = assigning_consumer(broker);
         let mut tpl = TopicPartitionList::new();
         for t in 0..TOPICS {
             for p in 0..PARTITIONS {
@@ -312,12 +317,7 @@ async fn a_full_disk_is_freed_by_deleting_a_topic_and_writes_resume_without_a_re
     std::fs::remove_file(ballast).expect("ballast");
 
     broker.restart();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "full")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let consumer = assigning_consumer(&broker);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("keeper", 0, Offset::Beginning)
         .expect("partition");

@@ -151,10 +151,7 @@ impl Controller for LocalController {
         Box::pin(async move {
             self.update(|meta| {
                 let brokers = meta.brokers.clone();
-                let topic = meta
-                    .topics
-                    .get_mut(&name)
-                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+                let topic = topic_mut(meta, &name)?;
                 let added = placement::grow(topic, partitions, assignments, &brokers, placement::Start::random(1))?;
                 topic.partitions = partitions;
                 topic.assignments.extend(added.into_iter().map(PartitionState::new));
@@ -168,10 +165,7 @@ impl Controller for LocalController {
         let name = name.to_string();
         Box::pin(async move {
             self.update(|meta| {
-                let topic = meta
-                    .topics
-                    .get_mut(&name)
-                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+                let topic = topic_mut(meta, &name)?;
                 let keep = partitions.clamp(1, topic.partitions);
                 topic.partitions = keep;
                 topic.assignments.truncate(keep as usize);
@@ -189,10 +183,7 @@ impl Controller for LocalController {
         let name = name.to_string();
         Box::pin(async move {
             self.update(|meta| {
-                let topic = meta
-                    .topics
-                    .get_mut(&name)
-                    .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+                let topic = topic_mut(meta, &name)?;
                 topic.configs = configs;
                 Ok(topic.clone())
             })
@@ -334,6 +325,12 @@ fn single_node(mut metadata: ClusterMetadata, me: BrokerInfo) -> ClusterMetadata
     metadata.controller_id = me.id;
     metadata.brokers = [(me.id, me)].into();
     metadata
+}
+
+fn topic_mut<'a>(meta: &'a mut ClusterMetadata, name: &str) -> Result<&'a mut TopicMetadata, ControllerError> {
+    meta.topics
+        .get_mut(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))
 }
 
 fn reserve_path(path: &Path) -> PathBuf {
