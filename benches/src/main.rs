@@ -64,6 +64,11 @@ struct Common {
     delete_topic: bool,
     #[arg(long, default_value_t = 1024)]
     message_size: usize,
+    /// Consecutive records that share a key (so land in one partition and batch
+    /// together); 1 keys every record apart, which with many partitions makes every
+    /// batch a single record.
+    #[arg(long, default_value_t = 1)]
+    key_run: u64,
     /// Messages to produce or consume (produce: ignored when --duration is given).
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
@@ -351,7 +356,7 @@ fn run_produce(c: &Common, stop: Option<Arc<std::sync::atomic::AtomicBool>>) -> 
                     }
                 }
                 payload[..8].copy_from_slice(&now_nanos().to_be_bytes());
-                let key = sent.to_be_bytes();
+                let key = (sent / c.key_run.max(1)).to_be_bytes();
                 match producer.send(BaseRecord::to(&c.topic).key(&key).payload(&payload)) {
                     Ok(()) => {
                         sent += 1;
