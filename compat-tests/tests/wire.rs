@@ -1,6 +1,7 @@
 //! Exact requests on the wire: error codes a client sees, long-polling fetches, bad
 //! frames that close only their own connection, and ids that survive a restart.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -582,13 +583,15 @@ fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
         "{:?}",
         response.topics[0].error_message
     );
-    let listed = |client: &mut RawClient| -> Vec<String> {
+    // Every topic Metadata lists, with its partition count.
+    let topics = |client: &mut RawClient| -> HashMap<String, usize> {
         let m: MetadataResponse = client.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
         m.topics
             .iter()
-            .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+            .filter_map(|t| Some((t.name.as_ref()?.to_string(), t.partitions.len())))
             .collect()
     };
+    let listed = |client: &mut RawClient| -> Vec<String> { topics(client).into_keys().collect() };
     assert!(
         !listed(&mut client).contains(&"too-big".to_string()),
         "the refused topic is listed; log:\n{}",
@@ -624,13 +627,8 @@ fn a_topic_whose_storage_cannot_be_created_leaves_no_trace() {
         "{:?}",
         grown.results[0].error_message
     );
-    let partitions_of = |client: &mut RawClient, topic: &str| -> usize {
-        let m: MetadataResponse = client.call(ApiKey::Metadata, 12, &MetadataRequest::default().with_topics(None));
-        m.topics
-            .iter()
-            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))
-            .map_or(0, |t| t.partitions.len())
-    };
+    let partitions_of =
+        |client: &mut RawClient, topic: &str| -> usize { topics(client).get(topic).copied().unwrap_or(0) };
     assert_eq!(
         partitions_of(&mut client, "fits"),
         4,

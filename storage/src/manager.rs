@@ -164,6 +164,10 @@ struct Shared {
     deferred: RefCell<Vec<Rc<Managed>>>,
     /// Reads from the files in flight at once: a quarter of the descriptor budget.
     reads: tokio::sync::Semaphore,
+    /// Logs one round takes: all of them, unless a descriptor budget bounds the files
+    /// a round may hold open until it completes (a log file each, and a sealed
+    /// segment's two indexes), to an eighth of it; the rest go next round.
+    logs_per_round: usize,
     wake: Notify,
 }
 
@@ -204,12 +208,12 @@ fn now_ms() -> i64 {
 impl LogManager {
     /// A manager for the logs of one shard, on the shard's own backend.
     pub fn new(io: Rc<dyn Io>) -> Rc<LogManager> {
-        let reads = io.budget().map_or(tokio::sync::Semaphore::MAX_PERMITS, |b| {
-            (b.files().stats().budget / 4).max(1)
-        });
+        let budget = io.budget().map(|b| b.files().stats().budget);
+        let reads = budget.map_or(tokio::sync::Semaphore::MAX_PERMITS, |b| (b / 4).max(1));
         Rc::new(LogManager {
             shared: Rc::new(Shared {
                 reads: tokio::sync::Semaphore::new(reads),
+                logs_per_round: budget.map_or(usize::MAX, |b| (b / 8).max(1)),
                 io,
                 queue: RefCell::new(Vec::new()),
                 deferred: RefCell::new(Vec::new()),
@@ -297,9 +301,7 @@ impl LogManager {
         let mut jobs: Vec<(Rc<Managed>, WriteReceipt, RoundParts)> = Vec::new();
         let queued = {
             let mut queue = self.shared.queue.borrow_mut();
-            // A round holds the files it writes open until it completes: with a
-            // descriptor budget, a round takes only so many logs, and the rest go next.
-            let take = queue.len().min(self.logs_per_round());
+            let take = queue.len().min(self.shared.logs_per_round);
             if take < queue.len() {
                 self.shared.wake.notify_one();
             }
@@ -403,16 +405,6 @@ impl LogManager {
                 }
             }
         }
-    }
-
-    /// How many logs one round takes: all of them, unless a descriptor budget bounds
-    /// the files a round may hold open (each log's round holds about three: its log
-    /// file and two indexes), to an eighth of it.
-    fn logs_per_round(&self) -> usize {
-        self.shared
-            .io
-            .budget()
-            .map_or(usize::MAX, |b| (b.files().stats().budget / 8).max(1))
     }
 
     fn queue_due_flushes(&self) {
