@@ -156,9 +156,12 @@ async fn ten_thousand_partitions_fit_in_4096_descriptors() {
     );
 }
 
-/// Every delivery report: topic, payload, and the error if it failed.
+/// One delivery report: topic, payload, and the error if it failed.
+type Report = (String, Vec<u8>, Option<RDKafkaErrorCode>);
+
+/// Every delivery report.
 #[derive(Default, Clone)]
-struct Reports(Arc<Mutex<Vec<(String, Vec<u8>, Option<RDKafkaErrorCode>)>>>);
+struct Reports(Arc<Mutex<Vec<Report>>>);
 
 impl ClientContext for Reports {}
 impl ProducerContext for Reports {
@@ -178,7 +181,7 @@ impl ProducerContext for Reports {
 }
 
 impl Reports {
-    fn taken(&self) -> Vec<(String, Vec<u8>, Option<RDKafkaErrorCode>)> {
+    fn taken(&self) -> Vec<Report> {
         std::mem::take(&mut *self.0.lock().expect("reports"))
     }
 }
