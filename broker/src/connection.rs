@@ -17,6 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::frame::{Frame, Runs};
 use crate::handlers;
 use crate::shard::Shard;
 
@@ -34,9 +35,9 @@ const IN_FLIGHT_BYTES_MAX: usize = 64 << 20;
 /// copying 8 MB in all, not one per MiB copying ~36 MB).
 const READ_CHUNK_MAX: usize = 1 << 20;
 /// Finished answers are gathered into one write up to this size: enough for hundreds
-/// of produce answers, and at most 64 KiB copied per write; a larger answer (a big
-/// fetch) is written from its own buffer, never copied.
-const COALESCE_BYTES_MAX: usize = 64 << 10;
+/// of produce answers. Only their small runs are copied (into one buffer); the records
+/// of a fetch are written from the log's own buffers.
+const GATHER_BYTES_MAX: usize = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
@@ -134,13 +135,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
 /// held until its answer is written.
 /// Also its share of the broker-wide budget (queued.max.request.bytes), when there is one.
 type Answer = (
-    tokio::task::JoinHandle<Option<BytesMut>>,
+    tokio::task::JoinHandle<Option<Frame>>,
     OwnedSemaphorePermit,
     Option<OwnedSemaphorePermit>,
 );
 
 /// Writes answers in request order. Answers that are already done when the writer gets
-/// to them go out together in one write, rather than a syscall per ~100-byte answer.
+/// to them go out together in one (vectored) write, rather than a syscall per
+/// ~100-byte answer; record data goes out from the log's own buffers.
 async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWriteHalf, peer: SocketAddr) {
     let mut queue: VecDeque<Answer> = VecDeque::new();
     'answers: loop {
@@ -153,20 +155,12 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
         while let Ok(answer) = answers.try_recv() {
             queue.push_back(answer);
         }
-        let mut out = BytesMut::new();
+        let mut out = Runs::default();
         let mut written = Vec::new();
         // The oldest answer is awaited; the ones after it join only if already done.
         while let Some((pending, bytes, queued)) = queue.pop_front() {
             match pending.await {
-                Ok(Some(frame)) if out.is_empty() => out = frame,
-                Ok(Some(frame)) if out.len() + frame.len() <= COALESCE_BYTES_MAX => out.extend_from_slice(&frame),
-                // Too large to gather: what was gathered goes first, then this one.
-                Ok(Some(frame)) => {
-                    if writer.write_all(&out).await.is_err() {
-                        break 'answers;
-                    }
-                    out = frame;
-                }
+                Ok(Some(frame)) => out.push(frame),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::error!(%peer, "request handler failed: {e}");
@@ -175,11 +169,12 @@ async fn write_answers(mut answers: mpsc::Receiver<Answer>, mut writer: OwnedWri
             }
             written.push((bytes, queued));
             let next_done = queue.front().is_some_and(|(next, _, _)| next.is_finished());
-            if !next_done || out.len() >= COALESCE_BYTES_MAX {
+            if !next_done || out.len() >= GATHER_BYTES_MAX {
                 break;
             }
         }
-        if !out.is_empty() && writer.write_all(&out).await.is_err() {
+        out.seal();
+        if !out.is_empty() && writer.write_all_buf(&mut out).await.is_err() {
             break;
         }
     }

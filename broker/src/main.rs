@@ -11,6 +11,7 @@ mod connection;
 mod coordinator;
 mod data_dir;
 mod exporter;
+mod frame;
 mod group;
 mod handlers;
 mod limits;

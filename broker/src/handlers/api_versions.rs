@@ -3,7 +3,6 @@
 
 use std::rc::Rc;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
@@ -39,6 +38,6 @@ fn response(error_code: i16) -> ApiVersionsResponse {
 }
 
 /// The v0 answer to an ApiVersions request newer than we serve.
-pub(super) fn unsupported_version(correlation_id: i32) -> Option<BytesMut> {
+pub(super) fn unsupported_version(correlation_id: i32) -> Option<crate::frame::Frame> {
     encode_response(correlation_id, 0, &response(ResponseError::UnsupportedVersion.code())).ok()
 }

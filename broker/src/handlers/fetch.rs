@@ -159,6 +159,11 @@ impl Handler for FetchHandler {
     // v13+ names topics by id only; capped until topic ids are routed in Fetch.
     const VERSIONS: (i16, i16) = (4, 12);
 
+    fn shared(response: &FetchResponse) -> Vec<Bytes> {
+        let partitions = response.responses.iter().flat_map(|t| &t.partitions);
+        partitions.filter_map(|p| p.records.clone()).collect()
+    }
+
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: FetchRequest) -> Option<FetchResponse> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
         // Followers name themselves with replica_id (up to v14; v15's ReplicaState is

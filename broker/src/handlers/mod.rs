@@ -51,10 +51,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
+use crate::frame::{Frame, Splice};
 use crate::shard::Shard;
 
 /// Who asked: the request header and the client's address.
@@ -89,10 +90,16 @@ pub(crate) trait Handler {
         ctx: RequestContext,
         request: Self::Request,
     ) -> impl Future<Output = Option<Self::Response>>;
+
+    /// Buffers of record data in `response` that are written to the socket as they
+    /// are instead of being copied into the frame (Fetch, ShareFetch).
+    fn shared(_response: &Self::Response) -> Vec<Bytes> {
+        Vec::new()
+    }
 }
 
 /// A decoded request on its way to an encoded response frame (or to no answer).
-pub type Pending = Pin<Box<dyn Future<Output = Option<BytesMut>>>>;
+pub type Pending = Pin<Box<dyn Future<Output = Option<Frame>>>>;
 
 /// Why a frame cannot be answered: the connection is closed, as Kafka does.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +230,7 @@ where
             .borrow_mut()
             .request(key as i16, started.elapsed());
         let response = response?;
-        match encode_response(correlation_id, version, &response) {
+        match encode_sharing(correlation_id, version, &response, H::shared(&response)) {
             Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::error!(api = ?key, version, "cannot encode response: {e}");
@@ -238,16 +245,27 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     version: i16,
     body: &R,
-) -> Result<BytesMut, String> {
+) -> Result<Frame, String> {
+    encode_sharing(correlation_id, version, body, Vec::new())
+}
+
+/// The same, with the slices of `shared` that the body holds going out as they are.
+fn encode_sharing<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    body: &R,
+    shared: Vec<Bytes>,
+) -> Result<Frame, String> {
     let header_version = R::header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let size = header.compute_size(header_version).map_err(|e| e.to_string())?
         + body.compute_size(version).map_err(|e| e.to_string())?;
-    let mut buf = BytesMut::with_capacity(4 + size);
-    buf.put_i32(size as i32);
+    let size = i32::try_from(size).map_err(|_| format!("a response of {size} bytes is too large"))?;
+    let mut buf = Splice::new(4 + size as usize, shared);
+    buf.put_i32(size);
     header.encode(&mut buf, header_version).map_err(|e| e.to_string())?;
     body.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    Ok(buf)
+    Ok(buf.finish())
 }
 
 /// Runs `work` on the shard that coordinates `group_id` and returns its answer, or why

@@ -236,6 +236,11 @@ impl Handler for ShareFetchHandler {
     type Response = ShareFetchResponse;
     const VERSIONS: (i16, i16) = (1, 1);
 
+    fn shared(response: &ShareFetchResponse) -> Vec<bytes::Bytes> {
+        let partitions = response.responses.iter().flat_map(|t| &t.partitions);
+        partitions.filter_map(|p| p.records.clone()).collect()
+    }
+
     async fn handle(shard: Rc<Shard>, _: RequestContext, request: ShareFetchRequest) -> Option<ShareFetchResponse> {
         let group = request.group_id.as_ref().map(|g| g.to_string()).unwrap_or_default();
         let member = request.member_id.as_ref().map(|m| m.to_string()).unwrap_or_default();
