@@ -71,6 +71,14 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 
+# CPU seconds the three brokers have used so far (utime + stime, clock ticks of 1/100 s).
+brokers_cpu() {
+    local total=0 id
+    for id in 1 2 3; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/${broker_pid[$id]}/stat")))
+    done
+    echo "$total"
+}
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 field() { # json key.path
     python3 -c "import json,sys; d=json.load(sys.stdin); k=sys.argv[1].split('.'); [d:=d[x] for x in k]; print(d)" "$1"
@@ -80,12 +88,18 @@ echo "== throughput: acks=all (--acks-all-fsync=$fsync), RF=1 vs RF=3 (min.insyn
 : >"$work/rf1" ; : >"$work/rf3"; : >"$work/p99-1"; : >"$work/p99-3"
 for round in $(seq "$rounds"); do
     for rf in 1 3; do
+        cpu_before=$(brokers_cpu)
         out=$("$bench" produce --bootstrap "$bootstrap" --topic "rf$rf-$round" --partitions 6 \
             --replication-factor "$rf" --topic-config "min.insync.replicas=$(( rf == 3 ? 2 : 1 ))" \
             --acks all --duration "$duration" --json --delete-topic)
+        cpu_after=$(brokers_cpu)
         mb=$(echo "$out" | field mb_per_s)
         p99=$(echo "$out" | field latency_ms.p99)
-        echo "round $round RF=$rf: $mb MB/s, p99 $p99 ms"
+        total_mb=$(echo "$out" | field bytes | awk '{ print $1 / 1e6 }')
+        client=$(echo "$out" | field client_cpu_seconds_per_mb)
+        cpu=$(awk -v c=$((cpu_after - cpu_before)) -v m="$total_mb" -v k="$client" \
+            'BEGIN { printf "brokers %.2f ms/MB, client %.2f ms/MB", c * 10 / m, k * 1000 }')
+        echo "round $round RF=$rf: $mb MB/s, p99 $p99 ms, CPU: $cpu"
         echo "$mb" >>"$work/rf$rf"
         echo "$p99" >>"$work/p99-$rf"
     done
