@@ -316,6 +316,9 @@ pub struct Log {
     txns: Transactions,
     /// Where the part of the log the cleaner has not compacted yet starts.
     first_dirty: Offset,
+    /// The latest append was a follower's copy of its leader's batches: nobody reads
+    /// this log, so its writes stay out of the read cache.
+    following: bool,
 }
 
 /// Segments replayed at open to rebuild producer state when the log has no usable
@@ -477,6 +480,7 @@ impl Log {
             leader_epoch,
             txns,
             first_dirty,
+            following: false,
         })
     }
 
@@ -555,6 +559,7 @@ impl Log {
     /// batch is readable; the next write round puts it in the file, and a round that
     /// syncs makes it durable.
     pub fn append(&mut self, records: impl Into<Bytes>, now_ms: i64) -> Result<AppendInfo, AppendError> {
+        self.following = false;
         let mut records: Bytes = records.into();
         let mut header = batch::validate_produced(&records, self.config.max_message_bytes)?;
         if self.config.cleanup_compact {
@@ -694,6 +699,7 @@ impl Log {
     /// pass its CRC; a partial batch at the end (the fetch's size limit cut it) is left
     /// for the next fetch. Returns how many bytes were appended.
     pub fn append_replicated(&mut self, records: &Bytes, now_ms: i64) -> Result<usize, AppendError> {
+        self.following = true;
         let mut pos = 0;
         while records.len() - pos >= batch::BATCH_HEADER_LEN {
             let header = BatchHeader::parse(&records[pos..])?;
@@ -1179,6 +1185,11 @@ impl Log {
             segment.take_writes(&mut writes)?;
             if done && Some(segment.base_offset()) != active_base {
                 break;
+            }
+        }
+        for w in &writes {
+            if let Some(d) = w.file.direct() {
+                d.keep_written(!self.following);
             }
         }
         let sync = sync && (self.flushed.offset() < upto || self.dir_dirty);

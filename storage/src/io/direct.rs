@@ -29,7 +29,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use bytes::Bytes;
@@ -543,6 +543,9 @@ pub struct DirectFile {
     id: u64,
     shared: Arc<Shared>,
     state: Mutex<FileState>,
+    /// Whether what is written stays in the cache for readers (see
+    /// [`DirectFile::keep_written`]).
+    keep_written: AtomicBool,
 }
 
 /// An append staged into aligned buffers: the engine writes `chunks` back to back at
@@ -582,6 +585,7 @@ impl DirectFile {
                 allocated: len,
                 generation: 0,
             }),
+            keep_written: AtomicBool::new(true),
         };
         let tail = file.read_tail_block(len)?;
         file.lock().tail = tail;
@@ -601,7 +605,17 @@ impl DirectFile {
                 allocated: resume.allocated,
                 generation: 0,
             }),
+            keep_written: AtomicBool::new(true),
         }
+    }
+
+    /// Whether chunks written from now on stay in the cache. A follower's log is read by
+    /// no one (consumers and other followers read the leader), so its writes would only
+    /// push out the chunks a leader's followers are about to fetch: measured with RF 3
+    /// on one machine, followers a few MB behind then read from disk what had just been
+    /// written, and the disk reads slowed every write round.
+    pub fn keep_written(&self, keep: bool) {
+        self.keep_written.store(keep, Ordering::Relaxed);
     }
 
     /// What opening the file again needs (see [`Resume`]).
@@ -717,6 +731,7 @@ impl DirectFile {
         let tail_start = align_down(staged.end);
         state.tail.clear();
         let mut cache = self.shared.cache();
+        let keep = self.keep_written.load(Ordering::Relaxed);
         let mut at = staged.pos;
         for (bytes, cost) in staged.valid {
             let chunk_end = at + bytes.len() as u64;
@@ -724,7 +739,9 @@ impl DirectFile {
                 let from = (tail_start.max(at) - at) as usize;
                 state.tail.extend_from_slice(&bytes[from..]);
             }
-            cache.insert(self.id, at, bytes, cost);
+            if keep {
+                cache.insert(self.id, at, bytes, cost);
+            }
             at = chunk_end;
         }
     }
