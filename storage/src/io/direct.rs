@@ -49,8 +49,9 @@ pub const CHUNK_MAX: usize = 1 << 20;
 /// was asked for (one step of readahead for a sequential consumer).
 pub const READ_STEP: usize = 256 << 10;
 
-/// The most one cache-missing read fetches: two of the log's 1 MiB read steps plus
-/// readahead, so a huge first batch (KIP-74) is still read whole.
+/// The most one cache-missing read fetches: a consumer's 1 MiB step with its readahead,
+/// or one of the log's largest (4 MiB) steps alone; a huge first batch (KIP-74) is
+/// still read whole.
 const READ_MAX: usize = 4 << 20;
 
 /// A synchronous read (recovery scans, index rebuilds, lookups by timestamp) that
@@ -77,9 +78,10 @@ struct Spares {
 const CLASSES: usize = 11;
 
 /// The largest buffer the pool keeps: a cache-missing read of a backlog takes up to
-/// twice the log's 1 MiB read step (readahead), so reads come from the pool too
+/// 4 MiB (a consumer's 1 MiB step with readahead, or a follower's whole step), so
+/// reads come from the pool too
 /// (measured: without it a cold 2 GiB consume mapped ~9,700 fresh buffers).
-const POOLED_MAX: usize = BLOCK << (CLASSES - 1);
+pub(crate) const POOLED_MAX: usize = BLOCK << (CLASSES - 1);
 
 fn align_down(n: u64) -> u64 {
     n - n % BLOCK as u64
