@@ -70,6 +70,10 @@ struct Follower {
     /// The follower's log end: the offset of its latest fetch. Unknown (zero) until it
     /// fetches under this leadership.
     log_end: Offset,
+    /// How far its log is on its disk, as its latest fetch said (at most `log_end`): the
+    /// high watermark waits for this. A follower that syncs reports it apart from its
+    /// log end, so it can fetch more while a sync is under way; see `replication`.
+    durable: Offset,
     /// When the follower last had everything the leader had (Kafka's
     /// `lastCaughtUpTimeMs`): it leaves the in-sync set when this is too long ago.
     caught_up_ms: i64,
@@ -214,6 +218,7 @@ impl Partition {
                 .map(|&id| {
                     let follower = Follower {
                         log_end: Offset::ZERO,
+                        durable: Offset::ZERO,
                         caught_up_ms: if state.isr.contains(&id) { now_ms } else { 0 },
                         leader_end_at_last_fetch: Offset::ZERO,
                         last_fetch_ms: 0,
@@ -229,6 +234,7 @@ impl Partition {
             for &id in state.replicas.iter().filter(|&&id| id != self.me) {
                 self.followers.entry(id).or_insert(Follower {
                     log_end: Offset::ZERO,
+                    durable: Offset::ZERO,
                     caught_up_ms: 0,
                     leader_end_at_last_fetch: Offset::ZERO,
                     last_fetch_ms: 0,
@@ -315,14 +321,16 @@ impl Partition {
         Ok(receipt)
     }
 
-    /// A follower fetched from `offset` (so its log ends there): recorded, and the high
-    /// watermark advanced if it can. Returns false for a broker that is no replica.
-    pub fn follower_fetched(&mut self, follower: i32, offset: Offset, now_ms: i64) -> bool {
+    /// A follower fetched from `offset` (so its log ends there) with `durable` of it on
+    /// its disk: recorded, and the high watermark advanced if it can. Returns false for
+    /// a broker that is no replica.
+    pub fn follower_fetched(&mut self, follower: i32, offset: Offset, durable: Offset, now_ms: i64) -> bool {
         let leader_end = self.log.offsets().log_end.offset();
         let Some(f) = self.followers.get_mut(&follower) else {
             return false;
         };
         f.log_end = offset.min(leader_end);
+        f.durable = durable.min(f.log_end);
         if offset >= leader_end {
             f.caught_up_ms = now_ms;
         } else if offset >= f.leader_end_at_last_fetch {
@@ -359,7 +367,7 @@ impl Partition {
                     now_ms - f.caught_up_ms <= lag_max_ms
                 } else {
                     f.last_fetch_ms > 0
-                        && f.log_end >= self.high_watermark.offset()
+                        && f.durable >= self.high_watermark.offset()
                         && f.log_end >= epoch_start
                         && now_ms - f.caught_up_ms <= lag_max_ms
                 }
@@ -389,7 +397,7 @@ impl Partition {
         Some(lags.max().unwrap_or(0))
     }
 
-    /// The leader's high watermark: the smallest log end of the in-sync set. It never
+    /// The leader's high watermark: the smallest durable log end of the in-sync set. It never
     /// moves back, and a follower whose log end is not known yet holds it where it is.
     fn advance_high_watermark(&mut self) {
         if !self.leader {
@@ -401,7 +409,7 @@ impl Partition {
                 continue;
             }
             match self.followers.get(id) {
-                Some(f) => mark = mark.min(f.log_end),
+                Some(f) => mark = mark.min(f.durable),
                 None => return,
             }
         }
@@ -537,5 +545,50 @@ mod checkpoint_tests {
         assert_eq!(parse_checkpoint("garbage"), None);
         // The format before the checksum.
         assert_eq!(parse_checkpoint("42\n"), Some(42));
+    }
+}
+
+#[cfg(test)]
+mod high_watermark_tests {
+    use std::rc::Rc;
+
+    use bytes::Bytes;
+    use sluice_controller::PartitionState;
+    use sluice_storage::{Durability, LogConfig, LogManager, Offset};
+    use uuid::Uuid;
+
+    use super::Partition;
+
+    /// With fsync, a follower reports how far its log is on its disk apart from its
+    /// fetch offset; acks=all answers (the high watermark) wait for the former.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_high_watermark_follows_what_followers_have_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(Rc::new(sluice_storage::io::Positional::new()));
+        let log = logs.open(dir.path(), LogConfig::default(), 0).unwrap();
+        let mut p = Partition::new(Uuid::new_v4(), log, 1);
+        p.set_state(&PartitionState::new(vec![1, 2, 3]), true, 0).unwrap();
+        let batch = Bytes::from(sluice_storage::batch::build(
+            &[(None, Some(b"a")), (None, Some(b"b"))],
+            0,
+        ));
+        p.log().append(batch.clone(), 0, Durability::Appended).unwrap();
+        p.log().append(batch, 0, Durability::Appended).unwrap();
+        let hw = |p: &Partition| p.offsets().high_watermark.offset();
+        assert_eq!(p.offsets().log_end.offset(), Offset(4));
+
+        // Both followers have every record, one has half of them on disk.
+        assert!(p.follower_fetched(2, Offset(4), Offset(4), 0));
+        assert!(p.follower_fetched(3, Offset(4), Offset(2), 0));
+        assert_eq!(hw(&p), Offset(2));
+        // Its sync ends: its next fetch says so, with no new records.
+        assert!(p.follower_fetched(3, Offset(4), Offset(4), 1));
+        assert_eq!(hw(&p), Offset(4));
+        // A durable end past the fetch offset counts as the fetch offset, and the mark
+        // never moves back.
+        assert!(p.follower_fetched(2, Offset(3), Offset(9), 2));
+        assert_eq!(hw(&p), Offset(4));
+        // A broker that is no replica is refused.
+        assert!(!p.follower_fetched(7, Offset(4), Offset(4), 3));
     }
 }

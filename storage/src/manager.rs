@@ -619,6 +619,11 @@ impl PartitionLog {
         self.log.log.borrow().offsets()
     }
 
+    /// Every offset below this is on stable storage.
+    pub fn flushed(&self) -> Offset {
+        self.log.log.borrow().flushed().offset()
+    }
+
     /// See [`Log::become_leader`].
     pub fn become_leader(&self, epoch: i32) -> io::Result<()> {
         self.log.log.borrow_mut().become_leader(epoch)

@@ -41,6 +41,9 @@ pub struct FetchItem {
     pub max_bytes: usize,
     /// KIP-320: the leader epoch the consumer believes current (-1: unchecked).
     pub current_leader_epoch: i32,
+    /// A Sluice follower's durable log end, when it reports one apart from its fetch
+    /// offset (see `replication::DURABLE_END_TAG`).
+    pub durable: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,7 +100,8 @@ impl PartitionOp for FetchOp {
                 partitions.get_mut(&tp).and_then(|p| {
                     let bound = match self.replica {
                         Some(follower) => {
-                            if !p.follower_fetched(follower, Offset(item.offset), now) {
+                            let durable = Offset(item.durable.unwrap_or(item.offset));
+                            if !p.follower_fetched(follower, Offset(item.offset), durable, now) {
                                 return None;
                             }
                             ReadBound::LogEnd
@@ -185,6 +189,7 @@ impl Handler for FetchHandler {
                             offset: p.fetch_offset,
                             max_bytes: p.partition_max_bytes.clamp(0, FETCH_MAX_BYTES) as usize,
                             current_leader_epoch: p.current_leader_epoch,
+                            durable: replica.and(crate::replication::durable_end(p)),
                         };
                         (TopicPartition::new(t.topic.as_str(), p.partition), item)
                     })
