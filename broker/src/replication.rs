@@ -381,8 +381,17 @@ async fn fetch(
     }
     let brought = !receipts.is_empty();
     let mut waits = std::mem::replace(syncing, receipts);
-    if !brought {
+    if !brought && sync_under_way {
+        // Nothing new: wait until the leader can be told everything is on disk. The
+        // unsynced part may also predate these fetches (written as a leader with
+        // acks=1), so ask for the sync rather than only wait for the ones under way.
         waits.append(syncing);
+        let partitions = shard.partitions.borrow();
+        for f in work.iter().filter(|f| f.syncing_from.is_some()) {
+            if let Some(receipt) = partitions.get(&f.tp).and_then(|p| p.log().sync()) {
+                waits.push(receipt);
+            }
+        }
     }
     for receipt in waits {
         if receipt.wait().await.is_err() {

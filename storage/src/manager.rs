@@ -624,6 +624,25 @@ impl PartitionLog {
         self.log.log.borrow().flushed().offset()
     }
 
+    /// A receipt that resolves once everything appended so far is on stable storage
+    /// (the next round syncs the log), or None when it already is.
+    pub fn sync(&self) -> Option<AppendReceipt> {
+        let log = self.log.log.borrow();
+        let target = log.log_end().offset();
+        if log.flushed().offset() >= target {
+            return None;
+        }
+        drop(log);
+        self.log.sync_wanted.set(true);
+        self.shared.enqueue(&self.log);
+        Some(AppendReceipt {
+            progress: self.log.progress.subscribe(),
+            target,
+            synced: true,
+            refused: self.log.progress.borrow().refused,
+        })
+    }
+
     /// See [`Log::become_leader`].
     pub fn become_leader(&self, epoch: i32) -> io::Result<()> {
         self.log.log.borrow_mut().become_leader(epoch)
