@@ -21,12 +21,11 @@
 //! the epochs it decided on.
 
 use std::collections::HashSet;
-
-use bytes::Bytes;
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
@@ -45,8 +44,8 @@ use crate::shard::Shard;
 const FETCH_WAIT_MAX_MS: i32 = 500;
 /// Kafka's `replica.fetch.max.bytes` (per partition) and
 /// `replica.fetch.response.max.bytes` (per fetch), raised from Kafka's 1 MiB / 10 MiB:
-/// with followers that fdatasync before they report, each round trip carries more
-/// (RF 3 acks=all 148 → 166 MB/s in benches/replication.sh here).
+/// a follower that fell behind catches up in fewer round trips (RF 3 acks=all 148 → 166
+/// MB/s in benches/replication.sh here, when followers still synced before each fetch).
 const FETCH_PARTITION_MAX_BYTES: i32 = 4 << 20;
 const FETCH_RESPONSE_MAX_BYTES: i32 = 16 << 20;
 /// Kafka's `replica.fetch.backoff.ms`: the pause after a failed fetch.
@@ -55,6 +54,7 @@ const FETCH_BACKOFF: Duration = Duration::from_millis(200);
 const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// Versions spoken to the leader: the newest this broker serves.
 const FETCH_VERSION: i16 = 12;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
 /// Sluice's own tagged field of a FetchRequest partition: a follower's log end on its
 /// disk (8 bytes, big-endian), when it is behind the fetch offset because a sync is
@@ -69,7 +69,6 @@ pub(crate) fn durable_end(partition: &FetchPartition) -> Option<i64> {
     let bytes: [u8; 8] = raw.as_ref().try_into().ok()?;
     Some(i64::from_be_bytes(bytes)).filter(|end| *end >= 0)
 }
-const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
 /// Starts a fetcher for every leader this shard follows partitions of and has none
 /// for yet. A fetcher ends by itself once it has nothing left to fetch.
@@ -260,9 +259,6 @@ async fn truncate(shard: &Rc<Shard>, peer: &mut Peer, work: Vec<Following>) -> i
     Ok(())
 }
 
-/// One fetch from the leader for every partition followed: append what came, take the
-/// leader's high watermark, and wait for the appends to be as durable as acks=all
-/// needs before the next fetch reports them.
 /// One fetch from the leader, and the appends of what it brought. Their syncs are not
 /// waited for here (with `--acks-all-fsync`): the next fetch says how far the log is on
 /// disk, and goes out once the syncs of the fetch before this one are done, so one
