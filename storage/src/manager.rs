@@ -148,6 +148,16 @@ struct Managed {
 
 impl Managed {
     /// The disk had no room for this log: appends are refused until a retry finds some.
+    /// A receipt for everything below `target`, written (or synced, with `synced`).
+    fn receipt(&self, target: Offset, synced: bool) -> AppendReceipt {
+        AppendReceipt {
+            progress: self.progress.subscribe(),
+            target,
+            synced,
+            refused: self.progress.borrow().refused,
+        }
+    }
+
     fn mark_full(&self, log: &Log, e: &dyn std::fmt::Display) {
         if self.no_space.replace(Some(Instant::now())).is_none() {
             tracing::warn!(log = %log.dir().display(), "the disk is full, the partition refuses writes until there is room: {e}");
@@ -509,12 +519,7 @@ impl PartitionLog {
         let must_wait = durability != Durability::Appended || log.unwritten_bytes() > UNWRITTEN_BYTES_MAX;
         drop(log);
         self.shared.enqueue(&self.log);
-        let receipt = must_wait.then(|| AppendReceipt {
-            progress: self.log.progress.subscribe(),
-            target: info.last_offset.plus(1),
-            synced,
-            refused: self.log.progress.borrow().refused,
-        });
+        let receipt = must_wait.then(|| self.log.receipt(info.last_offset.plus(1), synced));
         Ok(Appended { info, receipt })
     }
 
@@ -635,12 +640,7 @@ impl PartitionLog {
         drop(log);
         self.log.sync_wanted.set(true);
         self.shared.enqueue(&self.log);
-        Some(AppendReceipt {
-            progress: self.log.progress.subscribe(),
-            target,
-            synced: true,
-            refused: self.log.progress.borrow().refused,
-        })
+        Some(self.log.receipt(target, true))
     }
 
     /// See [`Log::become_leader`].
@@ -683,12 +683,7 @@ impl PartitionLog {
         let target = log.log_end().offset();
         drop(log);
         self.shared.enqueue(&self.log);
-        Ok(must_wait.then(|| AppendReceipt {
-            progress: self.log.progress.subscribe(),
-            target,
-            synced,
-            refused: self.log.progress.borrow().refused,
-        }))
+        Ok(must_wait.then(|| self.log.receipt(target, synced)))
     }
 
     /// Removes every batch at or after `offset` ([`Log::truncate_to`]), or with
