@@ -15,6 +15,12 @@
 #   b  produce, acks=all                    target >= 75% of the disk's write+fdatasync rate
 #   c  consume a 2 GiB backlog              target >= 800 MB/s
 #   d  end-to-end latency at 50 MB/s        target p99 <= 2 ms, p99.9 <= 3 x p99
+#   e  produce acks=1, raw requests         (no target: what the broker takes without
+#                                            librdkafka's 2-3 ms of client CPU per MB)
+#   f  produce acks=all, raw requests       target >= 90% of the disk's O_DIRECT rate
+#
+# e and f use sluice-bench --raw: Produce requests encoded once, 2 connections, batches
+# of 256 records, so on a 2-core machine the client's CPU does not cap the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
@@ -52,6 +58,8 @@ disk_mb=$(dd_rate)
 disk_direct_mb=$(dd_rate oflag=direct)
 echo "disk: ${disk_mb} MB/s sequential write with fdatasync, ${disk_direct_mb} MB/s with O_DIRECT"
 b_target=$(awk -v d="$disk_mb" 'BEGIN { printf "%.1f", d * 0.75 }')
+f_target=$(awk -v d="$disk_direct_mb" 'BEGIN { printf "%.1f", d * 0.9 }')
+raw=(--raw --producers 2 --key-run 256 --duration 15 --delete-topic)
 
 run() { # label broker-index bootstrap pid scenario
     local label=$1 bootstrap=$3 pid=$4 scenario=$5 topic="bench-$5-$2-$RANDOM"
@@ -66,6 +74,8 @@ run() { # label broker-index bootstrap pid scenario
            out=$($bench consume "${common[@]}" --topic "$topic" --count 2097152 --target-mb 800 --delete-topic) ;;
         # linger.ms=0: latency is measured without librdkafka's default 5 ms batching wait.
         d) out=$($bench e2e "${common[@]}" --topic "$topic" --acks 1 --linger-ms 0 --rate-mb 50 --duration 20 --target-p99-ms 2 --delete-topic) ;;
+        e) out=$($bench produce "${common[@]}" --topic "$topic" --acks 1 "${raw[@]}") ;;
+        f) out=$($bench produce "${common[@]}" --topic "$topic" --acks all --target-mb "$f_target" "${raw[@]}") ;;
     esac
     echo "$label $scenario $out" >>"$results"
     echo "$label $scenario $out"
@@ -87,12 +97,13 @@ rows = {}
 for line in open(sys.argv[1]):
     label, scenario, payload = line.split(" ", 2)
     rows.setdefault((scenario, label), []).append(json.loads(payload))
-names = {"a": "produce acks=1 (MB/s)", "b": "produce acks=all (MB/s)", "c": "consume 2 GiB (MB/s)", "d": "e2e p99 at 50 MB/s (ms)"}
+names = {"a": "produce acks=1 (MB/s)", "b": "produce acks=all (MB/s)", "c": "consume 2 GiB (MB/s)", "d": "e2e p99 at 50 MB/s (ms)",
+         "e": "raw produce acks=1 (MB/s)", "f": "raw produce acks=all (MB/s)"}
 def metric(s, r):
     return r["latency_ms"]["p99"] if s == "d" else r["mb_per_s"]
 print()
 print(f"{'scenario':28} {'A median (min..max)':26} {'B median (min..max)':26} A/B")
-for s in "abcd":
+for s in "abcdef":
     cells, medians = [], []
     for label in "AB":
         runs = rows.get((s, label))

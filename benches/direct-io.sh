@@ -7,21 +7,21 @@
 # broker RSS peak and latency for each mode, with the disk's buffered and O_DIRECT
 # write+fdatasync rates measured at the start.
 #
-#   benches/direct-io.sh [--rounds 3] [--scenarios abcd] [-- extra sluice flags]
+#   benches/direct-io.sh [--rounds 3] [--scenarios abcdef] [-- extra sluice flags]
 #
 # Data directories live under ${TMPDIR:-/tmp} (the disk being measured) and are removed
 # at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
-scenarios=abcd
+scenarios=abcdef
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --scenarios) scenarios=$2; shift 2 ;;
         --) shift; extra=("$@"); break ;;
-        *) echo "usage: $0 [--rounds N] [--scenarios abcd] [-- sluice flags]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--rounds N] [--scenarios abcdef] [-- sluice flags]" >&2; exit 2 ;;
     esac
 done
 cargo build --quiet --release -p sluice

@@ -26,6 +26,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod raw;
+
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "Load generator for Kafka-compatible brokers")]
 struct Cli {
@@ -102,6 +104,14 @@ struct Common {
     broker_pid: Option<u32>,
     #[arg(long)]
     json: bool,
+    /// Produce with Produce requests encoded once and sent over plain sockets instead
+    /// of librdkafka (see raw.rs): each batch is --key-run records, each request as
+    /// many partitions' batches as fit in --batch-size bytes.
+    #[arg(long)]
+    raw: bool,
+    /// Requests each --raw connection keeps outstanding.
+    #[arg(long, default_value_t = 5)]
+    raw_in_flight: usize,
     /// Throughput target in MB/s (reported PASS/MISS).
     #[arg(long)]
     target_mb: Option<f64>,
@@ -128,6 +138,7 @@ fn main() {
     let cli = Cli::parse();
     let cpu_before = cpu_seconds(std::process::id());
     let report = match &cli.mode {
+        Mode::Produce(c) if c.raw => raw::run_produce(c),
         Mode::Produce(c) => run_produce(c, None),
         Mode::Consume(c) => run_consume(c),
         Mode::E2e(c) => run_e2e(c),
