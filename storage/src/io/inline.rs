@@ -38,6 +38,51 @@ pub const INLINE_ROUND_BYTES_MAX: u64 = 64 << 10;
 /// cache here, while the rounds of a busy producer (MBs) still go direct.
 pub const INLINE_DIRECT_ROUND_BYTES_MAX: u64 = 256 << 10;
 
+/// The largest write to one direct-I/O log file that a larger round still writes
+/// inline, and the most bytes a round writes that way: with thousands of busy
+/// partitions a round is thousands of sub-block writes, each of which as `O_DIRECT` is
+/// a device request of its own and a wait on an io-wq worker (profiled with 10,000
+/// partitions of one-record batches: the workers' switches and the device kicks were a
+/// sixth of the broker's CPU), while copying a few KiB into the page cache takes a
+/// microsecond or two.
+pub const SMALL_DIRECT_WRITE_MAX: u64 = 16 << 10;
+pub const SMALL_DIRECT_ROUND_BYTES_MAX: u64 = 2 << 20;
+
+/// A round's small direct-I/O writes done in place, and the parts left for the ring.
+pub struct SmallWrites {
+    /// Each written part's index in the round and its outcome.
+    pub done: Vec<(usize, io::Result<()>)>,
+    pub rest: Vec<RoundWrite>,
+    /// The index in the round of each part of `rest`.
+    pub rest_at: Vec<usize>,
+}
+
+/// Writes the small sync-free writes to direct-I/O files of a round too large to
+/// write inline whole (see [`SMALL_DIRECT_WRITE_MAX`]).
+pub fn write_small_direct(writes: Vec<RoundWrite>) -> SmallWrites {
+    let mut budget = SMALL_DIRECT_ROUND_BYTES_MAX;
+    let mut out = SmallWrites {
+        done: Vec::new(),
+        rest: Vec::with_capacity(writes.len()),
+        rest_at: Vec::with_capacity(writes.len()),
+    };
+    for (i, w) in writes.into_iter().enumerate() {
+        let len = w.len();
+        let small = !w.sync && len > 0 && len <= SMALL_DIRECT_WRITE_MAX && len <= budget && w.file.raw_fd().is_some();
+        match w.file.direct().filter(|_| small) {
+            Some(d) => {
+                budget -= len;
+                out.done.push((i, d.write_small(w.pos, &w.bufs)));
+            }
+            None => {
+                out.rest_at.push(i);
+                out.rest.push(w);
+            }
+        }
+    }
+    out
+}
+
 /// Whether `round` is small enough, and sync-free, to be written inline.
 pub fn fits(round: &WriteRound) -> bool {
     let direct = round.writes.iter().any(|w| w.file.direct().is_some());

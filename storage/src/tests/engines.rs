@@ -414,3 +414,63 @@ fn small_rounds_are_written_in_place() {
         "a round that syncs waits for the disk elsewhere"
     );
 }
+
+/// A direct-I/O round too large to write in place whole: its small sync-free writes
+/// go through the page cache here, the rest through the ring, the outcomes come back
+/// in the round's order, and every file holds what was appended, over two rounds (the
+/// second rewrites each partial last block).
+#[test]
+fn a_large_direct_round_writes_its_small_parts_in_place() {
+    use crate::io::{inline, WriteRound};
+    Uring::probe().expect("io_uring must be usable on this machine");
+    if !direct_io_here() {
+        return;
+    }
+    on_shard(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Engine::IoUring
+            .start_with(IoOptions {
+                direct_cache_bytes: Some(1 << 20),
+                open_files: None,
+            })
+            .unwrap();
+        // The manager drives the ring.
+        let _manager = start(io.clone());
+        let paths: Vec<_> = (0..21).map(|i| dir.path().join(format!("f{i}"))).collect();
+        let files: Vec<_> = paths.iter().map(|p| io.open(p, true).unwrap()).collect();
+        let mut expected: Vec<Vec<u8>> = vec![Vec::new(); files.len()];
+        for round in 0..2u8 {
+            let writes: Vec<RoundWrite> = files
+                .iter()
+                .enumerate()
+                .map(|(i, file)| {
+                    // File 0 takes 512 KiB (direct), file 7 a synced write (the ring),
+                    // the others 3,000 bytes each (in place).
+                    let len = if i == 0 { 512 << 10 } else { 3000 };
+                    let bytes: Vec<u8> = (0..len).map(|j| (i * 7 + j + round as usize) as u8).collect();
+                    let pos = expected[i].len() as u64;
+                    expected[i].extend_from_slice(&bytes);
+                    RoundWrite {
+                        file: file.clone(),
+                        pos,
+                        bufs: vec![Bytes::from(bytes)],
+                        sync: i == 7,
+                    }
+                })
+                .collect();
+            let round = WriteRound {
+                writes,
+                dirs: Vec::new(),
+            };
+            assert!(!inline::fits(&round), "the round is too large to write in place whole");
+            let outcome = io.write_round(round).await;
+            assert_eq!(outcome.writes.len(), files.len());
+            assert!(outcome.writes.iter().all(|r| r.is_ok()));
+        }
+        for (i, path) in paths.iter().enumerate() {
+            let on_disk = std::fs::read(path).unwrap();
+            assert!(on_disk.len() >= expected[i].len(), "file {i}");
+            assert_eq!(&on_disk[..expected[i].len()], &expected[i][..], "file {i}");
+        }
+    });
+}
