@@ -9,6 +9,13 @@
 #              allocation; it took 31 s to make the topic)
 #   idle       the standard run while 9,900 idle connections are open (each answered
 #              one ApiVersions first), with 100 producers instead of one
+#   raw-*      the standard and partitions runs again with sluice-bench --raw (Produce
+#              requests encoded once, as many partitions' batches as fit in 1 MB), so
+#              the broker's cost is measured rather than librdkafka's: raw-standard
+#              sends 256-record batches on 2 connections, raw-partitions one-record
+#              batches (what librdkafka makes of keyed records over 10,000 partitions)
+#              and raw-part-100 100-record batches to the 10,000 partitions; the raw
+#              runs are compared with raw-standard
 #
 # Prints each run's MB/s, every scenario's median as a ratio of the standard median,
 # the broker's RSS peak and descriptors after each run, and the start-up time with the
@@ -129,13 +136,28 @@ for round in $(seq 1 "$rounds"); do
     runs[idle]+="$mb "
     echo "round $round idle:       $mb MB/s, broker RSS peak $rss MiB, $(fds) descriptors ($answered; RSS now $(rss_mib) MiB)"
     idle_close
+    read -r mb rss < <(bench raw-standard 6 2 --raw --key-run 256 --delete-topic)
+    runs[raw-standard]+="$mb "
+    echo "round $round raw-standard:   $mb MB/s, broker RSS peak $rss MiB, $(fds) descriptors"
+    read -r mb rss < <(bench partitions 10000 1 --raw --key-run 1)
+    runs[raw-partitions]+="$mb "
+    echo "round $round raw-partitions: $mb MB/s, broker RSS peak $rss MiB, $(fds) descriptors"
+    read -r mb rss < <(bench partitions 10000 1 --raw --key-run 100)
+    runs[raw-part-100]+="$mb "
+    echo "round $round raw-part-100:   $mb MB/s, broker RSS peak $rss MiB, $(fds) descriptors"
 done
 standard=$(echo "${runs[standard]}" | tr ' ' '\n' | grep . | median)
 echo
 echo "medians of $rounds rounds (MB/s, and as a share of the standard run's):"
 for s in standard partitions idle; do
     m=$(echo "${runs[$s]}" | tr ' ' '\n' | grep . | median)
-    python3 -c "print('  %-10s %6.1f MB/s  %5.2f' % ('$s', $m, $m / $standard))"
+    python3 -c "print('  %-14s %7.1f MB/s  %5.2f' % ('$s', $m, $m / $standard))"
+done
+raw=$(echo "${runs[raw-standard]}" | tr ' ' '\n' | grep . | median)
+echo "raw requests (MB/s, and as a share of raw-standard's):"
+for s in raw-standard raw-partitions raw-part-100; do
+    m=$(echo "${runs[$s]}" | tr ' ' '\n' | grep . | median)
+    python3 -c "print('  %-14s %7.1f MB/s  %5.2f' % ('$s', $m, $m / $raw))"
 done
 # 10,000 partitions left on disk, a few MB each, for the restarts.
 duration=3 bench partitions 10000 1 >/dev/null
