@@ -193,8 +193,8 @@ fn map(len: usize) -> io::Result<Memory> {
     memmap2::MmapMut::map_anon(len).map(Memory::Mapped)
 }
 
-/// A [`BLOCK`]-aligned buffer of mapped memory. Dropped, it goes back to the pool it
-/// came from.
+/// A [`BLOCK`]-aligned buffer, of heap blocks or mapped memory. Dropped, it goes back
+/// to the pool it came from.
 pub struct AlignedBuf {
     memory: Option<Memory>,
     cap: usize,

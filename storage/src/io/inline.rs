@@ -50,11 +50,24 @@ pub const SMALL_DIRECT_ROUND_BYTES_MAX: u64 = 2 << 20;
 
 /// A round's small direct-I/O writes done in place, and the parts left for the ring.
 pub struct SmallWrites {
-    /// Each written part's index in the round and its outcome.
-    pub done: Vec<(usize, io::Result<()>)>,
+    /// Per part of the round, in its order: the outcome of a part written in place.
+    pub done: Vec<Option<io::Result<()>>>,
+    /// The other parts, in the round's order.
     pub rest: Vec<RoundWrite>,
-    /// The index in the round of each part of `rest`.
-    pub rest_at: Vec<usize>,
+}
+
+impl SmallWrites {
+    /// Every part's outcome in the round's order, given the outcomes of `rest`.
+    pub fn merge(self, rest: Vec<io::Result<()>>) -> Vec<io::Result<()>> {
+        let mut rest = rest.into_iter();
+        self.done
+            .into_iter()
+            .map(|done| {
+                done.or_else(|| rest.next())
+                    .unwrap_or_else(|| Err(io::Error::other("a round lost a write")))
+            })
+            .collect()
+    }
 }
 
 /// Writes the small sync-free writes to direct-I/O files of a round too large to
@@ -62,20 +75,19 @@ pub struct SmallWrites {
 pub fn write_small_direct(writes: Vec<RoundWrite>) -> SmallWrites {
     let mut budget = SMALL_DIRECT_ROUND_BYTES_MAX;
     let mut out = SmallWrites {
-        done: Vec::new(),
+        done: Vec::with_capacity(writes.len()),
         rest: Vec::with_capacity(writes.len()),
-        rest_at: Vec::with_capacity(writes.len()),
     };
-    for (i, w) in writes.into_iter().enumerate() {
+    for w in writes {
         let len = w.len();
         let small = !w.sync && len > 0 && len <= SMALL_DIRECT_WRITE_MAX && len <= budget && w.file.raw_fd().is_some();
         match w.file.direct().filter(|_| small) {
             Some(d) => {
                 budget -= len;
-                out.done.push((i, d.write_small(w.pos, &w.bufs)));
+                out.done.push(Some(d.write_small(w.pos, &w.bufs)));
             }
             None => {
-                out.rest_at.push(i);
+                out.done.push(None);
                 out.rest.push(w);
             }
         }

@@ -227,26 +227,14 @@ impl Io for Uring {
         if super::inline::fits(&round) {
             return Box::pin(std::future::ready(super::inline::run(round)));
         }
-        let small = super::inline::write_small_direct(std::mem::take(&mut round.writes));
-        round.writes = small.rest;
-        let (inline, rest_at) = (small.done, small.rest_at);
+        let mut small = super::inline::write_small_direct(std::mem::take(&mut round.writes));
+        round.writes = std::mem::take(&mut small.rest);
         let staged = stage_direct(&mut round.writes);
         Box::pin(async move {
             let files: Vec<FileRef> = round.writes.iter().map(|w| w.file.clone()).collect();
             let mut writes = self.ring.write_round(round.writes).await;
             commit_direct(&files, staged, &mut writes);
-            let writes = if inline.is_empty() {
-                writes
-            } else {
-                // Back in the round's order.
-                let mut all: Vec<Option<io::Result<()>>> = (0..inline.len() + writes.len()).map(|_| None).collect();
-                for (i, result) in inline.into_iter().chain(rest_at.into_iter().zip(writes)) {
-                    all[i] = Some(result);
-                }
-                all.into_iter()
-                    .map(|r| r.unwrap_or_else(|| Err(io::Error::other("a round lost a write"))))
-                    .collect()
-            };
+            let writes = small.merge(writes);
             let mut dirs = Vec::with_capacity(round.dirs.len());
             for dir in round.dirs {
                 dirs.push(
