@@ -354,7 +354,22 @@ impl Etcd {
     }
 
     /// An etcd whose client endpoint is on `ip` (its peer endpoint stays on loopback).
+    ///
+    /// A port picked free can be taken by another process before etcd binds it; then
+    /// etcd exits, and whatever holds the port may even answer. So etcd counts as up
+    /// only when it is alive, answers `/health`, and has created its own database
+    /// (which it does only after binding both its listeners); otherwise it is started
+    /// again on fresh ports.
     pub fn start_on(ip: &str) -> Etcd {
+        for _ in 0..5 {
+            if let Some(etcd) = Etcd::try_start_on(ip) {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start on {ip} in five attempts");
+    }
+
+    fn try_start_on(ip: &str) -> Option<Etcd> {
         let data = tempfile::tempdir().expect("temp dir");
         let (client, peer) = (free_port_on(ip), free_port());
         let endpoint = format!("{ip}:{client}");
@@ -371,17 +386,24 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd is installed (Debian etcd-server; see .ci/run)");
-        let etcd = Etcd {
+        let db = data.path().join("etcd/member/snap/db");
+        let mut etcd = Etcd {
             child: Some(child),
             endpoint,
             _data: data,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&etcd.endpoint).is_err() {
+        loop {
+            let running = matches!(etcd.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+            if !running {
+                return None;
+            }
+            if db.exists() && healthy(&etcd.endpoint) {
+                return Some(etcd);
+            }
             assert!(std::time::Instant::now() < deadline, "etcd did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        etcd
     }
 
     /// The `--controller` URL for a cluster under `prefix`.
@@ -416,7 +438,21 @@ impl Drop for Etcd {
     }
 }
 
-/// A port nobody listens on right now (the kernel's pick for port 0).
+/// Whether the etcd at `endpoint` answers `GET /health` with `"health":"true"`.
+fn healthy(endpoint: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(endpoint) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health HTTP/1.0\r\nHost: {endpoint}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.contains("\"health\":\"true\"")
+}
+
 /// A port nothing listens on, below Linux's ephemeral range (32768-60999): a broker
 /// restarted on its old port must find it free, and a port the kernel hands out as the
 /// source port of some outgoing connection (there are many in cluster tests) would not
@@ -428,6 +464,8 @@ pub fn free_port() -> u16 {
 pub fn free_port_on(ip: &str) -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<(String, u16)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -440,11 +478,20 @@ pub fn free_port_on(ip: &str) -> u16 {
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;
         let port = 20_000 + (x % 12_000) as u16;
-        match std::net::TcpListener::bind((ip, port)) {
-            Ok(_) => return port,
+        let free = match std::net::TcpListener::bind((ip, port)) {
+            Ok(_) => true,
             // An address of another network namespace: it cannot be checked from here.
-            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return port,
-            Err(_) => {}
+            Err(e) => e.kind() == std::io::ErrorKind::AddrNotAvailable,
+        };
+        // Never the same port twice in one test process: a port handed out is free
+        // until its user binds it, and tests run in parallel threads.
+        if free
+            && HANDED_OUT
+                .lock()
+                .map(|mut h| h.insert((ip.to_string(), port)))
+                .unwrap_or(true)
+        {
+            return port;
         }
     }
     panic!("no free port below the ephemeral range on {ip}");
