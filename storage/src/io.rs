@@ -31,6 +31,12 @@ pub mod uring;
 /// the hot path never makes them: they open and recover logs, and serve rare lookups.
 pub trait IoFile: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// A read of a few bytes that fetches no more than it must (a direct-I/O file
+    /// otherwise reads a whole window ahead, which a scan wants and a lookup of one
+    /// batch header does not).
+    fn peek_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.read_exact_at(buf, pos)
+    }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn size(&self) -> io::Result<u64>;

@@ -28,7 +28,7 @@ use crate::io::{same_file, FileRef, Io, Positional, WriteRound};
 use crate::offset::{Flushed, LogEnd, LogOffsets, LogStart, Offset, Written};
 use crate::producer::{ProducerState, SequenceCheck, SequenceError};
 use crate::retention::{self, SegmentSummary};
-use crate::segment::{DiskRead, FileWrite, ReadStep, Segment, Target};
+use crate::segment::{CleanEnd, DiskRead, FileWrite, ReadStep, Segment, Target};
 use crate::snapshot;
 use crate::txn::{self, AbortedTxn, Marker, Transactions};
 
@@ -413,10 +413,20 @@ impl Log {
             }
         }
         bases.sort();
+        // Taken (and removed) before anything can be appended: see `CleanEnd`.
+        let clean = CleanEnd::take(io.as_ref(), dir)?;
         let mut segments = BTreeMap::new();
         for (i, base) in bases.iter().enumerate() {
             let is_active = i + 1 == bases.len();
-            let segment = Segment::open(io.as_ref(), dir, *base, is_active, config.index_interval_bytes, now_ms)?;
+            let segment = Segment::open(
+                io.as_ref(),
+                dir,
+                *base,
+                is_active,
+                clean.as_ref(),
+                config.index_interval_bytes,
+                now_ms,
+            )?;
             segments.insert(*base, segment);
         }
         drop_after_gap(io.as_ref(), &mut segments)?;
@@ -936,6 +946,7 @@ impl Log {
                 &self.dir,
                 source.base,
                 false,
+                None,
                 self.config.index_interval_bytes,
                 now_ms,
             )?;
@@ -1273,6 +1284,20 @@ impl Log {
     pub fn trim_active(&self) {
         if let Some(segment) = self.segments.values().next_back() {
             segment.trim();
+        }
+    }
+
+    /// The last step of a clean shutdown, after [`Log::flush_now`] and
+    /// [`Log::trim_active`]: records where the active segment ends, so the next open
+    /// reads its indexes instead of scanning it ([`CleanEnd`]). The log must take no
+    /// more appends afterwards.
+    pub fn close_clean(&mut self) -> io::Result<()> {
+        if self.unwritten_bytes() > 0 {
+            return Ok(());
+        }
+        match self.segments.values_mut().next_back() {
+            Some(segment) => segment.clean_end()?.store(self.io.as_ref(), &self.dir),
+            None => Ok(()),
         }
     }
 

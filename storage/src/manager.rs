@@ -268,7 +268,11 @@ impl LogManager {
             no_space: Cell::new(None),
         });
         let mut logs = self.logs.borrow_mut();
-        logs.retain(|l| l.strong_count() > 0);
+        // Dropped logs are forgotten each time the list doubles: opening 10,000 logs
+        // at start-up must not walk the list 10,000 times.
+        if logs.len() >= 64 && logs.len().is_power_of_two() {
+            logs.retain(|l| l.strong_count() > 0);
+        }
         logs.push(Rc::downgrade(&managed));
         Ok(PartitionLog {
             log: managed,
@@ -473,7 +477,13 @@ impl LogManager {
             }
             let mut log = managed.log.borrow_mut();
             match log.flush_now(now) {
-                Ok(()) => log.trim_active(),
+                Ok(()) => {
+                    log.trim_active();
+                    if let Err(e) = log.close_clean() {
+                        // The next open scans the active segment instead.
+                        tracing::warn!(log = %log.dir().display(), "could not record a clean shutdown: {e}");
+                    }
+                }
                 Err(e) => tracing::error!(log = %log.dir().display(), "final flush failed: {e}"),
             }
         }

@@ -808,6 +808,12 @@ impl DirectFile {
     /// Plans a read of `len` bytes at `pos` that missed the cache, reading at least
     /// `min_read` and one step ahead.
     pub fn plan_read(&self, pos: u64, len: usize, min_read: usize) -> io::Result<PlannedRead> {
+        self.plan(pos, len, min_read, true)
+    }
+
+    /// A planned read of the blocks `len` bytes at `pos` touch, with read-ahead when
+    /// `ahead`.
+    fn plan(&self, pos: u64, len: usize, min_read: usize, ahead: bool) -> io::Result<PlannedRead> {
         let (valid_end, generation) = {
             let state = self.lock();
             (state.len, state.generation)
@@ -820,7 +826,8 @@ impl DirectFile {
         }
         let start = align_down(pos);
         let asked = (pos + len as u64 - start) as usize;
-        let wanted = (asked + asked.max(READ_STEP)).max(min_read).min(READ_MAX.max(asked));
+        let step = if ahead { asked.max(READ_STEP) } else { 0 };
+        let wanted = (asked + step).max(min_read).min(READ_MAX.max(asked));
         let upto = align_up((valid_end - start) as usize);
         let size = align_up(wanted).min(upto).max(align_up(asked));
         Ok(PlannedRead {
@@ -865,7 +872,7 @@ impl DirectFile {
             buf.copy_from_slice(&bytes);
             return Ok(());
         }
-        let mut read = self.plan_read(pos, buf.len(), min_read)?;
+        let mut read = self.plan(pos, buf.len(), min_read, min_read > 0)?;
         let size = read.size;
         let n = self.raw.read_blocks(&mut read.buf.as_mut_slice()[..size], read.pos)?;
         let bytes = self.finish_read(read, n)?;
@@ -933,6 +940,11 @@ impl DirectFile {
 impl IoFile for DirectFile {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
         self.read_blocking(buf, pos, SYNC_READ_WINDOW)
+    }
+
+    fn peek_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        // Only the blocks it touches.
+        self.read_blocking(buf, pos, 0)
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {

@@ -56,6 +56,8 @@ struct State {
     faults: Faults,
     /// Count of injected faults, so a test can check that faults did happen.
     injected: u64,
+    /// Bytes read from simulated files, so a test can check what an open reads.
+    bytes_read: u64,
 }
 
 impl State {
@@ -103,6 +105,7 @@ impl SimIo {
             rng: seed | 1,
             faults,
             injected: 0,
+            bytes_read: 0,
         };
         SimIo {
             state: Arc::new(Mutex::new(state)),
@@ -144,6 +147,11 @@ impl SimIo {
 
     pub fn faults_injected(&self) -> u64 {
         self.lock().injected
+    }
+
+    /// Bytes read from the simulated files so far (direct reads included).
+    pub fn bytes_read(&self) -> u64 {
+        self.lock().bytes_read
     }
 
     /// Power loss: every file falls back to its durable bytes plus a random prefix of
@@ -254,6 +262,7 @@ impl IoFile for SimHandle {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"));
             }
             buf.copy_from_slice(&f.data[start..end]);
+            s.bytes_read += buf.len() as u64;
             Ok(())
         })
     }
@@ -426,6 +435,7 @@ impl direct::Blocks for SimBlocks {
             let start = (pos as usize).min(f.data.len());
             let n = buf.len().min(f.data.len() - start);
             buf[..n].copy_from_slice(&f.data[start..start + n]);
+            s.bytes_read += n as u64;
             Ok(n)
         })
     }

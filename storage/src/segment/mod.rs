@@ -22,9 +22,11 @@ use crate::batch::{for_each_record, BatchHeader, BATCH_HEADER_LEN};
 use crate::index::{IndexFile, OffsetEntry, TimeEntry};
 use crate::offset::Offset;
 
+mod clean;
 mod read;
 mod recovery;
 
+pub use clean::CleanEnd;
 pub use read::{DiskRead, ReadCursor, ReadStep};
 
 /// Kafka names segment files by base offset, zero-padded to 20 digits so they sort.
@@ -88,15 +90,19 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment. The active (last) segment is always scanned in full:
-    /// a crash may have left a torn batch at its tail, which is cut off, and its indexes
-    /// are rebuilt from what survives. A closed segment keeps its indexes when they are
-    /// consistent with the log, and is rebuilt by a scan when they are not.
+    /// Opens an existing segment. After a crash the active (last) segment is scanned in
+    /// full: a crash may have left a torn batch at its tail, which is cut off, and its
+    /// indexes are rebuilt from what survives. After a clean shutdown (`clean`, the
+    /// log's [`CleanEnd`]) it is opened as a closed segment is, from its indexes, when
+    /// its file is as the record says. A closed segment keeps its indexes when they are
+    /// consistent with the log, and is rebuilt by a scan when they are not; after a
+    /// clean shutdown that check reads only the segment's end, not every indexed batch.
     pub fn open(
         io: &dyn Io,
         dir: &Path,
         base_offset: Offset,
         is_active: bool,
+        clean: Option<&CleanEnd>,
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> io::Result<Segment> {
@@ -122,10 +128,28 @@ impl Segment {
             sealed: !is_active,
         };
         if is_active {
-            segment.recover(index_interval_bytes)?;
+            let recorded = clean.filter(|c| c.base_offset == base_offset && c.size == file_len);
+            match recorded {
+                Some(end) if segment.ends_as_recorded(end)? => {
+                    segment.next_offset = end.next_offset;
+                    segment.max_timestamp = end.max_timestamp;
+                    segment.bytes_since_index_entry = end.bytes_since_index_entry;
+                }
+                _ => segment.recover(index_interval_bytes)?,
+            }
         } else {
-            match segment.intact_end()? {
-                Some(next) if segment.indexes_agree_with_log()? => {
+            // After a clean shutdown a few headers at the end; after a crash the CRCs
+            // of the batches after the last index entry, and every entry's header.
+            let end = match clean {
+                Some(_) if segment.indexes_plausible()? => segment.headers_end()?,
+                Some(_) => None,
+                None => match segment.intact_end()? {
+                    Some(next) if segment.indexes_agree_with_log()? => Some(next),
+                    _ => None,
+                },
+            };
+            match end {
+                Some(next) => {
                     segment.next_offset = next;
                     segment.max_timestamp = segment
                         .time_index
@@ -142,6 +166,29 @@ impl Segment {
             }
         }
         Ok(segment)
+    }
+
+    /// Where the active segment ends, for the log's [`CleanEnd`] at a clean shutdown
+    /// (after the final flush and trim). Its index entries, which an active segment
+    /// otherwise keeps in memory until it is sealed, are written to their files first
+    /// (without a sync: a crash that loses some leaves a plausible prefix, or entries
+    /// that fail the open's check, and either way nothing wrong is trusted).
+    pub fn clean_end(&mut self) -> io::Result<CleanEnd> {
+        if let Some((pos, bytes)) = self.offset_index.take_unwritten() {
+            self.offset_index.file()?.write_all_at(&bytes, pos)?;
+            self.offset_index.wrote(bytes.len() as u64);
+        }
+        if let Some((pos, bytes)) = self.time_index.take_unwritten() {
+            self.time_index.file()?.write_all_at(&bytes, pos)?;
+            self.time_index.wrote(bytes.len() as u64);
+        }
+        Ok(CleanEnd {
+            base_offset: self.base_offset,
+            size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.max_timestamp,
+            bytes_since_index_entry: self.bytes_since_index_entry,
+        })
     }
 
     /// The header of the batch at `position`, if a whole one starts there.
@@ -301,7 +348,8 @@ impl Segment {
             });
             self.submitted = self.size;
         }
-        if let (Some(file), Some((pos, bytes))) = (offset_index, self.offset_index.take_unwritten()) {
+        // (Entries are taken only when their file is: an active segment keeps them.)
+        if let Some((file, (pos, bytes))) = offset_index.and_then(|f| Some((f, self.offset_index.take_unwritten()?))) {
             out.push(FileWrite {
                 file,
                 pos,
@@ -310,7 +358,7 @@ impl Segment {
                 target: Target::OffsetIndex,
             });
         }
-        if let (Some(file), Some((pos, bytes))) = (time_index, self.time_index.take_unwritten()) {
+        if let Some((file, (pos, bytes))) = time_index.and_then(|f| Some((f, self.time_index.take_unwritten()?))) {
             out.push(FileWrite {
                 file,
                 pos,

@@ -91,23 +91,102 @@ impl Segment {
             .all(|p| p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset))
     }
 
-    /// The offset after a closed segment's last batch, if the batches after its last
-    /// index entry (at most about `index.interval.bytes` of them) are whole, pass their
-    /// CRC and end exactly at the end of the file; None if its tail is damaged.
-    pub(super) fn intact_end(&self) -> io::Result<Option<Offset>> {
+    /// A check of indexes this broker wrote and synced before a clean shutdown, which
+    /// reads one batch header instead of one per entry: entries ascend and point inside
+    /// the file, and the last offset entry points at a batch with its base offset.
+    /// (With [`Segment::intact_end`], which reads the batches after that entry.)
+    pub(super) fn indexes_plausible(&self) -> io::Result<bool> {
+        let entries = self.offset_index.entries();
+        let times = self.time_index.entries();
+        if self.size > 0 && (entries.is_empty() || times.is_empty()) {
+            return Ok(false);
+        }
+        let ascend = entries
+            .windows(2)
+            .all(|p| p[0].relative_offset < p[1].relative_offset && p[0].position < p[1].position);
+        let times_ascend = times
+            .windows(2)
+            .all(|p| p[0].timestamp < p[1].timestamp && p[0].relative_offset <= p[1].relative_offset);
+        if !ascend || !times_ascend {
+            return Ok(false);
+        }
+        Ok(match entries.last() {
+            None => true,
+            Some(last) => matches!(
+                self.peek_header_at(last.position as u64)?,
+                Some(h) if h.base_offset == self.base_offset.plus(last.relative_offset as i64)
+            ),
+        })
+    }
+
+    /// The header of the batch at `position` when a whole one fits in the file, read
+    /// without read-ahead (the checks of a clean shutdown read a few headers only).
+    fn peek_header_at(&self, position: u64) -> io::Result<Option<BatchHeader>> {
+        if position + BATCH_HEADER_LEN as u64 > self.size {
+            return Ok(None);
+        }
+        let mut buf = [0u8; BATCH_HEADER_LEN];
+        self.log.file()?.peek_at(&mut buf, position)?;
+        Ok(BatchHeader::parse(&buf)
+            .ok()
+            .filter(|h| position + h.size as u64 <= self.size))
+    }
+
+    /// After a clean shutdown, the offset after the segment's last batch: the batch
+    /// headers from its last index entry on follow each other to exactly the end of
+    /// the file. Their CRCs are not checked: every byte was synced before the record
+    /// of the shutdown was written, so there is no torn write to find (as Kafka skips
+    /// recovery after a clean shutdown), and a scan would read the whole last batch.
+    pub(super) fn headers_end(&self) -> io::Result<Option<Offset>> {
         let mut next = self.base_offset;
         let mut pos = self.offset_index.last().map(|e| e.position as u64).unwrap_or(0);
-        let mut batch = Vec::new();
-        while let Some(h) = self.header_at(pos)? {
-            batch.resize(h.size, 0);
-            self.read_at(&mut batch, pos)?;
-            if !crc_matches(&batch, &h) || h.base_offset < next {
+        while let Some(h) = self.peek_header_at(pos)? {
+            if h.base_offset < next {
                 return Ok(None);
             }
             next = h.next_offset();
             pos += h.size as u64;
         }
         Ok((pos == self.size).then_some(next))
+    }
+
+    /// Whether an active segment whose file has the length `end` records is as it was
+    /// at that clean shutdown: plausible indexes, and batch headers from the last index
+    /// entry to the file's end that end at the recorded offset.
+    pub(super) fn ends_as_recorded(&self, end: &super::CleanEnd) -> io::Result<bool> {
+        if !self.indexes_plausible()? {
+            return Ok(false);
+        }
+        if self.size == 0 {
+            return Ok(end.next_offset == self.base_offset);
+        }
+        Ok(self.headers_end()? == Some(end.next_offset))
+    }
+
+    /// The offset after a closed segment's last batch, if the batches after its last
+    /// index entry (at most about `index.interval.bytes` of them) are whole, pass their
+    /// CRC and end exactly at the end of the file; None if its tail is damaged.
+    pub(super) fn intact_end(&self) -> io::Result<Option<Offset>> {
+        let from = self.offset_index.last().map(|e| e.position as u64).unwrap_or(0);
+        if from > self.size {
+            return Ok(None);
+        }
+        // One read for the whole stretch (a few KiB: one index interval and a batch).
+        let mut tail = vec![0u8; (self.size - from) as usize];
+        self.read_at(&mut tail, from)?;
+        let mut next = self.base_offset;
+        let mut rest = &tail[..];
+        while rest.len() >= BATCH_HEADER_LEN {
+            let Ok(h) = BatchHeader::parse(rest) else {
+                return Ok(None);
+            };
+            if h.size > rest.len() || !crc_matches(&rest[..h.size], &h) || h.base_offset < next {
+                return Ok(None);
+            }
+            next = h.next_offset();
+            rest = &rest[h.size..];
+        }
+        Ok(rest.is_empty().then_some(next))
     }
 }
 
