@@ -66,7 +66,7 @@ pub const PREALLOCATE_MAX: u64 = 64 << 20;
 /// Memory the pool keeps in spare buffers per shard; more is unmapped. The cache's
 /// evictions hand buffers back about as fast as rounds take them, so a few MiB keep
 /// mapping (and the page faults of fresh memory) off the hot path.
-const SPARE_BYTES_MAX: usize = 16 << 20;
+const SPARE_BYTES_MAX: usize = 8 << 20;
 
 /// Spare buffers by size class.
 struct Spares {
