@@ -73,8 +73,8 @@ pub fn note_refused(peer: SocketAddr, refusal: crate::limits::Refusal) {
     }
 }
 
-/// A connection's read buffer starts this small and goes back to it between frames
-/// once it grew past it, so ten thousand idle connections cost little memory.
+/// A connection's read buffer starts this small when data arrives, and is given back
+/// between frames, so ten thousand idle connections cost little memory.
 const IDLE_BUFFER_BYTES: usize = 4 << 10;
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
@@ -84,7 +84,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES_MAX));
     let write_task = tokio::task::spawn_local(write_answers(answers, writer, peer));
     let max = shard.config().socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(IDLE_BUFFER_BYTES);
+    let mut buf = BytesMut::new();
     let limits = shard.cluster.limits.clone();
     let mut shutdown = shard.cluster.shutdown.clone();
     loop {
@@ -191,8 +191,12 @@ async fn read_frame(
     max: usize,
     limits: &crate::limits::Limits,
 ) -> Result<Option<(Bytes, Option<OwnedSemaphorePermit>)>, ReadError> {
-    if buf.is_empty() && buf.capacity() > IDLE_BUFFER_BYTES {
-        *buf = BytesMut::with_capacity(IDLE_BUFFER_BYTES);
+    if buf.is_empty() {
+        // Between frames an idle connection holds no buffer at all: it waits for data
+        // first, and only then takes one (10,000 idle connections, 40 MB less).
+        *buf = BytesMut::new();
+        reader.readable().await?;
+        buf.reserve(IDLE_BUFFER_BYTES);
     }
     let mut queued = None;
     let mut budgeted = false;

@@ -57,6 +57,25 @@ fn keep_request_buffers_mapped() {
     }
 }
 
+/// What the arenas keep free (the thresholds above, and holes below their tops that
+/// no threshold reaches) goes back to the system every few seconds: after 10,000
+/// connections closed or a burst of large requests the broker's RSS falls back, and
+/// a request after it page-faults its buffer in once.
+#[allow(unsafe_code)] // malloc_trim is a plain libc call, safe from any thread
+fn trim_freed_memory_periodically() {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+    let spawned = std::thread::Builder::new().name("malloc-trim".into()).spawn(|| loop {
+        std::thread::sleep(EVERY);
+        // SAFETY: malloc_trim takes an integer and only returns free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the thread that gives freed memory back: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     keep_request_buffers_mapped();
     let cli = config::Cli::parse();
@@ -68,6 +87,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_json);
+    trim_freed_memory_periodically();
     match server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
